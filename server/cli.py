@@ -1,0 +1,44 @@
+"""The `interlock` command. Each area registers its own subcommands; this module only wires them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules exposing `register(subparsers)`. Imported lazily so `interlock serve` does not pay for
+# the retrieval or MCP stacks, and a missing area does not break the others.
+_AREAS = (
+    "server.serve_cli",
+    "mcp_servers.cli",
+    "tools.cli",
+    "graphs.retrieval.cli",
+    "policies.cli",
+    "evals.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interlock", description="Interlock agent orchestration server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in _AREAS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # area not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

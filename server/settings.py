@@ -1,0 +1,40 @@
+"""Where Interlock keeps its files and which database it talks to.
+
+Every process (graph server, MCP servers, CLI) reads the same environment, so they agree on
+one data directory and one database without passing paths around.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The data directory: `$INTERLOCK_HOME`, else `./.interlock` under the working directory."""
+    path = Path(os.environ.get("INTERLOCK_HOME") or ".interlock").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_url() -> str:
+    """`$INTERLOCK_DATABASE_URL` (postgresql://...) or the embedded SQLite file."""
+    url = os.environ.get("INTERLOCK_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{home() / 'interlock.db'}"
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgres://", "postgresql://"))
+
+
+def sqlite_path(url: str) -> str:
+    """The file path inside a `sqlite:///...` URL."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    return url[len("sqlite:///") :]
+
+
+def redis_url() -> str | None:
+    return os.environ.get("INTERLOCK_REDIS_URL") or None
