@@ -1,0 +1,346 @@
+"""Guardrail nodes: input, retrieved-text, tool-call, tool-output and output guards.
+
+Each node is an async LangGraph node over `InterlockState` and returns only the keys it changes.
+
+Keys read and written (all optional on input; a missing key is treated as empty):
+- `messages`      read; rewritten in place (same message id) with pseudonymised or filtered content.
+                  A message is guarded once: the marker `additional_kwargs["interlock_guard"]`.
+- `retrieved`     read/written by `retrieved_guard` (chunks with `text`, `chunk_id`, `trusted`); each
+                  chunk gets `guarded: True`, PII pseudonymised, flagged ones quarantined or dropped.
+- `pii_vault`     read/written: `PiiVault.to_state()`; holds raw values, keep it out of traces.
+- `tainted`       written True when flagged content entered the run (state reducer keeps it sticky).
+- `guard_verdicts` appended: one dict per guard call (new items only; state uses operator.add).
+                  A verdict holds rule ids, counts and the policy hash, never raw text or values.
+- `outcome`       set to "guard_blocked" when the input policy blocks the message.
+
+Every guard fails closed: an exception or a timeout (limits.yaml run.guard_timeout_s) raises
+`GuardFailed` (reason `guard_failed`) carrying the verdict, so no model or tool call happens
+with unscanned content. Tool arguments must be rehydrated inside the trusted executor with
+`PiiVault.from_state(state["pii_vault"]).rehydrate_args(args)`; client-bound text goes through
+`client_text` / `client_stream_filter` so third-party values never reach the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from policies.injection import InjectionDetector, InjectionVerdict, load_model_detector, quarantine
+from policies.loader import PolicySet, get_policies
+from policies.output import OutputFilter, StreamingOutputFilter, system_prompt_leak, verify_citations
+from policies.pii import PiiDetector, PiiVault, detector_for, pseudonymise
+from policies.tool_rules import ToolCall, ToolContext, ToolDecision, evaluate_tool_call
+
+log = logging.getLogger("interlock.guards")
+
+MARKER = "interlock_guard"
+GuardFn = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class GuardFailed(RuntimeError):
+    """A guard raised or timed out. The run must end with status error and reason `guard_failed`."""
+
+    reason = "guard_failed"
+
+    def __init__(self, guard: str, detail: str, verdict: dict[str, Any]) -> None:
+        self.guard = guard
+        self.detail = detail
+        self.verdict = verdict
+        super().__init__(f"guard {guard} failed closed: {detail}")
+
+
+# --- shared machinery --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _injection_detector(policies: PolicySet) -> InjectionDetector:
+    return InjectionDetector(policies.injection, load_model_detector(policies.injection.model_detector))
+
+
+def _components(policies: PolicySet | None = None) -> tuple[PolicySet, InjectionDetector, PiiDetector]:
+    policies = policies or get_policies()
+    return policies, _injection_detector(policies), detector_for(policies.pii)
+
+
+def _text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return "\n".join(parts)
+
+
+def _guarded(message: BaseMessage) -> bool:
+    return bool((message.additional_kwargs or {}).get(MARKER))
+
+
+def _rewrite(message: BaseMessage, content: str, guard: str) -> BaseMessage:
+    """Same id, so the add_messages reducer replaces the original instead of appending."""
+    kwargs = {**(message.additional_kwargs or {}), MARKER: guard}
+    return message.model_copy(update={"content": content, "additional_kwargs": kwargs})
+
+
+def _verdict(guard: str, policies: PolicySet, **fields: Any) -> dict[str, Any]:
+    return {"guard": guard, "policy_hash": policies.hash, **fields}
+
+
+def _injection_fields(v: InjectionVerdict) -> dict[str, Any]:
+    return {"flagged": v.flagged, "action": v.action, "score": v.score, "rules": v.rules,
+            "transforms": v.transforms}
+
+
+def make_guard_node(name: str, fn: GuardFn, timeout_s: float | None = None) -> Callable[[Any], Awaitable[dict]]:
+    """Wrap a synchronous guard body as an async node that fails closed on error or timeout."""
+
+    async def node(state: Any) -> dict[str, Any]:
+        try:
+            timeout = timeout_s if timeout_s is not None else get_policies().limits.run.guard_timeout_s
+            return await asyncio.wait_for(asyncio.to_thread(fn, dict(state or {})), timeout)
+        except GuardFailed:
+            raise
+        except TimeoutError as exc:
+            verdict = {"guard": name, "ok": False, "error": "timeout", "reason": GuardFailed.reason}
+            log.error("guard %s timed out; failing closed", name)
+            raise GuardFailed(name, "timeout", verdict) from exc
+        except Exception as exc:
+            # Only the exception type: messages may quote the scanned text.
+            verdict = {"guard": name, "ok": False, "error": type(exc).__name__, "reason": GuardFailed.reason}
+            log.error("guard %s raised %s; failing closed", name, type(exc).__name__)
+            raise GuardFailed(name, type(exc).__name__, verdict) from exc
+
+    node.__name__ = f"{name}_guard"
+    node.__doc__ = fn.__doc__
+    return node
+
+
+# --- guard bodies ------------------------------------------------------------------------------
+
+
+def scan_input(state: dict[str, Any]) -> dict[str, Any]:
+    """User messages: injection scan (kind user), then pseudonymise PII as trusted-origin values."""
+    policies, injection, pii = _components()
+    vault = PiiVault.from_state(state.get("pii_vault"))
+    updates: list[BaseMessage] = []
+    verdicts: list[dict[str, Any]] = []
+    tainted = False
+    blocked = False
+    for message in state.get("messages") or []:
+        if not isinstance(message, HumanMessage) or _guarded(message):
+            continue
+        raw = _text(message)
+        v = injection.scan(raw, "user")
+        result = pseudonymise(pii, raw, vault, trusted=True, direction="input")
+        updates.append(_rewrite(message, result.text, "input"))
+        tainted |= v.taint
+        blocked |= v.action == "block"
+        verdicts.append(_verdict("input", policies, target=message.id or "", ok=not v.flagged,
+                                 pii=result.counts, **_injection_fields(v)))
+    out: dict[str, Any] = {"guard_verdicts": verdicts}
+    if updates:
+        out["messages"] = updates
+        out["pii_vault"] = vault.to_state()
+    if tainted:
+        out["tainted"] = True
+    if blocked:
+        out["outcome"] = "guard_blocked"
+        out["messages"] = [*updates, AIMessage(
+            content="I can't act on that message. Please rephrase your request.", name="interlock",
+            response_metadata={"outcome": "guard_blocked"})]
+    return out
+
+
+def scan_retrieved(state: dict[str, Any]) -> dict[str, Any]:
+    """Retrieved chunks: injection scan (kind retrieved), quarantine per policy, pseudonymise PII."""
+    policies, injection, pii = _components()
+    vault = PiiVault.from_state(state.get("pii_vault"))
+    chunks = list(state.get("retrieved") or [])
+    kept: list[dict[str, Any]] = []
+    verdicts: list[dict[str, Any]] = []
+    tainted = False
+    changed = False
+    for chunk in chunks:
+        if not isinstance(chunk, dict) or chunk.get("guarded"):
+            kept.append(chunk)
+            continue
+        changed = True
+        raw = str(chunk.get("text") or "")
+        v = injection.scan(raw, "retrieved")
+        result = pseudonymise(pii, raw, vault, trusted=False, direction="input")
+        style = "drop" if v.action == "drop" else policies.injection.quarantine_style
+        text = result.text
+        if v.action in ("quarantine", "drop", "block"):
+            text = quarantine(result.text, v, "drop" if v.action == "block" else style,
+                              str(chunk.get("chunk_id", "")))
+        tainted |= v.taint
+        verdicts.append(_verdict("retrieved", policies, target=str(chunk.get("chunk_id", "")), ok=not v.flagged,
+                                 trusted=bool(chunk.get("trusted", False)), pii=result.counts,
+                                 **_injection_fields(v)))
+        if text is None:
+            continue
+        kept.append({**chunk, "text": text, "guarded": True, "quarantined": v.flagged})
+    out: dict[str, Any] = {"guard_verdicts": verdicts}
+    if changed:
+        out["retrieved"] = kept
+        out["pii_vault"] = vault.to_state()
+    if tainted:
+        out["tainted"] = True
+    return out
+
+
+def scan_tool_outputs(state: dict[str, Any]) -> dict[str, Any]:
+    """Tool results: injection scan (kind tool_output), quarantine per policy, pseudonymise PII."""
+    policies, injection, pii = _components()
+    vault = PiiVault.from_state(state.get("pii_vault"))
+    updates: list[BaseMessage] = []
+    verdicts: list[dict[str, Any]] = []
+    tainted = False
+    for message in state.get("messages") or []:
+        if not isinstance(message, ToolMessage) or _guarded(message):
+            continue
+        raw = _text(message)
+        v = injection.scan(raw, "tool_output")
+        result = pseudonymise(pii, raw, vault, trusted=False, direction="input")
+        text: str | None = result.text
+        if v.action in ("quarantine", "drop", "block"):
+            style = "drop" if v.action in ("drop", "block") else policies.injection.quarantine_style
+            text = quarantine(result.text, v, style, message.name or "")
+        if text is None:
+            text = "[tool output withheld by the injection guard]"
+        tainted |= v.taint
+        updates.append(_rewrite(message, text, "tool_output"))
+        verdicts.append(_verdict("tool_output", policies, target=message.tool_call_id, tool=message.name or "",
+                                 ok=not v.flagged, pii=result.counts, **_injection_fields(v)))
+    out: dict[str, Any] = {"guard_verdicts": verdicts}
+    if updates:
+        out["messages"] = updates
+        out["pii_vault"] = vault.to_state()
+    if tainted:
+        out["tainted"] = True
+    return out
+
+
+def _system_prompt(state: dict[str, Any]) -> str:
+    explicit = state.get("system_prompt")
+    if isinstance(explicit, str):
+        return explicit
+    return "\n".join(_text(m) for m in state.get("messages") or [] if isinstance(m, SystemMessage))
+
+
+def output_filter(policies: PolicySet | None = None) -> OutputFilter:
+    policies, _, pii = _components(policies)
+    return OutputFilter(pii, policies.tools.allowlists.url_hosts, policies.pii.fuzzy_threshold,
+                        policies.pii.min_fuzzy_length)
+
+
+def check_output(state: dict[str, Any]) -> dict[str, Any]:
+    """The final answer: PII leak + egress filter, system-prompt leakage, citation verification."""
+    policies, _, _ = _components()
+    vault = PiiVault.from_state(state.get("pii_vault"))
+    target = None
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, AIMessage):
+            if not message.tool_calls and not _guarded(message):
+                target = message
+            break
+    if target is None:
+        return {"guard_verdicts": []}
+    raw = _text(target)
+    filtered = output_filter(policies).filter(raw, vault)
+    text = filtered.text
+    leak = None
+    system_prompt = _system_prompt(state)
+    if system_prompt:
+        leak = system_prompt_leak(raw, system_prompt, policies.scope.system_prompt_leak_threshold)
+        if leak.leaked:
+            text = "I can't share that."
+    citations = verify_citations(raw, state.get("retrieved") or [], state.get("citations") or [])
+    verdict = _verdict(
+        "output", policies, target=target.id or "",
+        ok=not filtered.changed and not (leak and leak.leaked) and citations.ok,
+        findings=[f.model_dump() for f in filtered.findings],
+        system_prompt_leak=leak.model_dump() if leak else None,
+        citations={"ok": citations.ok, "unknown": citations.unknown,
+                   "unsupported_quotes": citations.unsupported_quotes},
+    )
+    return {"messages": [_rewrite(target, text, "output")], "guard_verdicts": [verdict]}
+
+
+# --- tool calls --------------------------------------------------------------------------------
+
+
+def tool_context(state: dict[str, Any], facts: dict[str, Any] | None = None) -> ToolContext:
+    """Trusted text = the user's messages and the system prompt; never chunks or tool output."""
+    texts = [_text(m) for m in state.get("messages") or [] if isinstance(m, HumanMessage | SystemMessage)]
+    return ToolContext(tainted=bool(state.get("tainted")), trusted_texts=texts,
+                       facts=facts if facts is not None else dict(state.get("facts") or {}),
+                       vault=state.get("pii_vault") or None)
+
+
+def decide_tool_call(state: dict[str, Any], tool: str, args: dict[str, Any], facts: dict[str, Any] | None = None,
+                     call_id: str = "") -> ToolDecision:
+    """The tool policy's decision for one proposed call in this run (for the planner's executor)."""
+    policies = get_policies()
+    return evaluate_tool_call(ToolCall(name=tool, args=args, id=call_id), tool_context(state, facts), policies.tools)
+
+
+def check_tool_calls(state: dict[str, Any]) -> dict[str, Any]:
+    """Decisions for the tool calls of the last AI message, recorded as one verdict."""
+    policies = get_policies()
+    messages = state.get("messages") or []
+    last = messages[-1] if messages else None
+    if not isinstance(last, AIMessage) or not last.tool_calls:
+        return {"guard_verdicts": []}
+    context = tool_context(state)
+    decisions = [evaluate_tool_call(ToolCall(name=c["name"], args=c.get("args") or {}, id=c.get("id") or ""),
+                                    context, policies.tools) for c in last.tool_calls]
+    verdict = _verdict("tool_call", policies, target=last.id or "",
+                       ok=all(d.action == "allow" for d in decisions),
+                       decisions=[d.model_dump() for d in decisions])
+    return {"guard_verdicts": [verdict]}
+
+
+# --- client rendering --------------------------------------------------------------------------
+
+
+def client_text(text: str, pii_vault: dict[str, Any] | None, policies: PolicySet | None = None) -> str:
+    """Final text for the client: filter, then put back only the user's own (trusted) values."""
+    vault = PiiVault.from_state(pii_vault)
+    filtered = output_filter(policies).filter(text, vault).text
+    return vault.rehydrate(filtered, only_trusted=True, placeholder="[redacted]")
+
+
+class ClientStream:
+    """Streaming counterpart of `client_text`: feed model chunks, send what `feed`/`close` return."""
+
+    def __init__(self, pii_vault: dict[str, Any] | None, policies: PolicySet | None = None, hold: int = 256) -> None:
+        self.vault = PiiVault.from_state(pii_vault)
+        self._filter = StreamingOutputFilter(output_filter(policies), self.vault, hold=hold)
+
+    def feed(self, chunk: str) -> str:
+        return self.vault.rehydrate(self._filter.feed(chunk), only_trusted=True, placeholder="[redacted]")
+
+    def close(self) -> str:
+        return self.vault.rehydrate(self._filter.close(), only_trusted=True, placeholder="[redacted]")
+
+
+def client_stream_filter(state: dict[str, Any], hold: int = 256) -> ClientStream:
+    return ClientStream(state.get("pii_vault"), hold=hold)
+
+
+# --- the nodes ---------------------------------------------------------------------------------
+
+input_guard = make_guard_node("input", scan_input)
+retrieved_guard = make_guard_node("retrieved", scan_retrieved)
+tool_output_guard = make_guard_node("tool_output", scan_tool_outputs)
+tool_call_guard = make_guard_node("tool_call", check_tool_calls)
+output_guard = make_guard_node("output", check_output)

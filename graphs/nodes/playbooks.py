@@ -1,0 +1,171 @@
+"""Declarative playbooks: intent -> slots extracted by pattern -> validated tool calls -> a reply.
+
+This is the zero-key planner and the degraded mode. It is deterministic on purpose: it fills
+arguments only from what the user wrote (never invents an id), validates them against the tool's
+JSON schema, and asks for whatever is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from policies.graph_schema import PlaybookSpec, PlaybooksPolicy, SlotSpec, load_playbooks_policy
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)(?:\|(money))?\}")
+
+
+@dataclass
+class PlaybookPlan:
+    intent: str
+    slots: dict[str, Any]
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    question: str = ""
+
+
+def _convert(value: str, slot: SlotSpec) -> Any:
+    value = value.strip()
+    if slot.prefix and not value.upper().startswith(slot.prefix.upper()):
+        value = slot.prefix + value
+    match slot.transform:
+        case "upper":
+            return value.upper()
+        case "lower":
+            return value.lower()
+        case "int":
+            return int(value)
+        case "float":
+            return float(value)
+        case "cents":
+            return round(float(value) * 100)
+    return value
+
+
+def extract_slots(playbook: PlaybookSpec, text: str) -> tuple[dict[str, Any], list[str]]:
+    """Slot values found in `text`, and the required slots that were not found."""
+    values: dict[str, Any] = {"message": text.strip()[:500]}
+    missing = []
+    for name, slot in playbook.slots.items():
+        match = re.search(slot.pattern, text)
+        raw = next((g for g in match.groups() if g), None) if match and match.groups() else \
+            (match.group(0) if match else None)
+        if raw is not None:
+            try:
+                values[name] = _convert(raw, slot)
+                continue
+            except ValueError:
+                pass
+        if slot.default is not None:
+            values[name] = slot.default
+        elif slot.required:
+            missing.append(name)
+    return values, missing
+
+
+def _fill(template: Any, slots: dict[str, Any]) -> Any:
+    if isinstance(template, str):
+        whole = _PLACEHOLDER.fullmatch(template)
+        if whole:
+            return slots.get(whole.group(1))
+        return _PLACEHOLDER.sub(lambda m: str(slots.get(m.group(1), "")), template)
+    if isinstance(template, dict):
+        return {k: _fill(v, slots) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, slots) for v in template]
+    return template
+
+
+def plan(intent: str, text: str, policy: PlaybooksPolicy | None = None) -> PlaybookPlan | None:
+    """The calls a playbook makes for this message, or None when the intent has no playbook."""
+    policy = policy or default_playbooks()
+    playbook = policy.playbooks.get(intent)
+    if playbook is None:
+        return None
+    slots, missing = extract_slots(playbook, text)
+    result = PlaybookPlan(intent=intent, slots=slots, missing=missing)
+    if missing:
+        asks = [playbook.slots[m].ask or f"Please tell me the {m.replace('_', ' ')}." for m in missing]
+        result.question = " ".join(dict.fromkeys(asks))
+        return result
+    for step in playbook.steps:
+        if step.when and slots.get(step.when) in (None, ""):
+            continue
+        if step.unless and slots.get(step.unless) not in (None, ""):
+            continue
+        args = {k: v for k, v in _fill(step.args, slots).items() if v not in (None, "")}
+        result.calls.append((step.tool, args))
+        result.replies.append(step.reply or playbook.reply)
+    return result
+
+
+def validate_args(args: dict[str, Any], schema: dict[str, Any] | None) -> list[str]:
+    """Schema errors for `args` (empty when valid). Strings are coerced to numbers where the schema asks."""
+    if not schema:
+        return []
+    props = schema.get("properties") or {}
+    for key, value in list(args.items()):
+        kind = (props.get(key) or {}).get("type")
+        if isinstance(value, str) and kind in ("integer", "number"):
+            try:
+                args[key] = int(value) if kind == "integer" else float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and kind == "string":
+            args[key] = str(value)
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{'.'.join(str(p) for p in e.absolute_path) or 'arguments'}: {e.message}"
+            for e in validator.iter_errors(args)]
+
+
+def _lookup(path: str, context: dict[str, Any]) -> Any:
+    value: Any = context
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    """Fill `{name}` / `{result.field}`; missing values render as "?" rather than failing."""
+    def one(match: re.Match[str]) -> str:
+        value = _lookup(match.group(1), context)
+        if value is None:
+            return "?"
+        if match.group(2) == "money" and isinstance(value, (int, float)):
+            return f"{value / 100:.2f}"
+        if isinstance(value, (dict, list)):
+            return _summarise(value)
+        return str(value)
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+def _summarise(value: Any, limit: int = 600) -> str:
+    if isinstance(value, list):
+        items = [_summarise(v, 200) for v in value[:10]]
+        more = f" (+{len(value) - 10} more)" if len(value) > 10 else ""
+        return "; ".join(items) + more
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {v}" for k, v in value.items() if not isinstance(v, (dict, list)))
+        return text[:limit] or json.dumps(value)[:limit]
+    return str(value)[:limit]
+
+
+_default: PlaybooksPolicy | None = None
+
+
+def default_playbooks() -> PlaybooksPolicy:
+    global _default
+    if _default is None:
+        _default = load_playbooks_policy()
+    return _default

@@ -1,0 +1,298 @@
+"""Grounded answers from the tenant's knowledge base, with citations that are checked.
+
+retrieve (hybrid, filtered by tenant and the caller's groups) -> rerank -> budget (most relevant
+chunks under a token budget) -> answer -> verify. With a model, the query is rewritten first and the
+answer is generated with `[#id]` citations; without one (or when it fails) the answer is extractive:
+the best sentences of the top chunks, quoted verbatim, each with its citation. Verification checks
+that every cited id was retrieved and every quoted span occurs in that chunk; a model answer that
+fails is replaced by the extractive one. When the context does not support an answer, it refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.graph import END, START, StateGraph
+
+from graphs.models import ModelGateway, ModelsUnavailable
+from graphs.state import Citation, InterlockState, RetrievedChunk, identify, last_user_text
+
+CITE = re.compile(r"\[#([0-9A-Za-z_-]{4,64})\]")
+QUOTE = re.compile(r"[\"“]([^\"”]{8,400})[\"”]\s*\[#([0-9A-Za-z_-]{4,64})\]")
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+SHORT_ID = 8
+
+ANSWER_PROMPT = (
+    "Answer the customer's question using ONLY the help-centre passages below. After each sentence, cite "
+    "the passage it comes from as [#id] using the id shown. If you quote, quote exactly. If the passages do "
+    "not answer the question, reply exactly: NOT_IN_CONTEXT.\n\n{context}"
+)
+REWRITE_PROMPT = (
+    "Rewrite the customer's latest message as one short search query for a help centre. Reply with the "
+    "query only.")
+
+
+class SearchBackend(Protocol):
+    async def search(self, query: str, *, tenant: str, groups: list[str], k: int = 10,
+                     mode: str = "hybrid") -> list[Any]: ...
+
+
+@dataclass
+class RagConfig:
+    k: int = 10
+    context_tokens: int = 1200
+    max_chunks_per_document: int = 2
+    # Extractive answers: minimum cosine between the question and a sentence to count as support.
+    min_sentence_similarity: float = 0.45
+    keyword_weight: float = 0.25
+    # Further sentences must score within this of the best one, so answers are not padded.
+    max_drop_from_best: float = 0.12
+    max_sentences: int = 3
+
+
+@dataclass
+class RagDeps:
+    retriever: SearchBackend | None
+    gateway: ModelGateway
+    embedder: Any | None = None
+    config: RagConfig | None = None
+    use_guards: bool = True
+
+
+def short_id(chunk_id: str) -> str:
+    return chunk_id[:SHORT_ID]
+
+
+def _count_tokens(embedder: Any, text: str) -> int:
+    counter = getattr(embedder, "count_tokens", None)
+    return int(counter(text)) if counter else max(1, len(text) // 4)
+
+
+def split_sentences(text: str) -> list[str]:
+    out = []
+    for part in SENTENCE_SPLIT.split(text):
+        part = part.strip().lstrip("#-*> ").strip()
+        if len(part) >= 20 and not part.endswith(":"):
+            out.append(part)
+    return out
+
+
+def verify_citations(answer: str, chunks: list[RetrievedChunk]) -> tuple[list[Citation], list[str]]:
+    """The answer's citations, and the problems found (empty when every citation checks out)."""
+    by_short = {short_id(c["chunk_id"]): c for c in chunks}
+    problems: list[str] = []
+    citations: dict[str, Citation] = {}
+    for cited in CITE.findall(answer):
+        chunk = by_short.get(cited[:SHORT_ID])
+        if chunk is None:
+            problems.append(f"cited [#{cited}] was not retrieved")
+            continue
+        citations.setdefault(chunk["chunk_id"], {"chunk_id": chunk["chunk_id"], "title": chunk.get("title", ""),
+                                                 "source": chunk.get("source", ""), "quote": "", "verified": True})
+    for quote, cited in QUOTE.findall(answer):
+        chunk = by_short.get(cited[:SHORT_ID])
+        if chunk is None:
+            continue
+        if _normalise(quote) not in _normalise(chunk.get("text", "")):
+            problems.append(f"quote attributed to [#{cited}] does not appear in it")
+            citations[chunk["chunk_id"]]["verified"] = False
+        else:
+            citations[chunk["chunk_id"]]["quote"] = quote
+    if not citations:
+        problems.append("the answer cites nothing")
+    return list(citations.values()), problems
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("""a about an and any are as at be by can could do does for from have how i if in is it my
+    of on or our the their this to was we what when where which who why will with you your me much long
+    does did get got please""".split())
+
+
+def _terms(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def _get_embedder(deps: RagDeps) -> Any:
+    if deps.embedder is None:
+        from graphs.retrieval.embeddings import get_embedder
+
+        deps.embedder = get_embedder()
+    return deps.embedder
+
+
+def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
+    cfg = deps.config or RagConfig()
+
+    async def retrieve(state: InterlockState) -> dict[str, Any]:
+        question = last_user_text(state)
+        query, mode = question, state.get("mode") or "zero-key"
+        if deps.gateway.has("router") and mode != "degraded":
+            try:
+                reply, _ = await deps.gateway.ainvoke("router", [SystemMessage(REWRITE_PROMPT), HumanMessage(question)],
+                                                      tenant=state.get("tenant", ""), feature="rag.rewrite")
+                rewritten = str(reply.content).strip()
+                if 0 < len(rewritten) <= 300:
+                    query = rewritten
+            except ModelsUnavailable:
+                pass
+        if deps.retriever is None:
+            return {"retrieved": []}
+        principal = state.get("principal") or {}
+        hits = await deps.retriever.search(query, tenant=state.get("tenant", ""),
+                                           groups=list(principal.get("groups") or []), k=cfg.k, mode="hybrid")
+        chunks: list[RetrievedChunk] = []
+        for hit in hits:
+            get = hit.get if isinstance(hit, dict) else (lambda name, default=None, h=hit: getattr(h, name, default))
+            if get("tenant") not in (None, state.get("tenant")):
+                continue  # defence in depth: never let another tenant's text into the context
+            section = get("section", "")
+            chunks.append({"chunk_id": get("chunk_id"), "document_id": get("document_id", ""), "text": get("text", ""),
+                           "score": float(get("score", 0.0)), "source": get("source", ""), "title": get("title", ""),
+                           "section": " > ".join(section) if isinstance(section, list) else str(section or ""),
+                           "tenant": get("tenant", ""),
+                           # The tenant's own help centre is curated; other sources must say otherwise.
+                           "trusted": bool(get("trusted", True))})
+        return {"retrieved": chunks, "tainted": any(not c["trusted"] for c in chunks)}
+
+    def rerank(state: InterlockState) -> dict[str, Any]:
+        # Keep retrieval's fused order but spread the context over documents.
+        per_doc: dict[str, int] = {}
+        kept = []
+        for chunk in sorted(state.get("retrieved") or [], key=lambda c: -c.get("score", 0.0)):
+            doc = chunk.get("document_id", "")
+            if per_doc.get(doc, 0) >= cfg.max_chunks_per_document:
+                continue
+            per_doc[doc] = per_doc.get(doc, 0) + 1
+            kept.append(chunk)
+        return {"retrieved": kept}
+
+    def budget(state: InterlockState) -> dict[str, Any]:
+        embedder = deps.embedder
+        used, kept = 0, []
+        for chunk in state.get("retrieved") or []:
+            cost = _count_tokens(embedder, chunk.get("text", ""))
+            if used + cost > cfg.context_tokens and kept:
+                continue
+            used += cost
+            kept.append(chunk)
+        return {"retrieved": kept}
+
+    async def extractive(question: str, chunks: list[RetrievedChunk]) -> tuple[str, list[Citation]]:
+        candidates = [(s, c) for c in chunks for s in split_sentences(c.get("text", ""))]
+        if not candidates:
+            return "", []
+        embedder = _get_embedder(deps)
+        vectors = await asyncio.to_thread(embedder.embed, [question] + [s for s, _ in candidates])
+        vectors = np.asarray(vectors, dtype=np.float32)
+        # Meaning plus a bonus for the question's own content words ("PayPal" must count).
+        terms = _terms(question)
+        overlap = np.array([len(terms & _terms(s)) / max(len(terms), 1) for s, _ in candidates], dtype=np.float32)
+        sims = vectors[1:] @ vectors[0] + cfg.keyword_weight * overlap
+        best = float(sims.max())
+        floor = max(cfg.min_sentence_similarity, best - cfg.max_drop_from_best)
+        order = [int(i) for i in np.argsort(-sims) if sims[int(i)] >= floor][: cfg.max_sentences]
+        if not order:
+            return "", []
+        lines, citations = [], {}
+        for i in sorted(order, key=lambda i: -sims[i]):
+            sentence, chunk = candidates[i]
+            lines.append(f"- “{sentence}” [#{short_id(chunk['chunk_id'])}]")
+            citations.setdefault(chunk["chunk_id"], {"chunk_id": chunk["chunk_id"], "quote": sentence,
+                                                     "title": chunk.get("title", ""),
+                                                     "source": chunk.get("source", ""), "verified": True})
+        return "From our help centre:\n" + "\n".join(lines), list(citations.values())
+
+    async def answer(state: InterlockState) -> dict[str, Any]:
+        question = last_user_text(state)
+        chunks = state.get("retrieved") or []
+        mode = state.get("mode") or "zero-key"
+        verdicts: list[dict[str, Any]] = []
+        if chunks and deps.gateway.has("answer") and mode != "degraded":
+            context = "\n\n".join(f"[#{short_id(c['chunk_id'])}] {c.get('title', '')}\n{c.get('text', '')}"
+                                  for c in chunks)
+            try:
+                reply, provider = await deps.gateway.ainvoke(
+                    "answer", [SystemMessage(ANSWER_PROMPT.format(context=context)), HumanMessage(question)],
+                    tenant=state.get("tenant", ""), feature="rag.answer")
+            except ModelsUnavailable:
+                mode = "degraded"
+            else:
+                text = str(reply.content).strip()
+                if "NOT_IN_CONTEXT" in text:
+                    return _refusal("model", state)
+                citations, problems = verify_citations(text, chunks)
+                if not problems:
+                    return {"messages": [AIMessage(content=text, name="interlock", response_metadata={
+                        "interlock_mode": "model", "provider": provider, "outcome": "answered",
+                        "citations": citations})], "citations": citations, "mode": "model", "outcome": "answered"}
+                # Unverifiable citations: fall back to quoting the passages verbatim.
+                verdicts.append({"guard": "citations", "ok": False, "problems": problems[:5]})
+                mode = "degraded"
+        text, citations = await extractive(question, chunks) if chunks else ("", [])
+        if not text:
+            return {**_refusal(mode, state), "guard_verdicts": verdicts}
+        note = ("zero-key mode: extractive answer quoting the help centre, no language model" if mode == "zero-key"
+                else "degraded mode: no model answer could be used, so this quotes the help centre")
+        message = AIMessage(content=f"{text}\n\n({note})", name="interlock",
+                            response_metadata={"interlock_mode": mode, "outcome": "answered", "citations": citations})
+        return {"messages": [message], "citations": citations, "mode": mode, "outcome": "answered",
+                "guard_verdicts": verdicts}
+
+    def _refusal(mode: str, state: InterlockState) -> dict[str, Any]:
+        text = ("I couldn't find that in our help centre, so I won't guess. You can rephrase the question, "
+                "or ask me to hand you to a person.")
+        if mode != "model":
+            text += f"\n\n({mode} mode: no supporting passage found)"
+        return {"messages": [AIMessage(content=text, name="interlock",
+                                       response_metadata={"interlock_mode": mode, "outcome": "refused"})],
+                "citations": [], "outcome": "refused", "mode": mode}
+
+    builder = StateGraph(InterlockState)
+    builder.add_node("retrieve", retrieve)
+    builder.add_node("rerank", rerank)
+    builder.add_node("budget", budget)
+    builder.add_node("answer", answer)
+    if standalone:
+        builder.add_node("identify", identify)
+        builder.add_edge(START, "identify")
+        builder.add_edge("identify", "retrieve")
+    else:
+        builder.add_edge(START, "retrieve")
+    builder.add_edge("retrieve", "rerank")
+    builder.add_edge("rerank", "budget")
+    guards = None
+    if deps.use_guards:
+        from graphs.planner import guards_module
+
+        guards = guards_module()
+    if guards is not None:
+        # Retrieved text is scanned (injection, PII) before any of it reaches an answer.
+        builder.add_node("retrieved_guard", guards.retrieved_guard)
+        builder.add_edge("budget", "retrieved_guard")
+        builder.add_edge("retrieved_guard", "answer")
+    else:
+        builder.add_edge("budget", "answer")
+    builder.add_edge("answer", END)
+    return builder
+
+
+def make_graph() -> Any:
+    """`rag` as served on its own (langgraph.json): identity from config, default retriever and models."""
+    from graphs.defaults import Lazy, default_retriever
+    from graphs.models import ModelGateway as Gateway
+
+    return build_rag(RagDeps(retriever=Lazy(default_retriever), gateway=Gateway.from_policy()),
+                     standalone=True).compile(name="rag")
+
+
+graph = make_graph()

@@ -1,0 +1,1 @@
+"""Vendored files the retrieval package needs at run time (the MiniLM tokenizer, with its licence)."""

@@ -1,0 +1,170 @@
+"""The state shared by the router, RAG and planner graphs, and the run's identity.
+
+Principal and tenant are copied into state from the run's config (the Agent Server's auth context,
+or `configurable.tenant`/`principal` in local development) by `identify`, which runs first in every
+graph and overwrites whatever the client sent: identity never comes from user input.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import time
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.message import add_messages
+from pydantic import BaseModel, Field
+
+Mode = Literal["model", "zero-key", "degraded"]
+
+# Terminal outcomes, so a client can tell why a run ended without parsing text.
+OUTCOMES = (
+    "answered", "refused", "escalated", "smalltalk", "needs_input", "executed", "rejected",
+    "tool_error", "limit_steps", "limit_tool_calls", "limit_time", "guard_blocked",
+)
+
+
+class PrincipalInfo(BaseModel):
+    """Who the run acts for. Built only from trusted config."""
+
+    sub: str
+    tenant: str
+    scopes: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    display_name: str | None = None
+
+
+class RetrievedChunk(TypedDict, total=False):
+    chunk_id: str
+    document_id: str
+    text: str
+    score: float
+    source: str
+    title: str
+    section: str
+    tenant: str
+    trusted: bool
+
+
+class Citation(TypedDict, total=False):
+    chunk_id: str
+    quote: str
+    title: str
+    source: str
+    verified: bool
+
+
+class PlannedCall(TypedDict, total=False):
+    id: str
+    tool: str
+    args: dict[str, Any]
+    destructive: bool
+    write: bool
+
+
+def _merge_dict(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    return {**(left or {}), **(right or {})}
+
+
+def _keep_true(left: bool | None, right: bool | None) -> bool:
+    # Taint is sticky: once untrusted text entered the run, nothing may clear it.
+    return bool(left) or bool(right)
+
+
+class InterlockState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    tenant: str
+    principal: dict[str, Any]
+    route: str
+    intent: str
+    confidence: float
+    mode: Mode
+    retrieved: list[RetrievedChunk]
+    citations: list[Citation]
+    plan: list[PlannedCall]
+    steps: int
+    tool_calls: int
+    started_at: float
+    guard_verdicts: Annotated[list[dict[str, Any]], operator.add]
+    tainted: Annotated[bool, _keep_true]
+    pii_vault: Annotated[dict[str, Any], _merge_dict]
+    outcome: str
+    # Idempotency record: call key -> result, written once a tool call has executed.
+    executed: Annotated[dict[str, Any], _merge_dict]
+    # The destructive call waiting for an operator, with its approval record id.
+    pending_approval: dict[str, Any] | None
+    approval_decision: dict[str, Any] | None
+    # A playbook that asked for a missing detail: the next turn continues it.
+    awaiting_input: dict[str, Any] | None
+
+
+def principal_from_config(config: RunnableConfig | None) -> PrincipalInfo:
+    """The run's principal from the server's auth context, else dev settings, else the dev default."""
+    configurable = (config or {}).get("configurable") or {}
+    user = configurable.get("langgraph_auth_user")
+    if user is not None:
+        def get(*names: str) -> Any:
+            for name in names:
+                value = user.get(name) if isinstance(user, dict) else getattr(user, name, None)
+                if value is None and not isinstance(user, dict):
+                    try:
+                        value = user[name]
+                    except (KeyError, TypeError, IndexError):
+                        value = None
+                if value not in (None, ""):
+                    return value
+            return None
+
+        sub = get("identity", "sub", "id")
+        tenant = get("tenant", "tenant_id")
+        if sub and tenant:
+            return PrincipalInfo(sub=str(sub), tenant=str(tenant),
+                                 scopes=list(get("scopes", "permissions") or []),
+                                 groups=list(get("groups") or []), display_name=get("display_name"))
+    raw = configurable.get("principal")
+    if isinstance(raw, PrincipalInfo):
+        return raw
+    if isinstance(raw, dict):
+        data = dict(raw)
+        data.setdefault("tenant", configurable.get("tenant") or _dev_tenant())
+        return PrincipalInfo.model_validate(data)
+    tenant = configurable.get("tenant") or _dev_tenant()
+    return PrincipalInfo(sub=str(configurable.get("user_id") or "dev-user"), tenant=str(tenant),
+                         scopes=[s for s in os.environ.get("INTERLOCK_DEV_SCOPES", "").split(",") if s],
+                         groups=["customers"])
+
+
+def _dev_tenant() -> str:
+    return os.environ.get("INTERLOCK_DEV_TENANT", "acme")
+
+
+def identify(state: InterlockState, config: RunnableConfig) -> dict[str, Any]:
+    """First node of every graph: stamp principal and tenant from config over anything supplied."""
+    principal = principal_from_config(config)
+    # A new turn on a thread starts its counters and clock afresh; taint and the idempotency
+    # record deliberately survive across turns.
+    return {"principal": principal.model_dump(), "tenant": principal.tenant, "started_at": time.time(),
+            "steps": 0, "tool_calls": 0, "outcome": "", "plan": [], "retrieved": [], "citations": [],
+            "pending_approval": None, "approval_decision": None, "route": "", "intent": ""}
+
+
+def last_user_text(state: InterlockState) -> str:
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage) or getattr(message, "type", "") == "human":
+            return message_text(message)
+    return ""
+
+
+def message_text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return " ".join(parts)

@@ -1,0 +1,87 @@
+"""Audit middleware: one append-only row per `tools/call`, allowed, failed or denied.
+
+Outermost layer, so rate-limit, scope and approval denials are recorded too. Stores the argument hash and
+an outcome code, never raw arguments or error text. The trace id comes from `_meta["io.interlock/trace_id"]`
+or a W3C `traceparent` in `_meta`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import mcp_types as mt
+from fastmcp.exceptions import ToolError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import ToolResult
+
+from mcp_servers.denials import Denied
+from mcp_servers.principals import META_APPROVAL, META_TRACE, PrincipalResolver, request_meta
+from tools.approvals import args_hash
+from tools.audit import AuditLog, AuditRecord
+
+log = logging.getLogger(__name__)
+
+
+def _trace_id(meta: dict[str, Any]) -> str | None:
+    trace = meta.get(META_TRACE)
+    if isinstance(trace, str):
+        return trace[:128]
+    parent = meta.get("traceparent")
+    if isinstance(parent, str) and parent.count("-") == 3:
+        return parent.split("-")[1][:64]
+    return None
+
+
+class AuditTrail(Middleware):
+    def __init__(self, server: str, resolver: PrincipalResolver, log_store: AuditLog) -> None:
+        self.server = server
+        self.resolver = resolver
+        self.store = log_store
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        started = time.perf_counter()
+        meta = request_meta(context)
+        outcome, reason = "ok", None
+        try:
+            result = await call_next(context)
+            if getattr(result, "is_error", False):
+                outcome, reason = "error", "tool_error"
+            return result
+        except Denied as exc:
+            outcome, reason = "denied", exc.code
+            raise
+        except ToolError:
+            outcome, reason = "error", "tool_error"
+            raise
+        except Exception as exc:
+            outcome, reason = "error", type(exc).__name__
+            raise
+        finally:
+            await self._record(context, meta, outcome, reason, (time.perf_counter() - started) * 1000)
+
+    async def _record(
+        self, context: MiddlewareContext[Any], meta: dict[str, Any], outcome: str, reason: str | None, ms: float
+    ) -> None:
+        try:
+            principal = await self.resolver.resolve(context)
+            sub, tenant = principal.sub, principal.tenant
+        except Denied:
+            sub = tenant = None
+        approval = meta.get(META_APPROVAL)
+        ctx = context.fastmcp_context
+        try:
+            await self.store.append(AuditRecord(
+                principal=sub, tenant=tenant, server=self.server, tool=context.message.name[:200],
+                args_hash=args_hash(context.message.arguments or {}),
+                approval_id=approval[:100] if isinstance(approval, str) else None,
+                outcome=outcome, reason=reason, latency_ms=round(ms, 3), trace_id=_trace_id(meta),
+                transport=(ctx.transport if ctx is not None else None) or "memory",
+            ))
+        except Exception as exc:  # the call already happened; losing the row must be loud, not fatal
+            log.error("audit append failed for %s.%s: %s", self.server, context.message.name, type(exc).__name__)

@@ -1,0 +1,40 @@
+"""Where each business system's MCP server listens, and its canonical URL (= the token audience).
+
+Defaults: orders 8701, crm 8702, billing 8703, tickets 8704 on 127.0.0.1, path /mcp. Override per system
+with `INTERLOCK_MCP_<SYSTEM>_URL` (e.g. behind a reverse proxy the public URL differs from the bind
+address) or the whole host with `INTERLOCK_MCP_HOST`. `--port` on the CLI changes the port of the
+default URL.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+SYSTEMS: tuple[str, ...] = ("orders", "crm", "billing", "tickets")
+DEFAULT_PORTS: dict[str, int] = {"orders": 8701, "crm": 8702, "billing": 8703, "tickets": 8704}
+PATH = "/mcp"
+
+
+def check_system(system: str) -> str:
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; expected one of {', '.join(SYSTEMS)}")
+    return system
+
+
+def bind_host() -> str:
+    return os.environ.get("INTERLOCK_MCP_HOST") or "127.0.0.1"
+
+
+def canonical_url(system: str, port: int | None = None) -> str:
+    """The server's canonical URL, which is also the `aud` its tokens must carry."""
+    check_system(system)
+    override = os.environ.get(f"INTERLOCK_MCP_{system.upper()}_URL")
+    if override and port is None:
+        return override.rstrip("/")
+    return f"http://{bind_host()}:{port or DEFAULT_PORTS[system]}{PATH}"
+
+
+def port_of(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)

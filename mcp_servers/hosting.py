@@ -1,0 +1,126 @@
+"""Builds and runs one business system's MCP server with Interlock's governance around every tool.
+
+Each system module declares its tools on a `System` (`@system.read(...)` / `@system.write(...)`), which fixes
+their annotations, tags and scope in one place:
+
+- reads: scope `<system>:read`, readOnlyHint true, openWorldHint false;
+- writes: scope `<system>:write`, readOnlyHint false, destructiveHint and idempotentHint explicit,
+  openWorldHint false; irreversible writes (`destructive=True`) also carry the tag `destructive` and pass
+  the approval gate.
+
+`build_server(system)` wires, outermost first: audit -> rate limits -> tenant binding (floor + tool scopes)
+-> approval gate -> tool. Error details are masked (internal exception text never reaches the client;
+`ToolError`/`Denied` messages are deliberate and shown). `run(...)` serves stdio or Streamable HTTP with
+Host/Origin protection on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastmcp import FastMCP
+from fastmcp.server.auth import require_scopes
+from mcp.types import ToolAnnotations
+
+from mcp_servers import endpoints
+from mcp_servers.approvals import ApprovalGate
+from mcp_servers.audit import AuditTrail
+from mcp_servers.principals import PrincipalResolver, TenantBinding, ToolPolicy, build_auth, build_verifier
+from mcp_servers.rate_limits import RateLimits
+from tools.approvals import ApprovalStore
+from tools.audit import AuditLog
+
+Transport = Literal["stdio", "http"]
+
+
+class System:
+    """A business system's tool catalogue and policies."""
+
+    def __init__(self, name: str, instructions: str) -> None:
+        self.name = endpoints.check_system(name)
+        self.instructions = instructions
+        self.policies: dict[str, ToolPolicy] = {}
+        self._tools: list[tuple[Callable[..., Any], ToolAnnotations, set[str], str]] = []
+
+    @property
+    def read_scope(self) -> str:
+        return f"{self.name}:read"
+
+    @property
+    def write_scope(self) -> str:
+        return f"{self.name}:write"
+
+    def read(self, title: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            annotations = ToolAnnotations(title=title, read_only_hint=True, open_world_hint=False)
+            self._add(fn, annotations, {"read"}, ToolPolicy(scope=self.read_scope))
+            return fn
+
+        return register
+
+    def write(
+        self, title: str, *, destructive: bool, idempotent: bool
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            annotations = ToolAnnotations(
+                title=title, read_only_hint=False, destructive_hint=destructive, idempotent_hint=idempotent,
+                open_world_hint=False,
+            )
+            tags = {"write", "destructive"} if destructive else {"write"}
+            self._add(fn, annotations, tags, ToolPolicy(scope=self.write_scope, destructive=destructive,
+                                                         read_only=False))
+            return fn
+
+        return register
+
+    def _add(self, fn: Callable[..., Any], annotations: ToolAnnotations, tags: set[str], policy: ToolPolicy) -> None:
+        if fn.__name__ in self.policies:
+            raise ValueError(f"duplicate tool {fn.__name__} in {self.name}")
+        self.policies[fn.__name__] = policy
+        self._tools.append((fn, annotations, tags, policy.scope))
+
+
+def build_server(
+    system: System,
+    *,
+    audience: str | None = None,
+    approvals: ApprovalStore | None = None,
+    audit: AuditLog | None = None,
+    calls_per_s: float | None = None,
+) -> FastMCP:
+    """A FastMCP server for `system`; `audience` defaults to the system's canonical URL."""
+    audience = audience or endpoints.canonical_url(system.name)
+    verifier = build_verifier(audience)
+    resolver = PrincipalResolver(verifier)
+    server = FastMCP(
+        system.name,
+        instructions=system.instructions,
+        auth=build_auth(audience, system.read_scope, verifier),
+        mask_error_details=True,
+        middleware=[
+            AuditTrail(system.name, resolver, audit or AuditLog()),
+            RateLimits(resolver, calls_per_s=calls_per_s),
+            TenantBinding(resolver, system.read_scope, system.policies),
+            ApprovalGate(system.name, system.policies, approvals or ApprovalStore()),
+        ],
+    )
+    for fn, annotations, tags, scope in system._tools:
+        server.tool(
+            fn, annotations=annotations, tags=tags, auth=require_scopes(scope),
+            meta={"interlock": {"scope": scope, "system": system.name}},
+        )
+    return server
+
+
+def run(system: System, transport: Transport = "http", port: int | None = None) -> None:
+    """Serve until interrupted. HTTP binds the host of the canonical URL (127.0.0.1 by default)."""
+    audience = endpoints.canonical_url(system.name, port)
+    server = build_server(system, audience=audience)
+    if transport == "stdio":
+        server.run(transport="stdio", show_banner=False)
+        return
+    server.run(
+        transport="http", host=endpoints.bind_host(), port=port or endpoints.port_of(audience), path=endpoints.PATH,
+        host_origin_protection=True, show_banner=False,
+    )

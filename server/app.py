@@ -1,0 +1,161 @@
+"""The Starlette application, wired explicitly: routes, middleware, error handlers and the lifespan that
+opens storage, loads the project's graphs and starts the run engine and the cron scheduler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server import errors
+from server.api import assistants, crons, meta, runs, store, threads
+from server.assistants import Assistants
+from server.auth import PUBLIC_PATHS, Authorizer
+from server.checkpoints import open_persistence
+from server.crons import Crons, Scheduler
+from server.engine import Engine
+from server.project import bind_graphs, load_object, load_project
+from server.runs import Runs
+from server.services import Services
+from server.settings import database_url
+from server.storage import connect
+from server.storage.migrations import migrate
+from server.streams import StreamRegistry
+from server.threads import Threads
+
+log = logging.getLogger("interlock.server")
+
+
+class AuthenticationMiddleware:
+    """Authenticates every non-public request through the project's auth hook (streams and waits included)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        services: Services | None = getattr(request.app.state, "services", None)
+        if services is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            user = await services.authorizer.authenticate(request)
+        except HTTPException as exc:
+            response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["user"] = user
+        await self.app(scope, receive, send)
+
+
+async def jwks(request: Request) -> Response:
+    """Public keys of Interlock's token issuer, for MCP servers that verify its tokens."""
+    from tools.identity import jwks as issuer_jwks
+
+    return JSONResponse(issuer_jwks())
+
+
+def create_app(
+    config_path: str | Path,
+    *,
+    db_url: str | None = None,
+    concurrency: int = 10,
+    single_process: bool = True,
+    extra_routes: list[Any] | None = None,
+) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        url = db_url or database_url()
+        project = load_project(config_path)
+        db = await connect(url)
+        await migrate(db)
+        async with open_persistence(url) as (checkpointer, long_term_store):
+            bind_graphs(project, checkpointer, long_term_store)
+            auth_obj = load_object(project.root, project.auth_target) if project.auth_target else None
+            assistants_ = Assistants(db, set(project.graphs))
+            await assistants_.ensure_system()
+            threads_ = Threads(db)
+            runs_ = Runs(db)
+            streams = StreamRegistry()
+            engine = Engine(
+                runs=runs_,
+                threads=threads_,
+                assistants=assistants_,
+                project=project,
+                checkpointer=checkpointer,
+                store=long_term_store,
+                streams=streams,
+                concurrency=concurrency,
+                single_process=single_process,
+            )
+            svc = Services(
+                db=db,
+                project=project,
+                checkpointer=checkpointer,
+                store=long_term_store,
+                assistants=assistants_,
+                threads=threads_,
+                runs=runs_,
+                streams=streams,
+                engine=engine,
+                authorizer=Authorizer(auth_obj),
+                crons=Crons(db),
+            )
+            app.state.services = svc
+            await engine.start()
+            scheduler = Scheduler(svc.crons, crons.firer(svc))
+            scheduler.start()
+            log.info("serving graphs %s on %s", sorted(project.graphs), db.dialect)
+            try:
+                yield
+            finally:
+                await scheduler.stop()
+                await engine.stop()
+                await db.close()
+
+    routes: list[Any] = [
+        *meta.routes,
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        *assistants.routes,
+        *crons.routes,  # before /runs/{run_id}/...
+        *threads.routes,
+        *runs.routes,
+        *store.routes,
+        *(extra_routes or []),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=["*"],
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Location", "Content-Location", "X-Pagination-Next"],
+            allow_private_network=True,
+        ),
+        Middleware(AuthenticationMiddleware),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: errors.http_exception,
+            ValidationError: errors.validation_exception,
+            Exception: errors.unhandled_exception,
+        },
+    )

@@ -1,0 +1,56 @@
+"""Request body parsing: JSON (also when sent as text/plain, as Studio does), size-limited, validated."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_BODY_BYTES = int(os.environ.get("INTERLOCK_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
+
+
+async def read_json(request: Request, *, default: Any = None) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HTTPException(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return default
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype not in ("application/json", "text/plain", "", "application/x-www-form-urlencoded") and not ctype.endswith(
+        "+json"
+    ):
+        raise HTTPException(415, f"unsupported content type '{ctype}', send application/json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, f"malformed JSON body: {exc}") from None
+
+
+async def parse(request: Request, model: type[M], *, empty_ok: bool = True) -> M:
+    data = await read_json(request, default={} if empty_ok else None)
+    if data is None:
+        raise HTTPException(422, "request body is required")
+    if not isinstance(data, dict):
+        raise HTTPException(422, f"request body must be a JSON object, got {type(data).__name__}")
+    return model.model_validate(data)
+
+
+async def parse_list(request: Request, model: type[M]) -> list[M]:
+    data = await read_json(request, default=None)
+    if not isinstance(data, list):
+        raise HTTPException(422, "request body must be a JSON array")
+    return [model.model_validate(item) for item in data]

@@ -1,0 +1,122 @@
+"""Checkpointer and store lifecycles, plus the few checkpoint operations LangGraph's savers do not offer
+(copying a thread, rolling a thread back to the checkpoint a cancelled run started from)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from server.settings import is_postgres, sqlite_path
+
+
+@asynccontextmanager
+async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver, Any]]:
+    """The checkpointer and the long-term store for a database URL, set up and migrated."""
+    if is_postgres(url):
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from langgraph.store.postgres.aio import AsyncPostgresStore
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        pool = AsyncConnectionPool(
+            url,
+            min_size=2,
+            max_size=20,
+            open=False,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        )
+        await pool.open(wait=True, timeout=15)
+        try:
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()
+            store = AsyncPostgresStore(pool)  # type: ignore[arg-type]
+            await store.setup()
+            yield saver, store
+        finally:
+            await pool.close()
+        return
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+    path = sqlite_path(url)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute("PRAGMA synchronous=NORMAL")
+    await conn.execute("PRAGMA busy_timeout=10000")
+    store_conn = await aiosqlite.connect(path, isolation_level=None)
+    await store_conn.execute("PRAGMA busy_timeout=10000")
+    try:
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()
+        store = AsyncSqliteStore(store_conn)
+        await store.setup()
+        await store.start_ttl_sweeper()
+        yield saver, store
+    finally:
+        try:
+            await store.stop_ttl_sweeper()
+        except Exception:  # noqa: BLE001 - best effort on shutdown
+            pass
+        await store_conn.close()
+        await conn.close()
+
+
+async def copy_thread(saver: BaseCheckpointSaver, source: str, target: str) -> None:
+    """Copy every checkpoint (oldest first, so parents exist) and its pending writes to another thread."""
+    tuples = [t async for t in saver.alist({"configurable": {"thread_id": source}})]
+    for tup in reversed(tuples):
+        conf = tup.config["configurable"]
+        ns = conf.get("checkpoint_ns", "")
+        parent_id = tup.parent_config["configurable"]["checkpoint_id"] if tup.parent_config else None
+        target_config = {"configurable": {"thread_id": target, "checkpoint_ns": ns}}
+        if parent_id:
+            target_config["configurable"]["checkpoint_id"] = parent_id
+        metadata = {**(tup.metadata or {}), "thread_id": target}
+        new_config = await saver.aput(
+            target_config, tup.checkpoint, metadata, tup.checkpoint.get("channel_versions", {})
+        )
+        by_task: dict[str, list[tuple[str, Any]]] = {}
+        for task_id, channel, value in tup.pending_writes or []:
+            by_task.setdefault(task_id, []).append((channel, value))
+        for task_id, writes in by_task.items():
+            await saver.aput_writes(new_config, writes, task_id)
+
+
+async def delete_after(saver: BaseCheckpointSaver, thread_id: str, checkpoint_id: str | None) -> None:
+    """Remove the checkpoints a run wrote after `checkpoint_id` (all of them when None).
+
+    Checkpoint ids are time-ordered UUIDs, so "after" is a string comparison.
+    """
+    name = type(saver).__name__
+    if name == "AsyncSqliteSaver":
+        conn = saver.conn  # type: ignore[attr-defined]
+        async with saver.lock:  # type: ignore[attr-defined]
+            if checkpoint_id is None:
+                await conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
+                await conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+            else:
+                await conn.execute(
+                    "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id > ?", (thread_id, checkpoint_id)
+                )
+                await conn.execute(
+                    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id >= ?", (thread_id, checkpoint_id)
+                )
+            await conn.commit()
+        return
+    if name == "AsyncPostgresSaver":
+        if checkpoint_id is None:
+            await saver.adelete_thread(thread_id)
+            return
+        async with saver.conn.connection() as conn:  # type: ignore[attr-defined]
+            await conn.execute(
+                "DELETE FROM checkpoints WHERE thread_id = %s AND checkpoint_id > %s", (thread_id, checkpoint_id)
+            )
+            await conn.execute(
+                "DELETE FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_id >= %s", (thread_id, checkpoint_id)
+            )
+        return
+    raise NotImplementedError(f"rollback is not supported for {name}")

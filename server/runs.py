@@ -1,0 +1,182 @@
+"""Run records: creation, queue claims, status transitions. The engine executes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server import clock
+from server.errors import NotFound
+from server.serialization import dumps_str, loads
+from server.storage import Database
+
+COLUMNS = (
+    "run_id, thread_id, assistant_id, created_at, updated_at, status, metadata, kwargs, multitask_strategy, "
+    "available_at, claimed_by, attempt, temporary, checkpoint_before, cancel_action"
+)
+ACTIVE = ("pending", "running")
+TERMINAL = ("success", "error", "timeout", "interrupted")
+
+
+def run_out(row: dict[str, Any]) -> dict[str, Any]:
+    kwargs = loads(row["kwargs"]) or {}
+    kwargs.pop("user", None)  # the caller's identity is not echoed back
+    return {
+        "run_id": row["run_id"],
+        "thread_id": row["thread_id"],
+        "assistant_id": row["assistant_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "status": row["status"],
+        "metadata": loads(row["metadata"]) or {},
+        "kwargs": kwargs,
+        "multitask_strategy": row["multitask_strategy"],
+    }
+
+
+class Runs:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def insert(
+        self,
+        *,
+        run_id: str,
+        thread_id: str,
+        assistant_id: str,
+        metadata: dict[str, Any],
+        kwargs: dict[str, Any],
+        multitask_strategy: str,
+        after_seconds: float | None,
+        temporary: bool,
+        affinity: str | None = None,
+    ) -> dict[str, Any]:
+        ts = clock.iso()
+        available = clock.iso_in(after_seconds) if after_seconds else ts
+        rows = await self.db.fetchall(
+            f"INSERT INTO runs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, 0, ?, NULL, NULL) "
+            f"RETURNING {COLUMNS}",
+            [
+                run_id,
+                thread_id,
+                assistant_id,
+                ts,
+                ts,
+                dumps_str(metadata),
+                dumps_str(kwargs),
+                multitask_strategy,
+                available,
+                affinity,
+                1 if temporary else 0,
+            ],
+        )
+        return rows[0]
+
+    async def find(self, run_id: str) -> dict[str, Any] | None:
+        return await self.db.fetchone(f"SELECT {COLUMNS} FROM runs WHERE run_id = ?", [run_id])
+
+    async def get(self, thread_id: str | None, run_id: str) -> dict[str, Any]:
+        row = await self.find(run_id)
+        if row is None or (thread_id is not None and row["thread_id"] != thread_id):
+            raise NotFound(f"Run {run_id} not found")
+        return row
+
+    async def list(self, thread_id: str, *, limit: int, offset: int, status: str | None) -> list[dict[str, Any]]:
+        clauses = ["thread_id = ?"]
+        params: list[Any] = [thread_id]
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        return await self.db.fetchall(
+            f"SELECT {COLUMNS} FROM runs WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, run_id DESC "
+            "LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+
+    async def active_for_thread(self, thread_id: str) -> list[dict[str, Any]]:
+        return await self.db.fetchall(
+            f"SELECT {COLUMNS} FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') ORDER BY created_at",
+            [thread_id],
+        )
+
+    async def delete(self, run_id: str) -> None:
+        await self.db.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+
+    async def set_status(self, run_id: str, status: str) -> None:
+        await self.db.execute(
+            "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, clock.iso(), run_id]
+        )
+
+    async def request_cancel(self, run_id: str, action: str) -> None:
+        await self.db.execute("UPDATE runs SET cancel_action = ? WHERE run_id = ?", [action, run_id])
+
+    async def claim(self, worker_id: str) -> dict[str, Any] | None:
+        """Take the oldest due pending run whose thread has nothing running. Atomic across replicas.
+
+        A run created by a streaming or waiting request carries its replica's id as an affinity hint, so the
+        replica holding the client connection executes it; other replicas take it only if it lingers.
+        """
+        now = clock.iso()
+        affinity_expired = clock.iso_in(-2.0)
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT run_id, thread_id FROM runs r WHERE status = 'pending' AND available_at <= ? "
+                "AND (claimed_by IS NULL OR claimed_by = ? OR created_at < ?) "
+                "AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.thread_id = r.thread_id AND x.status = 'running') "
+                f"ORDER BY created_at LIMIT 1{self.db.for_update_skip_locked}",
+                [now, worker_id, affinity_expired],
+            )
+            if row is None:
+                return None
+            if self.db.dialect == "postgres":
+                # Two replicas may pick different runs of one thread; the thread lock makes one of them wait.
+                await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [row["thread_id"]])
+                busy = await tx.fetchone(
+                    "SELECT 1 AS x FROM runs WHERE thread_id = ? AND status = 'running'", [row["thread_id"]]
+                )
+                if busy:
+                    return None
+            claimed = await tx.fetchall(
+                f"UPDATE runs SET status = 'running', claimed_by = ?, attempt = attempt + 1, updated_at = ? "
+                f"WHERE run_id = ? AND status = 'pending' RETURNING {COLUMNS}",
+                [worker_id, now, row["run_id"]],
+            )
+            if claimed:
+                await tx.execute(
+                    "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ?", [now, row["thread_id"]]
+                )
+            return claimed[0] if claimed else None
+
+    async def next_due(self) -> str | None:
+        row = await self.db.fetchone("SELECT MIN(available_at) AS t FROM runs WHERE status = 'pending'")
+        return row["t"] if row else None
+
+    async def heartbeat(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """Refresh the lease of runs executing here; returns those with a cancel request."""
+        if not run_ids:
+            return []
+        marks = ", ".join("?" for _ in run_ids)
+        await self.db.execute(f"UPDATE runs SET updated_at = ? WHERE run_id IN ({marks})", [clock.iso(), *run_ids])
+        return await self.db.fetchall(
+            f"SELECT run_id, cancel_action FROM runs WHERE run_id IN ({marks}) AND cancel_action IS NOT NULL", run_ids
+        )
+
+    async def requeue_orphans(self, stale_before: str | None) -> int:
+        """Runs left 'running' by a dead worker go back to the queue; they resume from their last checkpoint."""
+        if stale_before is None:
+            return await self.db.execute(
+                "UPDATE runs SET status = 'pending', claimed_by = NULL WHERE status = 'running'"
+            )
+        return await self.db.execute(
+            "UPDATE runs SET status = 'pending', claimed_by = NULL WHERE status = 'running' AND updated_at < ?",
+            [stale_before],
+        )
+
+    async def release(self, run_id: str) -> None:
+        """Put a run back in the queue (server shutting down mid-run)."""
+        await self.db.execute(
+            "UPDATE runs SET status = 'pending', claimed_by = NULL, updated_at = ? WHERE run_id = ?",
+            [clock.iso(), run_id],
+        )
+
+    async def set_checkpoint_before(self, run_id: str, checkpoint_id: str | None) -> None:
+        await self.db.execute("UPDATE runs SET checkpoint_before = ? WHERE run_id = ?", [checkpoint_id, run_id])

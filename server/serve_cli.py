@@ -1,0 +1,61 @@
+"""`interlock serve`: run the Agent Server for a langgraph.json project."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from server.project import ProjectError, load_project
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="serve a LangGraph project over the Agent Server API")
+    p.add_argument("--config", default="langgraph.json", help="path to langgraph.json")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; 0.0.0.0 needs auth configured)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "2024")))
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the database")
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get("INTERLOCK_RUN_CONCURRENCY", "10")),
+                   help="runs executed at once per process")
+    p.add_argument("--log-level", default=os.environ.get("INTERLOCK_LOG_LEVEL", "info"))
+    p.set_defaults(func=serve)
+
+
+def app_factory():  # noqa: ANN201 - uvicorn factory for --workers > 1
+    from server.app import create_app
+
+    return create_app(
+        os.environ["INTERLOCK_CONFIG"],
+        concurrency=int(os.environ.get("INTERLOCK_RUN_CONCURRENCY", "10")),
+        single_process=os.environ.get("INTERLOCK_WORKERS", "1") == "1",
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        project = load_project(args.config)
+    except ProjectError as exc:
+        print(f"interlock serve: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost", "::1") and project.auth_target is None:
+        print(
+            "interlock serve: refusing to bind a non-loopback address with no auth configured "
+            "(add \"auth\" to langgraph.json, or set INTERLOCK_ALLOW_UNAUTHENTICATED=1)",
+            file=sys.stderr,
+        )
+        if os.environ.get("INTERLOCK_ALLOW_UNAUTHENTICATED") != "1":
+            return 2
+    os.environ["INTERLOCK_CONFIG"] = str(project.config_path)
+    os.environ["INTERLOCK_RUN_CONCURRENCY"] = str(args.concurrency)
+    os.environ["INTERLOCK_WORKERS"] = str(args.workers)
+    if args.workers > 1:
+        uvicorn.run("server.serve_cli:app_factory", factory=True, host=host, port=args.port, workers=args.workers,
+                    log_level=args.log_level, access_log=False)
+        return 0
+    uvicorn.run(app_factory(), host=host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0

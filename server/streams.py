@@ -1,0 +1,106 @@
+"""Per-run event logs for SSE: every event gets a per-run sequence number, so ids are unique and strictly
+increasing and a replay after any `Last-Event-ID` is exact (the reference reuses millisecond ids)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.serialization import dumps
+
+RESUMABLE_TTL_SECONDS = float(os.environ.get("INTERLOCK_STREAM_TTL_SECONDS", "600"))
+HEARTBEAT_SECONDS = float(os.environ.get("INTERLOCK_HEARTBEAT_SECONDS", "5"))
+
+
+@dataclass
+class Event:
+    seq: int
+    name: str
+    data: bytes
+
+
+@dataclass
+class RunStream:
+    run_id: str
+    resumable: bool = False
+    events: list[Event] = field(default_factory=list)
+    done: bool = False
+    finished_at: float | None = None
+    result: Any = None  # the final output `wait`/`join` return
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def publish(self, name: str, data: object) -> None:
+        if self.done:
+            return
+        self.events.append(Event(len(self.events) + 1, name, dumps(data)))
+        self._wake()
+
+    def close(self) -> None:
+        if not self.done:
+            self.done = True
+            self.finished_at = time.monotonic()
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow(self, after: int, heartbeat: float = HEARTBEAT_SECONDS) -> AsyncIterator[Event | None]:
+        """Yield events with seq > after until the run ends; None marks a heartbeat."""
+        position = after
+        while True:
+            while position < len(self.events):
+                event = self.events[position]
+                position += 1
+                yield event
+            if self.done:
+                return
+            waiter = self._changed
+            try:
+                await asyncio.wait_for(waiter.wait(), heartbeat)
+            except TimeoutError:
+                yield None
+
+
+class StreamRegistry:
+    """The streams of runs executing (or recently finished) in this process."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, RunStream] = {}
+
+    def open(self, run_id: str, resumable: bool) -> RunStream:
+        stream = self._streams.get(run_id)
+        if stream is None or stream.done:
+            stream = RunStream(run_id=run_id, resumable=resumable)
+            self._streams[run_id] = stream
+        return stream
+
+    def get(self, run_id: str) -> RunStream | None:
+        self._evict()
+        return self._streams.get(run_id)
+
+    def discard(self, run_id: str) -> None:
+        self._streams.pop(run_id, None)
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        stale = [
+            rid
+            for rid, s in self._streams.items()
+            if s.done and s.finished_at is not None and now - s.finished_at > (RESUMABLE_TTL_SECONDS if s.resumable else 5)
+        ]
+        for rid in stale:
+            del self._streams[rid]
+
+
+def sse_frame(event: Event | None, with_id: bool) -> bytes:
+    if event is None:
+        return b": heartbeat\r\n\r\n"
+    head = b"event: " + event.name.encode() + b"\r\ndata: " + event.data + b"\r\n"
+    if with_id:
+        head += b"id: " + str(event.seq).encode() + b"\r\n"
+    return head + b"\r\n"

@@ -1,0 +1,213 @@
+"""Threads: records of conversations, their status and a cached copy of their latest state values."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from server import clock
+from server.auth import equality_part, matches
+from server.errors import Conflict, Invalid, NotFound
+from server.serialization import dumps_str, jsonable, loads
+from server.storage import Database
+
+THREAD_COLUMNS = (
+    "thread_id, created_at, updated_at, state_updated_at, metadata, status, state_values, interrupts, config, error"
+)
+
+
+def check_uuid(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise Invalid(f"Invalid {what}: must be a UUID") from None
+
+
+def thread_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "thread_id": row["thread_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "state_updated_at": row.get("state_updated_at") or row["updated_at"],
+        "metadata": loads(row["metadata"]) or {},
+        "status": row["status"],
+        "values": loads(row.get("state_values")),
+        "interrupts": loads(row.get("interrupts")) or {},
+        "config": loads(row.get("config")) or {},
+        "error": loads(row.get("error")),
+    }
+
+
+class Threads:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self,
+        thread_id: str | None,
+        metadata: dict[str, Any] | None,
+        if_exists: str | None,
+        ttl_minutes: float | None = None,
+    ) -> dict[str, Any]:
+        thread_id = check_uuid(thread_id, "thread ID") if thread_id else clock.new_id()
+        ts = clock.iso()
+        expires = clock.iso_in(ttl_minutes * 60) if ttl_minutes else None
+        inserted = await self.db.fetchall(
+            f"INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at, metadata, status, "
+            f"state_values, interrupts, config, error, expires_at) VALUES (?, ?, ?, ?, ?, 'idle', NULL, '{{}}', '{{}}', NULL, ?) "
+            f"ON CONFLICT (thread_id) DO NOTHING RETURNING {THREAD_COLUMNS}",
+            [thread_id, ts, ts, ts, dumps_str(metadata or {}), expires],
+        )
+        if inserted:
+            return thread_out(inserted[0])
+        if if_exists == "do_nothing":
+            return await self.get(thread_id)
+        raise Conflict(f"Thread {thread_id} already exists")
+
+    async def find(self, thread_id: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone(f"SELECT {THREAD_COLUMNS} FROM threads WHERE thread_id = ?", [thread_id])
+        return thread_out(row) if row else None
+
+    async def get(self, thread_id: str, auth_filter: dict[str, Any] | None = None) -> dict[str, Any]:
+        check_uuid(thread_id, "thread ID")
+        thread = await self.find(thread_id)
+        if thread is None or not matches(thread["metadata"], auth_filter):
+            raise NotFound(f"Thread {thread_id} not found")
+        return thread
+
+    async def patch(
+        self, thread_id: str, metadata: dict[str, Any] | None, ttl_minutes: float | None = None
+    ) -> dict[str, Any]:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone("SELECT metadata FROM threads WHERE thread_id = ?", [thread_id])
+            if row is None:
+                raise NotFound(f"Thread {thread_id} not found")
+            merged = {**(loads(row["metadata"]) or {}), **(metadata or {})}
+            params: list[Any] = [dumps_str(merged), clock.iso()]
+            extra = ""
+            if ttl_minutes:
+                extra = ", expires_at = ?"
+                params.append(clock.iso_in(ttl_minutes * 60))
+            await tx.execute(
+                f"UPDATE threads SET metadata = ?, updated_at = ?{extra} WHERE thread_id = ?", [*params, thread_id]
+            )
+        return await self.get(thread_id)
+
+    async def merge_metadata(self, thread_id: str, extra: dict[str, Any]) -> None:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone("SELECT metadata FROM threads WHERE thread_id = ?", [thread_id])
+            if row is None:
+                return
+            merged = {**(loads(row["metadata"]) or {}), **extra}
+            await tx.execute("UPDATE threads SET metadata = ? WHERE thread_id = ?", [dumps_str(merged), thread_id])
+
+    async def delete(self, thread_id: str) -> bool:
+        await self.db.execute("DELETE FROM runs WHERE thread_id = ?", [thread_id])
+        return await self.db.execute("DELETE FROM threads WHERE thread_id = ?", [thread_id]) > 0
+
+    async def set_status(self, thread_id: str, status: str) -> None:
+        await self.db.execute(
+            "UPDATE threads SET status = ?, updated_at = ? WHERE thread_id = ?", [status, clock.iso(), thread_id]
+        )
+
+    async def record_state(
+        self,
+        thread_id: str,
+        *,
+        status: str,
+        values: Any,
+        interrupts: dict[str, Any],
+        error: Any = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        ts = clock.iso()
+        await self.db.execute(
+            "UPDATE threads SET status = ?, state_values = ?, interrupts = ?, error = ?, updated_at = ?, "
+            "state_updated_at = ?, config = COALESCE(?, config) WHERE thread_id = ?",
+            [
+                status,
+                dumps_str(values) if values is not None else None,
+                dumps_str(interrupts),
+                dumps_str(error) if error is not None else None,
+                ts,
+                ts,
+                dumps_str(config) if config is not None else None,
+                thread_id,
+            ],
+        )
+
+    def _where(
+        self,
+        metadata: dict[str, Any] | None,
+        values: dict[str, Any] | None,
+        status: str | None,
+        ids: list[str] | None,
+        auth_filter: dict[str, Any] | None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        meta = {**(metadata or {}), **equality_part(auth_filter)}
+        if meta:
+            sql, p = self.db.json_contains("metadata", meta)
+            clauses.append(sql)
+            params += p
+        if values:
+            sql, p = self.db.json_contains("COALESCE(state_values, '{}')", values)
+            clauses.append(sql)
+            params += p
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        if ids is not None:
+            if not ids:
+                clauses.append("1=0")
+            else:
+                clauses.append(f"thread_id IN ({', '.join('?' for _ in ids)})")
+                params += ids
+        return (" AND ".join(clauses) or "1=1"), params
+
+    async def search(
+        self,
+        *,
+        metadata: dict[str, Any] | None = None,
+        values: dict[str, Any] | None = None,
+        status: str | None = None,
+        ids: list[str] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        sort_by: str | None = None,
+        sort_order: str | None = None,
+        auth_filter: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        where, params = self._where(metadata, values, status, ids, auth_filter)
+        column = sort_by or "updated_at"
+        order = "ASC" if (sort_order or "desc").lower() == "asc" else "DESC"
+        rows = await self.db.fetchall(
+            f"SELECT {THREAD_COLUMNS} FROM threads WHERE {where} ORDER BY {column} {order}, thread_id {order} "
+            f"LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [t for t in map(thread_out, rows) if matches(t["metadata"], auth_filter)]
+
+    async def count(
+        self,
+        *,
+        metadata: dict[str, Any] | None = None,
+        values: dict[str, Any] | None = None,
+        status: str | None = None,
+        auth_filter: dict[str, Any] | None = None,
+    ) -> int:
+        where, params = self._where(metadata, values, status, None, auth_filter)
+        row = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM threads WHERE {where}", params)
+        return int(row["n"]) if row else 0
+
+    async def expired(self) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT thread_id FROM threads WHERE expires_at IS NOT NULL AND expires_at < ? AND status != 'busy'",
+            [clock.iso()],
+        )
+        return [r["thread_id"] for r in rows]
+
+
+def state_values(values: Any) -> Any:
+    return jsonable(values)

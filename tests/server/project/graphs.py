@@ -1,0 +1,139 @@
+"""Small graphs for the Agent Server conformance tests (no LLM, except a scripted fake chat model)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import operator
+from typing import Annotated, TypedDict
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.types import interrupt
+
+
+class State(TypedDict, total=False):
+    n: int
+    log: Annotated[list[str], operator.add]
+
+
+def a(state: State) -> dict:
+    return {"n": state.get("n", 0) + 1, "log": ["a"]}
+
+
+def b(state: State) -> dict:
+    get_stream_writer()({"custom": "from-b"})
+    return {"n": state["n"] * 2, "log": ["b"]}
+
+
+_b = StateGraph(State)
+_b.add_node("a", a)
+_b.add_node("b", b)
+_b.add_edge(START, "a")
+_b.add_edge("a", "b")
+_b.add_edge("b", END)
+two_node = _b.compile()
+
+
+class HState(TypedDict, total=False):
+    action: str
+    approved: bool
+    result: str
+    second: str
+
+
+def propose(state: HState) -> dict:
+    return {"action": state.get("action") or "delete-prod-db"}
+
+
+def approve(state: HState) -> dict:
+    decision = interrupt({"question": "approve?", "action": state["action"]})
+    return {"approved": decision == "yes"}
+
+
+def execute(state: HState) -> dict:
+    return {"result": "executed" if state["approved"] else "skipped"}
+
+
+_h = StateGraph(HState)
+_h.add_node("propose", propose)
+_h.add_node("approve", approve)
+_h.add_node("execute", execute)
+_h.add_edge(START, "propose")
+_h.add_edge("propose", "approve")
+_h.add_edge("approve", "execute")
+_h.add_edge("execute", END)
+hitl = _h.compile()
+
+
+def ask_two(state: HState) -> dict:
+    first = interrupt({"q": "first"})
+    return {"result": str(first)}
+
+
+def ask_other(state: HState) -> dict:
+    second = interrupt({"q": "second"})
+    return {"second": str(second)}
+
+
+_p = StateGraph(HState)
+_p.add_node("ask_two", ask_two)
+_p.add_node("ask_other", ask_other)
+_p.add_edge(START, "ask_two")
+_p.add_edge(START, "ask_other")
+_p.add_edge("ask_two", END)
+_p.add_edge("ask_other", END)
+parallel_interrupts = _p.compile()
+
+
+async def slow(state: State) -> dict:
+    await asyncio.sleep(float(state.get("n", 2) or 2))
+    return {"log": ["slow"]}
+
+
+_s = StateGraph(State)
+_s.add_node("slow", slow)
+_s.add_edge(START, "slow")
+_s.add_edge("slow", END)
+slow_graph = _s.compile()
+
+
+def boom(state: State) -> dict:
+    raise ValueError("graph exploded on purpose")
+
+
+_e = StateGraph(State)
+_e.add_node("boom", boom)
+_e.add_edge(START, "boom")
+_e.add_edge("boom", END)
+failing = _e.compile()
+
+
+def _chat(state: MessagesState) -> dict:
+    model = GenericFakeChatModel(messages=itertools.repeat(AIMessage(content="hello from the fake model")))
+    return {"messages": [model.invoke(state["messages"])]}
+
+
+_c = StateGraph(MessagesState)
+_c.add_node("chat", _chat)
+_c.add_edge(START, "chat")
+_c.add_edge("chat", END)
+chat = _c.compile()
+
+# A parent graph with the two-node graph as a subgraph, for stream_subgraphs and subgraph routes.
+_parent = StateGraph(State)
+_parent.add_node("inner", two_node)
+_parent.add_node("after", lambda s: {"log": ["after"]})
+_parent.add_edge(START, "inner")
+_parent.add_edge("inner", "after")
+_parent.add_edge("after", END)
+nested = _parent.compile()
+
+# A builder (not compiled) and a factory taking config, as langgraph.json allows.
+builder = _b
+
+
+def factory(config: dict) -> object:
+    return _b.compile()
