@@ -7,7 +7,6 @@ graph and overwrites whatever the client sent: identity never comes from user in
 
 from __future__ import annotations
 
-import operator
 import os
 import time
 from typing import Annotated, Any, Literal, TypedDict
@@ -68,6 +67,14 @@ def _merge_dict(left: dict[str, Any] | None, right: dict[str, Any] | None) -> di
     return {**(left or {}), **(right or {})}
 
 
+def _append_new(left: list[Any] | None, right: list[Any] | None) -> list[Any]:
+    """Append, but when a subgraph hands back the whole list (old items first) add only its new tail."""
+    left, right = list(left or []), list(right or [])
+    if left and right[: len(left)] == left:
+        return left + right[len(left):]
+    return left + right
+
+
 def _keep_true(left: bool | None, right: bool | None) -> bool:
     # Taint is sticky: once untrusted text entered the run, nothing may clear it.
     return bool(left) or bool(right)
@@ -87,7 +94,7 @@ class InterlockState(TypedDict, total=False):
     steps: int
     tool_calls: int
     started_at: float
-    guard_verdicts: Annotated[list[dict[str, Any]], operator.add]
+    guard_verdicts: Annotated[list[dict[str, Any]], _append_new]
     tainted: Annotated[bool, _keep_true]
     pii_vault: Annotated[dict[str, Any], _merge_dict]
     outcome: str

@@ -14,8 +14,13 @@ from server.storage import Database
 COLUMNS = "assistant_id, graph_id, name, description, config, context, metadata, version, created_at, updated_at"
 
 
+# The reference server's namespace. It is one digit away from uuid.NAMESPACE_URL (6ba7b811-...), which the
+# docs name; clients that compute system assistant ids agree with the reference, so we use its value.
+NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+
+
 def system_assistant_id(graph_id: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, graph_id))
+    return str(uuid.uuid5(NAMESPACE_GRAPH, graph_id))
 
 
 def assistant_out(row: dict[str, Any]) -> dict[str, Any]:

@@ -238,6 +238,8 @@ class Engine:
         for key in ("checkpoint_id", "checkpoint_ns", "checkpoint_map"):
             if checkpoint.get(key) is not None:
                 configurable[key] = checkpoint[key]
+        if "checkpoint_id" in configurable:
+            configurable.setdefault("checkpoint_ns", "")
         user = kw.get("user")
         if user:
             principal = User.from_dict(user)

@@ -276,6 +276,7 @@ async def update_state(request: Request) -> Response:
     if body.checkpoint_id:
         configurable["checkpoint_id"] = body.checkpoint_id
     configurable["thread_id"] = thread["thread_id"]
+    configurable.setdefault("checkpoint_ns", "")
     config = {"configurable": configurable}
     async with graph_for_run(spec, config, svc.checkpointer, svc.store) as graph:
         try:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import operator
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import interrupt
+from typing_extensions import TypedDict
 
 
 class State(TypedDict, total=False):

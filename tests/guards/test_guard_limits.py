@@ -1,0 +1,100 @@
+"""Per-tenant limits: over budget -> 429 with Retry-After, in-process and on the real Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from policies.limits import InProcessLimiter, RedisLimiter, build_limiter
+from policies.schema import LimitsPolicy
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def policy() -> LimitsPolicy:
+    return LimitsPolicy.model_validate({
+        "version": 1,
+        "default_tenant": {"requests_per_minute": 3, "tokens_per_minute": 1000, "spend_per_day_usd": 1.0},
+        "tenants": {"tiny": {"tokens_per_minute": 100}},
+    })
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def exercise(limiter, clock: Clock, tenant: str) -> None:
+    # Token budget: an over-budget request is refused before any model call.
+    first = await limiter.admit(tenant, estimated_tokens=80)
+    assert first.allowed
+    await limiter.record(tenant, tokens=80)
+    refused = await limiter.admit(tenant, estimated_tokens=50)
+    assert not refused.allowed and refused.status == 429 and refused.reason == "tokens_per_minute"
+    assert refused.retry_after_s == 20  # clock sits 40 s into the minute
+    assert refused.headers() == {"Retry-After": "20"}
+    clock.now += 21  # next minute: budget is back
+    assert (await limiter.admit(tenant, estimated_tokens=50)).allowed
+
+
+async def test_in_process_token_budget() -> None:
+    clock = Clock(1_800_000_040.0)
+    limiter = InProcessLimiter(policy(), clock=clock)
+    limiter.policy = limiter.policy.model_copy(update={"tenants": {"t1": policy().tenants["tiny"]}})
+    await exercise(limiter, clock, "t1")
+
+
+async def test_in_process_requests_and_spend() -> None:
+    clock = Clock(1_800_000_040.0)
+    limiter = InProcessLimiter(policy(), clock=clock)
+    results = [await limiter.admit("acme") for _ in range(4)]
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert results[-1].reason == "requests_per_minute"
+    assert (await limiter.admit("other")).allowed  # tenants are isolated
+    clock.now += 60
+    await limiter.record("acme", cost_usd=1.0)
+    spent = await limiter.admit("acme")
+    assert not spent.allowed and spent.reason == "spend_per_day"
+    assert 0 < spent.retry_after_s <= 86_400
+    with pytest.raises(ValueError):
+        await limiter.record("acme", tokens=-1)
+
+
+async def test_redis_limiter_shares_budget_across_instances() -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("Redis not reachable at 127.0.0.1:6379")
+    clock = Clock(1_800_000_040.0)
+    prefix = f"interlock:test:{uuid.uuid4().hex}"
+    pol = policy().model_copy(update={"tenants": {"t1": policy().tenants["tiny"]}})
+    a = RedisLimiter(pol, REDIS_URL, prefix=prefix, clock=clock)
+    b = RedisLimiter(pol, REDIS_URL, prefix=prefix, clock=clock)
+    try:
+        await exercise(a, clock, "t1")
+        # Requests counted by one process are seen by another.
+        clock.now += 60
+        assert (await a.admit("r")).allowed and (await a.admit("r")).allowed and (await b.admit("r")).allowed
+        over = await b.admit("r")
+        assert not over.allowed and over.reason == "requests_per_minute" and over.status == 429
+        await a.record("s", cost_usd=0.6)
+        await b.record("s", cost_usd=0.5)
+        assert (await a.admit("s")).reason == "spend_per_day"
+    finally:
+        keys = await a.client.keys(f"{prefix}:*")
+        if keys:
+            await a.client.delete(*keys)
+        await a.aclose()
+        await b.aclose()
+
+
+def test_build_limiter_picks_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INTERLOCK_REDIS_URL", raising=False)
+    assert isinstance(build_limiter(policy()), InProcessLimiter)
+    monkeypatch.setenv("INTERLOCK_REDIS_URL", REDIS_URL)
+    assert isinstance(build_limiter(policy()), RedisLimiter)
