@@ -260,7 +260,11 @@ class WeaviateStore:
                 additional_config=AdditionalConfig(timeout=Timeout(init=10, query=30, insert=120)),
             )
 
-        return cls(_mapped(connect), collection=collection or os.environ.get("WEAVIATE_COLLECTION") or COLLECTION)
+        try:
+            client = _mapped(connect)
+        except ValueError as exc:  # the client validates its connection parameters with pydantic
+            raise StoreError(f"invalid Weaviate settings: {exc}") from exc
+        return cls(client, collection=collection or os.environ.get("WEAVIATE_COLLECTION") or COLLECTION)
 
     # -- helpers --
 

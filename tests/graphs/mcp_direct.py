@@ -40,7 +40,7 @@ class DirectMCPToolbox:
                         ann = tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
                         tags = set(((tool.meta or {}).get("fastmcp") or {}).get("tags") or [])
                         risk, approval = classify_tool(tool.name, ann, tags, policy)
-                        catalogue[tool.name] = ToolInfo(tool.name, tool.description or "", tool.inputSchema, risk,
+                        catalogue[tool.name] = ToolInfo(tool.name, tool.description or "", tool.input_schema, risk,
                                                         system, approval)
             self._catalogue = catalogue
         return list(self._catalogue.values())

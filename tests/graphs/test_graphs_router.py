@@ -91,7 +91,7 @@ async def test_smalltalk_says_which_mode(kb_retriever: Any) -> None:
 
 async def test_model_answer_with_a_made_up_citation_is_replaced_by_quotes(kb_retriever: Any) -> None:
     liar = ScriptedChatModel(replies=["Yes, we ship to Mars in 2 days [#deadbeef]."])
-    out = await router(kb_retriever, scripted_chain(liar)).ainvoke(
+    out = await router(kb_retriever, scripted_chain(liar, tiers=("answer",))).ainvoke(
         {"messages": [("user", "How long does standard shipping take?")]}, thread())
     answer = str(final(out).content)
     assert "Mars" not in answer and "3 to 5 business days" in answer
@@ -105,7 +105,7 @@ async def test_model_answer_with_valid_citation_is_kept(kb_retriever: Any) -> No
     chunk = next(c for c in probe["retrieved"] if "3 to 5 business days" in c["text"])
     reply = f'Standard shipping takes "3 to 5 business days within the EU" [#{chunk["chunk_id"][:8]}].'
     model = ScriptedChatModel(replies=[reply])
-    out = await router(kb_retriever, scripted_chain(model)).ainvoke(
+    out = await router(kb_retriever, scripted_chain(model, tiers=("answer",))).ainvoke(
         {"messages": [("user", "How long does standard shipping take?")]}, thread())
     assert out["mode"] == "model" and str(final(out).content) == reply
     assert out["citations"][0]["chunk_id"] == chunk["chunk_id"] and out["citations"][0]["verified"]

@@ -201,10 +201,15 @@ def test_from_env_validates_url_and_maps_unreachable_server(monkeypatch):
     monkeypatch.setenv("WEAVIATE_URL", "localhost:8080")
     with pytest.raises(StoreError, match="WEAVIATE_URL"):
         WeaviateStore.from_env()
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("WEAVIATE_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("WEAVIATE_GRPC_PORT", str(port))
+    ports = []
+    for _ in range(2):  # ports with nothing listening
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    monkeypatch.setenv("WEAVIATE_URL", f"http://127.0.0.1:{ports[0]}")
+    monkeypatch.setenv("WEAVIATE_GRPC_PORT", str(ports[0]))
+    with pytest.raises(StoreError, match="invalid Weaviate settings"):
+        WeaviateStore.from_env()
+    monkeypatch.setenv("WEAVIATE_GRPC_PORT", str(ports[1]))
     with pytest.raises(StoreUnavailable):
         WeaviateStore.from_env()

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import interrupt
@@ -138,3 +139,22 @@ builder = _b
 
 def factory(config: dict) -> object:
     return _b.compile()
+
+
+class WhoState(TypedDict, total=False):
+    user: str
+    env: str
+
+
+def _whoami(state: WhoState, config: RunnableConfig) -> dict:
+    import os
+
+    user = config["configurable"].get("langgraph_auth_user_id", "anonymous")
+    return {"user": user, "env": os.environ.get("INTERLOCK_TEST_ENV", "")}
+
+
+_w = StateGraph(WhoState)
+_w.add_node("whoami", _whoami)
+_w.add_edge(START, "whoami")
+_w.add_edge("whoami", END)
+whoami = _w.compile()

@@ -1,0 +1,229 @@
+"""Planner, playbooks and operator approval against the real sample MCP servers over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import compile_with_memory, thread
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.types import Command
+from mcp_direct import DirectMCPToolbox
+
+from graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
+from graphs.planner import RunLimits
+from graphs.router import RouterDeps, build_router
+
+ASK_CANCEL = "Please cancel order ORD-1001, I ordered the wrong size."
+
+
+@pytest.fixture
+def toolbox(mcp_urls: dict[str, str], policy_dir: Path) -> DirectMCPToolbox:
+    return DirectMCPToolbox(mcp_urls)
+
+
+def router(toolbox: Any, kb_retriever: Any = None, gateway: ModelGateway | None = None,
+           limits: RunLimits | None = None) -> Any:
+    return compile_with_memory(build_router(RouterDeps(gateway=gateway or ModelGateway(), toolbox=toolbox,
+                                                       retriever=kb_retriever, limits=limits)))
+
+
+def calls_of(toolbox: DirectMCPToolbox, tool: str) -> list[tuple[str, dict[str, Any], str | None]]:
+    return [c for c in toolbox.calls if c[0] == tool]
+
+
+async def order_status(toolbox: DirectMCPToolbox, order_id: str, tenant: str = "acme") -> str:
+    from graphs.state import PrincipalInfo
+
+    outcome = await toolbox.call(PrincipalInfo(sub="auditor", tenant=tenant), "get_order", {"order_id": order_id})
+    toolbox.calls.pop()
+    assert outcome.ok, outcome.error
+    return str(outcome.content["status"])
+
+
+async def reset_orders() -> None:
+    from mcp_servers import sample_data
+
+    sample_data.seed(reset=True)
+
+
+async def test_order_status_calls_get_order_with_the_right_id(toolbox: DirectMCPToolbox) -> None:
+    out = await router(toolbox).ainvoke({"messages": [("user", "What's the status of order ORD-1002?")]}, thread())
+    assert out["route"] == "planner" and out["outcome"] == "executed"
+    assert calls_of(toolbox, "get_order") == [("get_order", {"order_id": "ORD-1002"}, None)]
+    tool_message = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    status = json.loads(str(tool_message.content))["status"]
+    assert f"ORD-1002 is {status}" in str(out["messages"][-1].content)
+    assert "zero-key mode" in str(out["messages"][-1].content)
+
+
+async def test_missing_order_id_is_asked_for_then_continued(toolbox: DirectMCPToolbox) -> None:
+    graph, config = router(toolbox), thread()
+    first = await graph.ainvoke({"messages": [("user", "Can you check on my order for me?")]}, config)
+    assert first["outcome"] == "needs_input" and "order number" in str(first["messages"][-1].content)
+    assert toolbox.calls == []
+    second = await graph.ainvoke({"messages": [("user", "It's ORD-1003")]}, config)
+    assert second["outcome"] == "executed"
+    assert calls_of(toolbox, "get_order") == [("get_order", {"order_id": "ORD-1003"}, None)]
+
+
+async def test_cancel_interrupts_with_the_exact_call_and_approve_executes_once(toolbox: DirectMCPToolbox) -> None:
+    await reset_orders()
+    graph, config = router(toolbox), thread()
+    out = await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    [pending] = out["__interrupt__"]
+    value = pending.value
+    assert value["tool"] == "cancel_order"
+    assert value["args"] == {"order_id": "ORD-1001", "reason": "I ordered the wrong size"}
+    assert value["requester"] == "CUS-101" and value["tenant"] == "acme" and value["risk"] == "destructive"
+    assert value["approval_id"].startswith("apr_") and value["reason"]
+    assert calls_of(toolbox, "cancel_order") == [] and await order_status(toolbox, "ORD-1001") == "processing"
+    state = await graph.aget_state(config, subgraphs=True)
+    assert state.next == ("planner",)
+
+    done = await graph.ainvoke(Command(resume={"decision": "approve", "reason": "customer asked"}), config)
+    assert calls_of(toolbox, "cancel_order") == [
+        ("cancel_order", {"order_id": "ORD-1001", "reason": "I ordered the wrong size"}, value["approval_id"])]
+    assert await order_status(toolbox, "ORD-1001") == "cancelled"
+    assert done["outcome"] == "executed" and "cancelled" in str(done["messages"][-1].content)
+
+    # A second resume on the finished thread does not execute again.
+    await graph.ainvoke(Command(resume={"decision": "approve"}), config)
+    assert len(calls_of(toolbox, "cancel_order")) == 1
+    from tools.approvals import ApprovalStore
+
+    store = ApprovalStore()
+    record = await store.get(value["approval_id"])
+    await store.close()
+    assert record is not None and record.status == "consumed"
+
+
+async def test_reject_never_executes(toolbox: DirectMCPToolbox) -> None:
+    await reset_orders()
+    graph, config = router(toolbox), thread()
+    await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    out = await graph.ainvoke(Command(resume={"decision": "reject", "reason": "order already packed"}), config)
+    assert calls_of(toolbox, "cancel_order") == []
+    assert await order_status(toolbox, "ORD-1001") == "processing"
+    assert out["outcome"] == "rejected" and "rejected" in str(out["messages"][-1].content)
+
+
+async def test_edit_executes_only_the_edited_call(toolbox: DirectMCPToolbox) -> None:
+    await reset_orders()
+    graph, config = router(toolbox), thread()
+    first = await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    approval_id = first["__interrupt__"][0].value["approval_id"]
+    edited = {"order_id": "ORD-1004", "reason": "customer meant the unpaid order"}
+    await graph.ainvoke(Command(resume={"decision": "edit", "args": edited}), config)
+    assert calls_of(toolbox, "cancel_order") == [("cancel_order", edited, approval_id)]
+    assert await order_status(toolbox, "ORD-1001") == "processing"
+    assert await order_status(toolbox, "ORD-1004") == "cancelled"
+
+
+async def test_bad_resume_value_asks_again_instead_of_crashing(toolbox: DirectMCPToolbox) -> None:
+    await reset_orders()
+    graph, config = router(toolbox), thread()
+    await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    again = await graph.ainvoke(Command(resume={"decision": "maybe"}), config)
+    assert "invalid resume value" in again["__interrupt__"][0].value["error"]
+    assert calls_of(toolbox, "cancel_order") == []
+    await graph.ainvoke(Command(resume={"decision": "reject"}), config)
+    assert calls_of(toolbox, "cancel_order") == []
+
+
+class CrashAfterCall:
+    """Executes the real call, then fails as if the process died before the checkpoint was written."""
+
+    def __init__(self, inner: DirectMCPToolbox) -> None:
+        self.inner = inner
+        self.crashed = False
+
+    async def list_tools(self, principal: Any) -> Any:
+        return await self.inner.list_tools(principal)
+
+    async def call(self, principal: Any, tool: str, args: dict[str, Any], approval_id: str | None = None) -> Any:
+        outcome = await self.inner.call(principal, tool, args, approval_id=approval_id)
+        if tool == "cancel_order" and not self.crashed:
+            self.crashed = True
+            raise ConnectionResetError("worker died after the call")
+        return outcome
+
+
+async def test_retry_after_a_crash_does_not_execute_twice(toolbox: DirectMCPToolbox) -> None:
+    await reset_orders()
+    flaky = CrashAfterCall(toolbox)
+    graph, config = router(flaky), thread()
+    await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    with pytest.raises(ConnectionResetError):
+        await graph.ainvoke(Command(resume={"decision": "approve"}), config)
+    retried = await graph.ainvoke(None, config)  # resume from the last checkpoint, as a retry does
+    attempts = calls_of(toolbox, "cancel_order")
+    assert len(attempts) == 2 and attempts[0][2] == attempts[1][2]  # same single-use approval id
+    assert await order_status(toolbox, "ORD-1001") == "cancelled"
+    assert "Already executed" in " ".join(str(m.content) for m in retried["messages"] if isinstance(m, ToolMessage))
+
+
+async def test_scripted_model_calls_get_order_and_answers_from_the_result(toolbox: DirectMCPToolbox) -> None:
+    model = ScriptedChatModel(replies=[
+        AIMessage(content="", tool_calls=[{"name": "get_order", "args": {"order_id": "ORD-1002"}, "id": "1",
+                                           "type": "tool_call"}]),
+        "Your order ORD-1002 has shipped."])
+    out = await router(toolbox, gateway=scripted_chain(model, tiers=("planner",))).ainvoke(
+        {"messages": [("user", "Where is my order ORD-1002?")]}, thread())
+    assert calls_of(toolbox, "get_order") == [("get_order", {"order_id": "ORD-1002"}, None)]
+    assert out["mode"] == "model" and out["outcome"] == "answered"
+    assert out["messages"][-1].content == "Your order ORD-1002 has shipped."
+
+
+async def test_scripted_model_cancel_interrupts_and_approval_executes(toolbox: DirectMCPToolbox) -> None:
+    await reset_orders()
+    model = ScriptedChatModel(replies=[
+        AIMessage(content="", tool_calls=[{"name": "cancel_order", "args": {"order_id": "ORD-1001",
+                                                                             "reason": "wrong size"},
+                                           "id": "1", "type": "tool_call"}]),
+        "Done: ORD-1001 is cancelled."])
+    graph, config = router(toolbox, gateway=scripted_chain(model, tiers=("planner",))), thread()
+    out = await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    assert out["__interrupt__"][0].value["args"] == {"order_id": "ORD-1001", "reason": "wrong size"}
+    done = await graph.ainvoke(Command(resume={"decision": "approve"}), config)
+    assert len(calls_of(toolbox, "cancel_order")) == 1 and done["outcome"] == "answered"
+
+
+async def test_model_that_always_calls_a_tool_stops_at_the_limit(toolbox: DirectMCPToolbox) -> None:
+    looping = ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
+        {"name": "get_order", "args": {"order_id": "ORD-1002"}, "id": "x", "type": "tool_call"}])])
+    limits = RunLimits(max_steps=25, max_tool_calls=4, wall_clock_s=60)
+    out = await router(toolbox, gateway=scripted_chain(looping, tiers=("planner",)), limits=limits).ainvoke(
+        {"messages": [("user", "What's the status of order ORD-1002?")]}, thread())
+    assert out["outcome"] == "limit_tool_calls"
+    assert len(calls_of(toolbox, "get_order")) == 4
+    assert "tool-call limit (4)" in str(out["messages"][-1].content)
+    tool_call_ids = {c["id"] for m in out["messages"] if isinstance(m, AIMessage) for c in m.tool_calls}
+    answered = {m.tool_call_id for m in out["messages"] if isinstance(m, ToolMessage)}
+    assert tool_call_ids <= answered  # the thread stays valid for another turn
+
+
+async def test_step_limit_is_a_distinct_outcome(toolbox: DirectMCPToolbox) -> None:
+    looping = ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
+        {"name": "get_order", "args": {"order_id": "ORD-1002"}, "id": "x", "type": "tool_call"}])])
+    out = await router(toolbox, gateway=scripted_chain(looping, tiers=("planner",)),
+                       limits=RunLimits(max_steps=3, max_tool_calls=50, wall_clock_s=60)).ainvoke(
+        {"messages": [("user", "What's the status of order ORD-1002?")]}, thread())
+    assert out["outcome"] == "limit_steps" and len(calls_of(toolbox, "get_order")) == 3
+
+
+async def test_failing_planner_model_degrades_to_the_playbook(toolbox: DirectMCPToolbox) -> None:
+    broken = ScriptedChatModel(replies=["x"], fail_status=500)
+    out = await router(toolbox, gateway=scripted_chain(broken, tiers=("planner",))).ainvoke(
+        {"messages": [("user", "What's the status of order ORD-1002?")]}, thread())
+    assert out["mode"] == "degraded" and out["outcome"] == "executed"
+    assert calls_of(toolbox, "get_order") == [("get_order", {"order_id": "ORD-1002"}, None)]
+    assert "degraded mode" in str(out["messages"][-1].content)
+
+
+async def test_other_tenants_order_is_not_found(toolbox: DirectMCPToolbox) -> None:
+    out = await router(toolbox).ainvoke({"messages": [("user", "What's the status of order ORD-2001?")]},
+                                        thread("acme"))
+    assert out["outcome"] == "tool_error" and "ORD-2001 is" not in str(out["messages"][-1].content)
