@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import errors
-from server.api import assistants, crons, meta, runs, store, threads
+from server.api import approvals, assistants, crons, meta, runs, store, threads
 from server.assistants import Assistants
 from server.auth import PUBLIC_PATHS, Authorizer
 from server.checkpoints import open_persistence
@@ -115,6 +115,7 @@ def create_app(
                 engine=engine,
                 authorizer=Authorizer(auth_obj),
                 crons=Crons(db),
+                db_url=url,
             )
             app.state.services = svc
             await engine.start()
@@ -136,6 +137,7 @@ def create_app(
         *threads.routes,
         *runs.routes,
         *store.routes,
+        *approvals.routes,
         *(extra_routes or []),
     ]
     middleware = [

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # the retrieval or MCP stacks, and a missing area does not break the others.
 _AREAS = (
     "server.serve_cli",
+    "server.approvals_cli",
     "mcp_servers.cli",
     "tools.cli",
     "graphs.retrieval.cli",

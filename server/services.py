@@ -30,6 +30,7 @@ class Services:
     engine: Engine
     authorizer: Authorizer
     crons: Any = None
+    db_url: str | None = None
 
 
 def services(request: Request) -> Services:

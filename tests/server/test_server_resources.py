@@ -194,3 +194,13 @@ def test_sync_client_round_trip(sync_client) -> None:
 async def test_builder_factory_and_env_graphs(client) -> None:
     assert (await client.runs.wait(None, "builder", input={"n": 1}))["n"] == 4
     assert (await client.runs.wait(None, "factory", input={"n": 2}))["n"] == 6
+
+
+async def test_deleting_a_thread_deletes_its_checkpoints(client) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    await client.runs.wait(tid, "two_node", input={"n": 1})
+    assert await client.threads.get_history(tid)
+    await client.threads.delete(tid)
+    await client.threads.create(thread_id=tid, graph_id="two_node")
+    assert await client.threads.get_history(tid) == []
+    assert (await client.threads.get_state(tid))["values"] == {}
