@@ -85,7 +85,6 @@ def create_app(
         db = await connect(url)
         await migrate(db)
         async with open_persistence(url) as (checkpointer, long_term_store):
-            bind_graphs(project, checkpointer, long_term_store)
             auth_obj = load_object(project.root, project.auth_target) if project.auth_target else None
             assistants_ = Assistants(db, set(project.graphs))
             await assistants_.ensure_system()
@@ -117,6 +116,7 @@ def create_app(
                 crons=Crons(db),
                 db_url=url,
             )
+            bind_graphs(project, checkpointer, long_term_store, engine.ephemeral_checkpointer)
             app.state.services = svc
             await engine.start()
             scheduler = Scheduler(svc.crons, crons.firer(svc))

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, Send
 
 from server import clock
@@ -28,6 +29,9 @@ from server.streams import RunStream, StreamRegistry
 from server.threads import Threads
 
 log = logging.getLogger("interlock.engine")
+
+
+EPHEMERAL = 2  # runs.temporary: a stateless run with no thread row and in-memory checkpoints
 
 
 class RunFailed(Exception):
@@ -85,6 +89,8 @@ class Engine:
         self._finished: dict[str, asyncio.Event] = {}
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Stateless runs whose thread is deleted on completion never need durable checkpoints.
+        self.ephemeral_checkpointer = InMemorySaver()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -204,6 +210,8 @@ class Engine:
                 # Woken at once when it finishes here; the periodic re-read covers other replicas.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), self.poll_seconds)
+                if event.is_set():
+                    return
         finally:
             if run_id not in self._tasks and self._finished.get(run_id) is event and not event.is_set():
                 self._finished.pop(run_id, None)
@@ -263,6 +271,8 @@ class Engine:
     async def _execute(self, run: dict[str, Any]) -> None:
         run_id, thread_id = run["run_id"], run["thread_id"]
         kw = loads(run["kwargs"]) or {}
+        ephemeral = run["temporary"] == EPHEMERAL
+        checkpointer = self.ephemeral_checkpointer if ephemeral else self.checkpointer
         stream = self.streams.open(run_id, bool(kw.get("resumable")))
         stream.publish("metadata", {"run_id": run_id, "attempt": run["attempt"]})
         status, error, snapshot, result = "error", None, None, None
@@ -275,17 +285,18 @@ class Engine:
             if spec is None:
                 raise RunFailed(f"graph {assistant['graph_id']} is not served")
             config = self._config(run, assistant, kw)
-            latest = await self.checkpointer.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+            latest = await checkpointer.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
             latest_id = latest.checkpoint["id"] if latest else None
             if run["attempt"] <= 1:
-                await self.runs.set_checkpoint_before(run_id, latest_id)
+                if latest_id is not None:
+                    await self.runs.set_checkpoint_before(run_id, latest_id)
                 graph_input: Any = build_command(kw.get("command")) or kw.get("input")
             elif latest_id != run["checkpoint_before"]:
                 # Restarted after a crash: the input was consumed before the crash, continue from the checkpoint.
                 graph_input = None
             else:
                 graph_input = build_command(kw.get("command")) or kw.get("input")
-            async with graph_for_run(spec, config, self.checkpointer, self.store) as graph:
+            async with graph_for_run(spec, config, checkpointer, self.store, ephemeral=ephemeral) as graph:
                 await self._stream(graph, graph_input, config, kw, stream, run_id)
                 snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
             status = "success"
@@ -334,11 +345,11 @@ class Engine:
             thread_status = "interrupted"
         else:
             thread_status = "idle"
-        await self.runs.set_status(run_id, status)
-        if run["temporary"] and kw.get("on_completion", "delete") == "delete":
-            await self.checkpointer.adelete_thread(thread_id)
-            await self.threads.delete(thread_id)
+        if run["temporary"] == EPHEMERAL:
+            await self.ephemeral_checkpointer.adelete_thread(thread_id)
+            await self.runs.delete(run_id)
             return
+        await self.runs.set_status(run_id, status)
         await self.threads.record_state(
             thread_id,
             status=thread_status,
@@ -351,6 +362,13 @@ class Engine:
 
     async def _finish_cancelled(self, run: dict[str, Any], action: str, stream: RunStream, graph: Any) -> None:
         run_id, thread_id = run["run_id"], run["thread_id"]
+        if run["temporary"] == EPHEMERAL:
+            try:
+                await self.ephemeral_checkpointer.adelete_thread(thread_id)
+                await self.runs.delete(run_id)
+            finally:
+                stream.close()
+            return
         try:
             if action == "rollback":
                 row = await self.runs.find(run_id)
@@ -365,16 +383,12 @@ class Engine:
                     snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
             values = jsonable(snapshot.values) if snapshot is not None else None
             stream.result = values
-            if run["temporary"]:
-                await self.checkpointer.adelete_thread(thread_id)
-                await self.threads.delete(thread_id)
-            else:
-                await self.threads.record_state(
-                    thread_id,
-                    status="busy" if await self.runs.active_for_thread(thread_id) else "idle",
-                    values=values,
-                    interrupts={},
-                )
+            await self.threads.record_state(
+                thread_id,
+                status="busy" if await self.runs.active_for_thread(thread_id) else "idle",
+                values=values,
+                interrupts={},
+            )
         finally:
             stream.close()
 

@@ -28,6 +28,7 @@ class GraphSpec:
     target: str  # "./path.py:attr" or "package.module:attr"
     obj: Any = None
     compiled: Pregel | None = None  # bound to the server's checkpointer and store
+    ephemeral: Pregel | None = None  # bound to an in-memory checkpointer, for stateless runs
     factory: Any = None  # a callable taking config; called per run
 
 
@@ -135,15 +136,19 @@ def load_project(config_path: str | Path) -> Project:
     return project
 
 
-def bind_graphs(project: Project, checkpointer: Any, store: Any) -> None:
+def bind_graphs(project: Project, checkpointer: Any, store: Any, ephemeral_checkpointer: Any = None) -> None:
     """Import every graph and bind compiled ones to the server's checkpointer and store once."""
     for spec in project.graphs.values():
         obj = load_object(project.root, spec.target)
         spec.obj = obj
         if isinstance(obj, Pregel):
             spec.compiled = obj.copy(update={"checkpointer": checkpointer, "store": store})
+            if ephemeral_checkpointer is not None:
+                spec.ephemeral = obj.copy(update={"checkpointer": ephemeral_checkpointer, "store": store})
         elif isinstance(obj, StateGraph):
             spec.compiled = obj.compile(checkpointer=checkpointer, store=store)
+            if ephemeral_checkpointer is not None:
+                spec.ephemeral = obj.compile(checkpointer=ephemeral_checkpointer, store=store)
         elif callable(obj):
             spec.factory = obj
         else:
@@ -155,11 +160,12 @@ def bind_graphs(project: Project, checkpointer: Any, store: Any) -> None:
 
 @asynccontextmanager
 async def graph_for_run(
-    spec: GraphSpec, config: dict[str, Any], checkpointer: Any, store: Any
+    spec: GraphSpec, config: dict[str, Any], checkpointer: Any, store: Any, *, ephemeral: bool = False
 ) -> AsyncIterator[Pregel]:
     """The graph to execute for one run; factories are called with the run's config."""
-    if spec.compiled is not None:
-        yield spec.compiled
+    bound = spec.ephemeral if ephemeral else spec.compiled
+    if bound is not None:
+        yield bound
         return
     factory = spec.factory
     params = inspect.signature(factory).parameters

@@ -47,7 +47,7 @@ class Runs:
         kwargs: dict[str, Any],
         multitask_strategy: str,
         after_seconds: float | None,
-        temporary: bool,
+        temporary: int,
         affinity: str | None = None,
     ) -> dict[str, Any]:
         ts = clock.iso()
@@ -66,7 +66,7 @@ class Runs:
                 multitask_strategy,
                 available,
                 affinity,
-                1 if temporary else 0,
+                int(temporary),
             ],
         )
         return rows[0]

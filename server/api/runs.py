@@ -13,6 +13,7 @@ from starlette.routing import Route
 from server import clock, schemas
 from server.auth import User, matches, request_user
 from server.bodies import parse, parse_list
+from server.engine import EPHEMERAL
 from server.errors import Conflict, Invalid, NotFound
 from server.runs import run_out
 from server.serialization import dumps, loads
@@ -62,7 +63,10 @@ async def create_run(
     }
     filt = await svc.authorizer.authorize(user, "threads", "create_run", value)
     strategy = body.multitask_strategy or "enqueue"
-    if temporary:
+    keep_thread = body.on_completion == "keep"
+    if temporary and not keep_thread:
+        thread_id = clock.new_id()  # ephemeral: no thread row, in-memory checkpoints, deleted on completion
+    elif temporary:
         thread = await svc.threads.create(
             None, {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}, None
         )
@@ -128,10 +132,11 @@ async def create_run(
         kwargs=kwargs,
         multitask_strategy=strategy,
         after_seconds=body.after_seconds,
-        temporary=temporary,
+        temporary=(EPHEMERAL if not keep_thread else 1) if temporary else 0,
         affinity=svc.engine.worker_id if affinity else None,
     )
-    await svc.threads.set_status(thread_id, "busy")
+    if not temporary or keep_thread:
+        await svc.threads.set_status(thread_id, "busy")
     svc.engine.wake()
     return run, stream
 
