@@ -177,12 +177,18 @@ class Engine:
         run_id = run["run_id"]
         if run["status"] == "pending":
             if action == "rollback":
-                await self.runs.delete(run_id)
+                changed = await self.runs.db.execute("DELETE FROM runs WHERE run_id = ? AND status = 'pending'", [run_id])
             else:
-                await self.runs.db.execute(
+                changed = await self.runs.db.execute(
                     "UPDATE runs SET status = 'interrupted', updated_at = ? WHERE run_id = ? AND status = 'pending'",
                     [clock.iso(), run_id],
                 )
+            if not changed:
+                # Claimed between our read and this write: cancel it as a running run.
+                current = await self.runs.find(run_id)
+                if current is not None and current["status"] == "running":
+                    await self.cancel(current, action)
+                return
             stream = self.streams.get(run_id)
             if stream is not None:
                 stream.close()
