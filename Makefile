@@ -21,9 +21,15 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
-	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
-	$(BIN)/python bench/server_runs.py
+# Benchmarks run in their own virtualenv: the reference server (bench extra) conflicts with weaviate-client.
+.venv-bench/.installed: pyproject.toml
+	$(PY) -m venv .venv-bench
+	.venv-bench/bin/pip install -q --upgrade pip
+	.venv-bench/bin/pip install -q -e '.[bench]'
+	touch .venv-bench/.installed
+
+bench: .venv-bench/.installed
+	.venv-bench/bin/python bench/server_runs.py
 
 clean:
-	rm -rf $(VENV) .interlock
+	rm -rf $(VENV) .venv-bench .interlock

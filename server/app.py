@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server import errors
-from server.api import approvals, assistants, crons, meta, runs, store, threads
+from server import errors, metrics
+from server.api import approvals, assistants, crons, meta, runs, store, threads, traces
 from server.assistants import Assistants
 from server.auth import PUBLIC_PATHS, Authorizer
 from server.checkpoints import open_persistence
@@ -29,11 +29,13 @@ from server.engine import Engine
 from server.project import bind_graphs, load_object, load_project
 from server.runs import Runs
 from server.services import Services
-from server.settings import database_url
+from server.settings import database_url, redis_url
 from server.storage import connect
 from server.storage.migrations import migrate
 from server.streams import StreamRegistry
 from server.threads import Threads
+from server.trace_export import TraceExporter
+from server.traces import Traces
 
 log = logging.getLogger("interlock.server")
 
@@ -70,6 +72,16 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(issuer_jwks())
 
 
+def _build_limiter() -> Any:
+    """Per-tenant request, token and spend limits from policies/limits.yaml (Redis when configured)."""
+    try:
+        from policies.limits import build_limiter
+        from policies.loader import get_policies
+    except ImportError:
+        return None
+    return build_limiter(get_policies().limits, redis_url())
+
+
 def create_app(
     config_path: str | Path,
     *,
@@ -91,6 +103,15 @@ def create_app(
             threads_ = Threads(db)
             runs_ = Runs(db)
             streams = StreamRegistry()
+            limiter = _build_limiter()
+            exporter = TraceExporter()
+
+            async def on_trace(doc: dict[str, Any], tenant: str | None) -> None:
+                metrics.observe_trace(doc, tenant)
+                if limiter is not None and tenant and (doc.get("tokens") or doc.get("cost_usd")):
+                    await limiter.record(tenant, int(doc.get("tokens") or 0), float(doc.get("cost_usd") or 0.0))
+                exporter.export(doc)
+
             engine = Engine(
                 runs=runs_,
                 threads=threads_,
@@ -101,6 +122,8 @@ def create_app(
                 streams=streams,
                 concurrency=concurrency,
                 single_process=single_process,
+                traces=Traces(db),
+                on_trace=on_trace,
             )
             svc = Services(
                 db=db,
@@ -115,6 +138,7 @@ def create_app(
                 authorizer=Authorizer(auth_obj),
                 crons=Crons(db),
                 db_url=url,
+                limiter=limiter,
             )
             bind_graphs(project, checkpointer, long_term_store, engine.ephemeral_checkpointer)
             app.state.services = svc
@@ -138,6 +162,8 @@ def create_app(
         *runs.routes,
         *store.routes,
         *approvals.routes,
+        *traces.routes,
+        *metrics.routes,
         *(extra_routes or []),
     ]
     middleware = [

@@ -21,17 +21,30 @@ from server import clock
 from server.assistants import Assistants
 from server.auth import User
 from server.checkpoints import delete_after
+from server.logs import RUN_CONTEXT
 from server.project import Project, graph_for_run
 from server.runs import Runs
 from server.serialization import jsonable, loads
 from server.state import checkpoint_of, interrupt_out, pending_interrupts
 from server.streams import RunStream, StreamRegistry
 from server.threads import Threads
+from server.traces import CURRENT_TRACE, Redactor, TraceRecorder, Traces
 
 log = logging.getLogger("interlock.engine")
 
 
 EPHEMERAL = 2  # runs.temporary: a stateless run with no thread row and in-memory checkpoints
+
+
+def run_tenant(kw: dict[str, Any]) -> str | None:
+    """The tenant a run bills to: from the authenticated user, else (local development) the run's config."""
+    user = kw.get("user") or {}
+    tenant = user.get("tenant_id") or user.get("tenant")
+    if tenant:
+        return str(tenant)
+    configurable = (kw.get("config") or {}).get("configurable") or {}
+    value = configurable.get("tenant") or configurable.get("tenant_id")
+    return str(value) if value else None
 
 
 class RunFailed(Exception):
@@ -70,6 +83,8 @@ class Engine:
         streams: StreamRegistry,
         concurrency: int = 10,
         single_process: bool = True,
+        traces: Traces | None = None,
+        on_trace: Any = None,
     ) -> None:
         self.runs = runs
         self.threads = threads
@@ -80,6 +95,9 @@ class Engine:
         self.streams = streams
         self.concurrency = concurrency
         self.single_process = single_process
+        self.traces = traces
+        self.on_trace = on_trace  # callback(doc, tenant) after a run's trace is saved: metrics, budgets, export
+        self.redactor = Redactor() if traces is not None else None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.poll_seconds = float(os.environ.get("INTERLOCK_QUEUE_POLL_SECONDS", "1.0"))
         self.lease_seconds = float(os.environ.get("INTERLOCK_RUN_LEASE_SECONDS", "30"))
@@ -275,8 +293,51 @@ class Engine:
         return config
 
     async def _execute(self, run: dict[str, Any]) -> None:
-        run_id, thread_id = run["run_id"], run["thread_id"]
         kw = loads(run["kwargs"]) or {}
+        recorder = None
+        if self.traces is not None and self.redactor is not None:
+            graph_id = ""
+            assistant = await self.assistants.find(run["assistant_id"])
+            if assistant is not None:
+                graph_id = assistant["graph_id"]
+            recorder = TraceRecorder(run["run_id"], run["thread_id"], graph_id, self.redactor)
+        trace_token = CURRENT_TRACE.set(recorder)
+        log_token = RUN_CONTEXT.set({"run_id": run["run_id"], "thread_id": run["thread_id"], "trace_id": run["run_id"]})
+        status_box: dict[str, Any] = {"status": "interrupted", "output": None}
+        try:
+            # LangChain's own LangSmith auto-tracing would ship unredacted inputs; exports go through our redactor.
+            from langsmith.run_helpers import tracing_context
+
+            with tracing_context(enabled=False):
+                await self._execute_run(run, kw, recorder, status_box)
+        finally:
+            CURRENT_TRACE.reset(trace_token)
+            RUN_CONTEXT.reset(log_token)
+            if recorder is not None and status_box["status"] != "shutdown":
+                await self._save_trace(recorder, run, kw, status_box)
+
+    async def _save_trace(self, recorder: TraceRecorder, run: dict[str, Any], kw: dict[str, Any], box: dict[str, Any]) -> None:
+        try:
+            policy_hash = None
+            with contextlib.suppress(Exception):
+                from policies.loader import get_policies
+
+                policy_hash = get_policies().hash
+            doc = recorder.document(
+                status=box["status"], policy_hash=policy_hash, input_=kw.get("input") or kw.get("command"), output=box["output"]
+            )
+            if run["temporary"] != EPHEMERAL:
+                assert self.traces is not None
+                await self.traces.save(doc)
+            if self.on_trace is not None:
+                await self.on_trace(doc, run_tenant(kw))
+        except Exception:  # noqa: BLE001 - a trace problem must not change the run's outcome
+            log.exception("saving the trace of run %s failed", run["run_id"])
+
+    async def _execute_run(
+        self, run: dict[str, Any], kw: dict[str, Any], recorder: TraceRecorder | None, box: dict[str, Any]
+    ) -> None:
+        run_id, thread_id = run["run_id"], run["thread_id"]
         ephemeral = run["temporary"] == EPHEMERAL
         checkpointer = self.ephemeral_checkpointer if ephemeral else self.checkpointer
         stream = self.streams.open(run_id, bool(kw.get("resumable")))
@@ -291,6 +352,8 @@ class Engine:
             if spec is None:
                 raise RunFailed(f"graph {assistant['graph_id']} is not served")
             config = self._config(run, assistant, kw)
+            if recorder is not None:
+                config["callbacks"] = [recorder]
             latest = await checkpointer.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
             latest_id = latest.checkpoint["id"] if latest else None
             if run["attempt"] <= 1:
@@ -309,14 +372,20 @@ class Engine:
         except asyncio.CancelledError:
             action = self._cancel_actions.pop(run_id, "interrupt")
             if action == "shutdown":
+                box["status"] = "shutdown"
                 await self.runs.release(run_id)
                 stream.close()
                 raise
             await self._finish_cancelled(run, action, stream, graph)
+            box["status"], box["output"] = "interrupted", stream.result
             return
         except Exception as exc:  # noqa: BLE001 - a failing graph must not take the server down
-            log.info("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
-            error = {"error": type(exc).__name__, "message": str(exc)}
+            log.info("run %s failed: %s", run_id, type(exc).__name__)
+            if type(exc).__name__ == "GuardFailed":
+                # Fail closed, and say why without echoing the scanned content.
+                error = {"error": "GuardFailed", "message": "guard_failed", "reason": "guard_failed"}
+            else:
+                error = {"error": type(exc).__name__, "message": str(exc)}
             stream.publish("error", error)
             result = {"__error__": error}
             if graph is not None:
@@ -326,6 +395,7 @@ class Engine:
             await self._record(run, kw, status, snapshot, error, stream, result)
         finally:
             stream.close()
+        box["status"], box["output"] = status, stream.result
 
     async def _record(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -19,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("INTERLOCK_RUN_CONCURRENCY", "10")),
                    help="runs executed at once per process")
     p.add_argument("--log-level", default=os.environ.get("INTERLOCK_LOG_LEVEL", "info"))
+    p.add_argument("--log-format", choices=["json", "text"], default=os.environ.get("INTERLOCK_LOG_FORMAT", "json"))
     p.set_defaults(func=serve)
 
 
@@ -35,7 +35,9 @@ def app_factory():  # noqa: ANN201 - uvicorn factory for --workers > 1
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from server.logs import configure
+
+    configure(args.log_level, args.log_format)
     try:
         project = load_project(args.config)
     except ProjectError as exc:
@@ -55,7 +57,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ["INTERLOCK_WORKERS"] = str(args.workers)
     if args.workers > 1:
         uvicorn.run("server.serve_cli:app_factory", factory=True, host=host, port=args.port, workers=args.workers,
-                    log_level=args.log_level, access_log=False)
+                    log_level=args.log_level, access_log=False, log_config=None)
         return 0
-    uvicorn.run(app_factory(), host=host, port=args.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(app_factory(), host=host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
     return 0

@@ -31,6 +31,7 @@ class Services:
     authorizer: Authorizer
     crons: Any = None
     db_url: str | None = None
+    limiter: Any = None
 
 
 def services(request: Request) -> Services:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -13,7 +14,7 @@ from starlette.routing import Route
 from server import clock, schemas
 from server.auth import User, matches, request_user
 from server.bodies import parse, parse_list
-from server.engine import EPHEMERAL
+from server.engine import EPHEMERAL, run_tenant
 from server.errors import Conflict, Invalid, NotFound
 from server.runs import run_out
 from server.serialization import dumps, loads
@@ -62,6 +63,7 @@ async def create_run(
         "if_not_exists": body.if_not_exists,
     }
     filt = await svc.authorizer.authorize(user, "threads", "create_run", value)
+    await _admit(svc, user, body)
     strategy = body.multitask_strategy or "enqueue"
     keep_thread = body.on_completion == "keep"
     if temporary and not keep_thread:
@@ -139,6 +141,23 @@ async def create_run(
         await svc.threads.set_status(thread_id, "busy")
     svc.engine.wake()
     return run, stream
+
+
+async def _admit(svc: Services, user: User, body: schemas.RunCreate) -> None:
+    """Tenant request/token/spend limits: refused with 429 and Retry-After before anything runs."""
+    if svc.limiter is None:
+        return
+    tenant = run_tenant({"user": user.dict() if user.is_authenticated else None, "config": body.config})
+    if not tenant:
+        return
+    decision = await svc.limiter.admit(tenant)
+    if not decision.allowed:
+        from server.metrics import RATE_LIMITED
+
+        RATE_LIMITED.labels(decision.reason or "limit").inc()
+        raise HTTPException(
+            429, f"tenant {tenant} is over its {decision.reason} limit", headers=decision.headers()
+        )
 
 
 def _last_event_id(request: Request) -> int | None:

@@ -87,6 +87,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS crons_due ON crons (enabled, next_run_date);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE IF NOT EXISTS run_traces (
+            run_id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL,
+            graph_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            trace TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS run_traces_thread ON run_traces (thread_id, created_at);
+        """,
+    ),
 ]
 
 

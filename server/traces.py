@@ -1,0 +1,260 @@
+"""Run traces: one span per graph node and per model, tool, retrieval and guard call, redacted before they are
+stored (and before any export). Recorded through LangChain callbacks attached to each run, so any graph gets node
+spans; Interlock's own graphs add retrieval and guard detail through custom events."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler
+
+from server import clock
+from server.serialization import dumps_str, jsonable, loads
+from server.storage import Database
+
+log = logging.getLogger("interlock.traces")
+CURRENT_TRACE: contextvars.ContextVar[TraceRecorder | None] = contextvars.ContextVar("interlock_trace", default=None)
+MAX_TEXT = 4000  # characters kept per string in a span; traces are for people, not replays
+
+
+class Redactor:
+    """Masks PII (the guardrail policy's recognizers) and obvious secrets in everything a trace stores."""
+
+    def __init__(self) -> None:
+        self._detector: Any = None
+        try:
+            from policies.loader import get_policies
+            from policies.pii import detector_for
+
+            self._detector = detector_for(get_policies().pii)
+        except Exception:  # noqa: BLE001 - without the policy layer, fall back to secret masking only
+            log.warning("PII policy unavailable; traces are masked for secrets only")
+
+    def text(self, value: str) -> str:
+        from server.logs import mask_secrets
+
+        value = mask_secrets(value[:MAX_TEXT])
+        if self._detector is None or not value.strip():
+            return value
+        spans = sorted(self._detector.detect(value), key=lambda s: s.start, reverse=True)
+        for span in spans:
+            value = value[: span.start] + f"<{span.entity}>" + value[span.end :]
+        return value
+
+    def __call__(self, obj: Any) -> Any:
+        obj = jsonable(obj)
+        return self._walk(obj)
+
+    def _walk(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, list):
+            return [self._walk(v) for v in obj[:200]]
+        if isinstance(obj, dict):
+            return {k: self._walk(v) for k, v in obj.items()}
+        return obj
+
+
+class TraceRecorder(AsyncCallbackHandler):
+    """Collects spans for one run. Only what a person debugging an answer needs: nodes, models, tools,
+    retrievals, guards; framework-internal chains are folded away."""
+
+    raise_error = False
+    run_inline = True
+
+    def __init__(self, run_id: str, thread_id: str, graph_id: str, redactor: Redactor) -> None:
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self.graph_id = graph_id
+        self.redact = redactor
+        self.spans: dict[str, dict[str, Any]] = {}
+        self.order: list[str] = []
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self.started = time.perf_counter()
+        self.events: list[dict[str, Any]] = []
+
+    # -- span helpers ------------------------------------------------------------------------------------
+    def _open(self, run_id: UUID, parent: UUID | None, name: str, kind: str, inputs: Any, attributes: dict[str, Any]) -> None:
+        key = str(run_id)
+        self.spans[key] = {
+            "span_id": key,
+            "parent_id": str(parent) if parent else None,
+            "name": name,
+            "kind": kind,
+            "start": clock.iso(),
+            "_t0": time.perf_counter(),
+            "inputs": self.redact(inputs),
+            "outputs": None,
+            "error": None,
+            "attributes": attributes,
+        }
+        self.order.append(key)
+
+    def _close(self, run_id: UUID, outputs: Any = None, error: BaseException | None = None) -> dict[str, Any] | None:
+        span = self.spans.get(str(run_id))
+        if span is None:
+            return None
+        span["latency_ms"] = round((time.perf_counter() - span.pop("_t0")) * 1000, 3)
+        span["end"] = clock.iso()
+        if outputs is not None:
+            span["outputs"] = self.redact(outputs)
+        if error is not None:
+            span["error"] = {"type": type(error).__name__, "message": self.redact.text(str(error))}
+        return span
+
+    # -- chains (graph nodes) -----------------------------------------------------------------------------
+    async def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                             tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        metadata = metadata or {}
+        name = kwargs.get("name") or ""
+        node = metadata.get("langgraph_node")
+        if node and name == node:
+            self._open(run_id, parent_run_id, node, "node", inputs,
+                       {"step": metadata.get("langgraph_step"), "ns": metadata.get("langgraph_checkpoint_ns")})
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._close(run_id, outputs)
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        # GraphInterrupt and friends are control flow, not failures.
+        if type(error).__name__ in ("GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"):
+            self._close(run_id, {"interrupted": True})
+        else:
+            self._close(run_id, error=error)
+
+    # -- models -------------------------------------------------------------------------------------------
+    async def on_chat_model_start(self, serialized: Any, messages: list[list[Any]], *, run_id: UUID,
+                                  parent_run_id: UUID | None = None, metadata: dict[str, Any] | None = None,
+                                  **kwargs: Any) -> None:
+        metadata = metadata or {}
+        model = metadata.get("ls_model_name") or (serialized or {}).get("name") or "chat_model"
+        self._open(run_id, parent_run_id, str(model), "model", {"messages": messages},
+                   {"model": model, "provider": metadata.get("ls_provider"), "node": metadata.get("langgraph_node")})
+
+    async def on_llm_start(self, serialized: Any, prompts: list[str], *, run_id: UUID, parent_run_id: UUID | None = None,
+                           metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        metadata = metadata or {}
+        model = metadata.get("ls_model_name") or "llm"
+        self._open(run_id, parent_run_id, str(model), "model", {"prompts": prompts}, {"model": model})
+
+    async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        texts: list[str] = []
+        tokens = 0
+        for generation_list in getattr(response, "generations", []) or []:
+            for gen in generation_list:
+                texts.append(getattr(gen, "text", "") or "")
+                message = getattr(gen, "message", None)
+                usage = getattr(message, "usage_metadata", None) or {}
+                tokens += int(usage.get("total_tokens") or 0)
+        span = self._close(run_id, {"text": texts})
+        if span is not None:
+            span["attributes"]["tokens"] = tokens
+            self.tokens += tokens
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._close(run_id, error=error)
+
+    # -- tools and retrievers -----------------------------------------------------------------------------
+    async def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None,
+                            inputs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
+        self._open(run_id, parent_run_id, name, "tool", inputs if inputs is not None else input_str, {"tool": name})
+
+    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        span = self._close(run_id, output)
+        if span is not None:
+            status = getattr(output, "status", None)
+            span["attributes"]["outcome"] = "error" if status == "error" else "ok"
+
+    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        span = self._close(run_id, error=error)
+        if span is not None:
+            span["attributes"]["outcome"] = "error"
+
+    async def on_retriever_start(self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None,
+                                 **kwargs: Any) -> None:
+        self._open(run_id, parent_run_id, "retriever", "retrieval", {"query": query}, {})
+
+    async def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        span = self._close(run_id, None)
+        if span is not None:
+            span["attributes"]["chunks"] = [
+                {"chunk_id": (d.metadata or {}).get("chunk_id"), "score": (d.metadata or {}).get("score")} for d in documents
+            ]
+
+    # -- Interlock's own events ---------------------------------------------------------------------------
+    async def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """`interlock.<kind>` events from our graphs: retrieval (chunk ids, scores), guard verdicts, tool calls,
+        usage (tokens, cost)."""
+        if not name.startswith("interlock."):
+            return
+        kind = name.split(".", 1)[1]
+        payload = data if isinstance(data, dict) else {"value": data}
+        if kind == "usage":
+            self.add_usage(int(payload.get("input_tokens", 0)) + int(payload.get("output_tokens", 0)),
+                           float(payload.get("cost_usd", 0.0)))
+        key = f"event-{len(self.events)}-{run_id}"
+        span = {
+            "span_id": key,
+            "parent_id": str(run_id),
+            "name": str(payload.get("name") or kind),
+            "kind": kind,
+            "start": clock.iso(),
+            "end": clock.iso(),
+            "latency_ms": float(payload.get("latency_ms") or 0.0),
+            "inputs": self.redact(payload.get("inputs")),
+            "outputs": self.redact(payload.get("outputs")),
+            "error": payload.get("error"),
+            "attributes": self.redact({k: v for k, v in payload.items() if k not in ("inputs", "outputs", "error")}),
+        }
+        self.events.append(span)
+        self.spans[key] = span
+        self.order.append(key)
+
+    def add_usage(self, tokens: int, cost_usd: float) -> None:
+        self.tokens += tokens
+        self.cost_usd += cost_usd
+
+    def document(self, *, status: str, policy_hash: str | None, input_: Any, output: Any) -> dict[str, Any]:
+        spans = []
+        for key in self.order:
+            span = dict(self.spans[key])
+            span.pop("_t0", None)
+            spans.append(span)
+        return {
+            "run_id": self.run_id,
+            "thread_id": self.thread_id,
+            "graph_id": self.graph_id,
+            "status": status,
+            "policy_hash": policy_hash,
+            "input": self.redact(input_),
+            "output": self.redact(output),
+            "spans": spans,
+            "tokens": self.tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+        }
+
+
+class Traces:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def save(self, doc: dict[str, Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO run_traces (run_id, thread_id, graph_id, created_at, trace) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET trace = excluded.trace",
+            [doc["run_id"], doc["thread_id"], doc["graph_id"], clock.iso(), dumps_str(doc)],
+        )
+
+    async def get(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone("SELECT trace FROM run_traces WHERE run_id = ? AND thread_id = ?", [run_id, thread_id])
+        return loads(row["trace"]) if row else None
+
+    async def delete_thread(self, thread_id: str) -> None:
+        await self.db.execute("DELETE FROM run_traces WHERE thread_id = ?", [thread_id])
