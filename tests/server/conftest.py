@@ -2,102 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-PROJECT = Path(__file__).resolve().parent / "project"
-PG_ADMIN = os.environ.get("INTERLOCK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    url: str
-    home: Path
-    config: Path
-    env: dict[str, str]
-    port: int
-    proc: subprocess.Popen | None = None
-    log_path: Path | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        assert self.log_path is not None
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--config", str(self.config), "--port", str(self.port)],
-            cwd=str(ROOT),
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/ok", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
-
-
-def make_server(tmp: Path, database_url: str | None, config: Path = PROJECT / "langgraph.json", **env: str) -> ServerProcess:
-    port = free_port()
-    home = tmp / f"home-{port}"
-    home.mkdir(parents=True, exist_ok=True)
-    full_env = {
-        **os.environ,
-        "INTERLOCK_HOME": str(home),
-        "INTERLOCK_HEARTBEAT_SECONDS": "1",
-        "INTERLOCK_MAX_BODY_BYTES": str(256 * 1024),
-        "LANGGRAPH_API_KEY": "",
-        "LANGSMITH_API_KEY": "",
-        **env,
-    }
-    full_env.pop("INTERLOCK_DATABASE_URL", None)
-    if database_url:
-        full_env["INTERLOCK_DATABASE_URL"] = database_url
-    server = ServerProcess(
-        url=f"http://127.0.0.1:{port}", home=home, config=config, env=full_env, port=port, log_path=home / "server.log"
-    )
-    server.start()
-    return server
+from server_testkit import PG_ADMIN, ServerProcess, make_server
 
 
 @pytest.fixture(scope="session")

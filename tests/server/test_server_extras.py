@@ -7,9 +7,9 @@ import uuid
 
 import httpx
 import pytest
-from conftest import PROJECT, make_server
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
+from server_testkit import PROJECT, make_server
 
 
 async def test_store_items_namespaces_ttl(client) -> None:

@@ -8,9 +8,9 @@ import time
 
 import httpx
 import pytest
-from conftest import PROJECT, ROOT, ServerProcess, free_port
 from langgraph_sdk import get_client
 from prometheus_client.parser import text_string_to_metric_families
+from server_testkit import PROJECT, ROOT, ServerProcess, free_port
 
 
 @pytest.fixture(scope="module")
