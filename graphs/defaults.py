@@ -17,9 +17,9 @@ def default_retriever() -> Any:
 
 
 def default_toolbox() -> Any:
-    from graphs.nodes.governed import GovernedToolbox
+    from graphs.nodes.governed import toolbox_from_settings
 
-    return GovernedToolbox.from_settings()
+    return toolbox_from_settings()
 
 
 class Lazy:

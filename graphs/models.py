@@ -187,6 +187,10 @@ class UsageRecord(BaseModel):
     outcome: str
 
 
+# Process-wide sinks every ledger feeds (the server plugs run traces, metrics and tenant budgets in here).
+USAGE_SINKS: list[Callable[[UsageRecord], None]] = []
+
+
 @dataclass
 class UsageLedger:
     """Recent usage in memory plus optional sinks (observability plugs a persistent one in here)."""
@@ -199,7 +203,7 @@ class UsageLedger:
         log.info("model call tier=%s provider=%s tenant=%s feature=%s in=%d out=%d cost=%.6f %s",
                  record.tier, record.provider, record.tenant, record.feature, record.input_tokens,
                  record.output_tokens, record.cost_usd, record.outcome)
-        for sink in self.sinks:
+        for sink in [*self.sinks, *USAGE_SINKS]:
             try:
                 sink(record)
             except Exception:  # a broken sink must not break the run

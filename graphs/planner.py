@@ -167,9 +167,10 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
         # Zero-key or degraded: the playbook for the routed intent.
         intent = state.get("intent") or ""
         text = last_user_text(state)
-        if state.get("awaiting_input", {}).get("intent") == intent:
-            text = f"{state['awaiting_input'].get('text', '')} {text}"
-        pb = playbook_plan(intent, text, playbooks or default_playbooks())
+        waiting = state.get("awaiting_input") or {}
+        if waiting.get("intent") == intent:
+            text = f"{waiting.get('text', '')} {text}"
+        pb = playbook_plan(intent, text, playbooks or default_playbooks(), principal=_principal(state).sub)
         if pb is None:
             msg = final_message("I can't do that here. I can look up, track, cancel or refund orders, show "
                                 "invoices, update your contact details, or hand you to a person.", mode, "refused")
@@ -180,12 +181,13 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
                                              "awaiting_input": {"intent": intent, "text": text}})
         problems = []
         calls = []
+        vault = _vault(state)
         for (tool, args), reply_template in zip(pb.calls, pb.replies, strict=True):
             info = tools.get(tool)
             if info is None:
-                problems.append(f"the {tool} tool is not available to you")
+                problems.append(f"the {tool} tool is not available to you right now")
                 continue
-            problems += validate_args(args, info.input_schema)
+            problems += validate_args(args, info.input_schema, vault.rehydrate_args if vault is not None else None)
             calls.append({"id": f"pb_{uuid.uuid4().hex[:12]}", "tool": tool, "args": args, "reply": reply_template})
         if problems:
             msg = final_message("I couldn't do that: " + "; ".join(problems) + ".", mode, "needs_input")
@@ -209,8 +211,8 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
             status = "success"
         else:
             content, status = f"Tool error: {outcome.error or 'failed'}", "error"
-        message = ToolMessage(content=content, tool_call_id=call_id, name=tool, status=status,
-                              artifact={"result": outcome.content if outcome.ok else None, "args": args})
+        # Only the content goes into state: the tool-output guard scans and pseudonymises it next.
+        message = ToolMessage(content=content, tool_call_id=call_id, name=tool, status=status)
         return {"messages": [message], "executed": {call_id: {"status": status, "tool": tool}},
                 "tool_calls": int(state.get("tool_calls") or 0) + 1}
 
@@ -291,12 +293,10 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
                 lines.append(str(message.content))
                 outcome = "rejected" if "rejected" in str(message.content) else "tool_error"
                 continue
-            result = (message.artifact or {}).get("result") if isinstance(message.artifact, dict) else None
-            if result is None:
-                try:
-                    result = json.loads(str(message.content))
-                except ValueError:
-                    result = str(message.content)
+            try:  # the guarded content, never the raw result
+                result = json.loads(str(message.content))
+            except ValueError:
+                result = str(message.content)
             lines.append(render(call.get("reply") or "{result}", {"result": result, **call.get("args", {})}))
         text = "\n".join(lines) or "Done."
         return {"messages": [final_message(text, mode, outcome)], "outcome": outcome}

@@ -26,6 +26,7 @@ CITE = re.compile(r"\[#([0-9A-Za-z_-]{4,64})\]")
 QUOTE = re.compile(r"[\"“]([^\"”]{8,400})[\"”]\s*\[#([0-9A-Za-z_-]{4,64})\]")
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 SHORT_ID = 8
+MAX_QUERY_CHARS = 1000  # a pasted essay still searches on its start instead of failing the run
 
 ANSWER_PROMPT = (
     "Answer the customer's question using ONLY the help-centre passages below. After each sentence, cite "
@@ -145,7 +146,8 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
                     query = rewritten
             except ModelsUnavailable:
                 pass
-        if deps.retriever is None:
+        query = " ".join(query.split())[:MAX_QUERY_CHARS]
+        if deps.retriever is None or not query:
             return {"retrieved": []}
         principal = state.get("principal") or {}
         hits = await deps.retriever.search(query, tenant=state.get("tenant", ""),

@@ -136,11 +136,22 @@ def principal_from_config(config: RunnableConfig | None) -> PrincipalInfo:
     if isinstance(raw, dict):
         data = dict(raw)
         data.setdefault("tenant", configurable.get("tenant") or _dev_tenant())
+        data.setdefault("scopes", _dev_scopes())
         return PrincipalInfo.model_validate(data)
     tenant = configurable.get("tenant") or _dev_tenant()
     return PrincipalInfo(sub=str(configurable.get("user_id") or "dev-user"), tenant=str(tenant),
-                         scopes=[s for s in os.environ.get("INTERLOCK_DEV_SCOPES", "").split(",") if s],
-                         groups=["customers"])
+                         scopes=_dev_scopes(), groups=["customers"])
+
+
+# Without an auth context (local development: `langgraph dev`, `make run` with auth off) the
+# principal may use the sample systems; a server with auth on always supplies the real scopes.
+DEV_SCOPES = ("orders:read", "orders:write", "crm:read", "crm:write", "billing:read", "billing:write",
+              "tickets:read", "tickets:write")
+
+
+def _dev_scopes() -> list[str]:
+    raw = os.environ.get("INTERLOCK_DEV_SCOPES")
+    return [s.strip() for s in raw.split(",") if s.strip()] if raw is not None else list(DEV_SCOPES)
 
 
 def _dev_tenant() -> str:
@@ -154,7 +165,7 @@ def identify(state: InterlockState, config: RunnableConfig) -> dict[str, Any]:
     # record deliberately survive across turns.
     return {"principal": principal.model_dump(), "tenant": principal.tenant, "started_at": time.time(),
             "steps": 0, "tool_calls": 0, "outcome": "", "plan": [], "retrieved": [], "citations": [],
-            "pending_approval": None, "approval_decision": None, "route": "", "intent": ""}
+            "pending_approval": None, "approval_decision": None, "route": "", "intent": "", "mode": "zero-key"}
 
 
 def last_user_text(state: InterlockState) -> str:

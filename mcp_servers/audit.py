@@ -1,4 +1,5 @@
-"""Audit middleware: one append-only row per `tools/call`, allowed, failed or denied.
+"""Audit middleware: one append-only row per `tools/call`, allowed, failed or denied, and one per request the
+HTTP auth layer refuses (`HttpDenialAudit`).
 
 Outermost layer, so rate-limit, scope and approval denials are recorded too. Stores the argument hash and
 an outcome code, never raw arguments or error text. The trace id comes from `_meta["io.interlock/trace_id"]`
@@ -7,6 +8,7 @@ or a W3C `traceparent` in `_meta`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -85,3 +87,68 @@ class AuditTrail(Middleware):
             ))
         except Exception as exc:  # the call already happened; losing the row must be loud, not fatal
             log.error("audit append failed for %s.%s: %s", self.server, context.message.name, type(exc).__name__)
+
+
+class HttpDenialAudit:
+    """ASGI middleware: audits requests the HTTP auth layer refuses (401 bad token, 403 below the floor).
+
+    Those never reach the MCP middleware chain. The tool name is read from the (small) JSON-RPC body when it
+    is a `tools/call`; the principal is unknown because the token was not accepted.
+    """
+
+    def __init__(self, app: Any, server: str, log_store: AuditLog, max_body: int = 65536) -> None:
+        self.app = app
+        self.server = server
+        self.store = log_store
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        # Buffer the (small) JSON-RPC body up front: the auth layer answers 401/403 without reading it.
+        chunks: list[dict] = []
+        size, more = 0, True
+        while more and size <= self.max_body:
+            message = await receive()
+            chunks.append(message)
+            if message.get("type") != "http.request":
+                break
+            size += len(message.get("body", b""))
+            more = bool(message.get("more_body"))
+        body = b"".join(m.get("body", b"") for m in chunks if m.get("type") == "http.request")
+        status: dict[str, int] = {}
+        started = time.perf_counter()
+
+        async def replay() -> dict:
+            return chunks.pop(0) if chunks else await receive()
+
+        async def tapped_send(message: dict) -> None:
+            if message.get("type") == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        await self.app(scope, replay, tapped_send)
+        if status.get("code") in (401, 403):
+            await self._record(body if size <= self.max_body else b"", status["code"],
+                               (time.perf_counter() - started) * 1000)
+
+    async def _record(self, body: bytes, code: int, ms: float) -> None:
+        tool, arguments = "-", None
+        try:
+            message = json.loads(body or b"{}")
+            if isinstance(message, dict) and message.get("method") == "tools/call":
+                params = message.get("params") or {}
+                tool = str(params.get("name") or "-")[:200]
+                arguments = params.get("arguments") if isinstance(params.get("arguments"), dict) else None
+            elif isinstance(message, dict) and isinstance(message.get("method"), str):
+                tool = f"({message['method'][:100]})"
+        except ValueError:
+            pass
+        try:
+            await self.store.append(AuditRecord(
+                server=self.server, tool=tool, args_hash=args_hash(arguments) if arguments is not None else None,
+                outcome="denied", reason="invalid_token" if code == 401 else "insufficient_scope",
+                latency_ms=round(ms, 3), transport="streamable-http"))
+        except Exception as exc:
+            log.error("audit append failed for an HTTP denial on %s: %s", self.server, type(exc).__name__)

@@ -16,16 +16,20 @@ Host/Origin protection on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
+import uvicorn
 from fastmcp import FastMCP
 from fastmcp.server.auth import require_scopes
+from fastmcp.server.lifespan import lifespan
 from mcp.types import ToolAnnotations
+from starlette.middleware import Middleware
 
 from mcp_servers import endpoints
 from mcp_servers.approvals import ApprovalGate
-from mcp_servers.audit import AuditTrail
+from mcp_servers.audit import AuditTrail, HttpDenialAudit
 from mcp_servers.principals import PrincipalResolver, TenantBinding, ToolPolicy, build_auth, build_verifier
 from mcp_servers.rate_limits import RateLimits
 from tools.approvals import ApprovalStore
@@ -93,34 +97,60 @@ def build_server(
     audience = audience or endpoints.canonical_url(system.name)
     verifier = build_verifier(audience)
     resolver = PrincipalResolver(verifier)
+    approvals = approvals or ApprovalStore()
+    audit = audit or AuditLog()
+
+    @lifespan
+    async def close_stores(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {}
+        finally:
+            await approvals.close()
+            await audit.close()
+
     server = FastMCP(
         system.name,
         instructions=system.instructions,
         auth=build_auth(audience, system.read_scope, verifier),
         mask_error_details=True,
+        lifespan=close_stores,
         middleware=[
-            AuditTrail(system.name, resolver, audit or AuditLog()),
+            AuditTrail(system.name, resolver, audit),
             RateLimits(resolver, calls_per_s=calls_per_s),
             TenantBinding(resolver, system.read_scope, system.policies),
-            ApprovalGate(system.name, system.policies, approvals or ApprovalStore()),
+            ApprovalGate(system.name, system.policies, approvals),
         ],
     )
-    for fn, annotations, tags, scope in system._tools:
+    for fn, hints, tags, scope in system._tools:
         server.tool(
-            fn, annotations=annotations, tags=tags, auth=require_scopes(scope),
+            fn, annotations=hints, tags=tags, auth=require_scopes(scope),
             meta={"interlock": {"scope": scope, "system": system.name}},
         )
     return server
 
 
+def load_system(name: str) -> System:
+    """The `System` declared by `mcp_servers/<name>.py`."""
+    endpoints.check_system(name)
+    return importlib.import_module(f"mcp_servers.{name}").system
+
+
+def build_app(system: System, *, audience: str | None = None, **build_kwargs: Any) -> Any:
+    """The Streamable HTTP ASGI app: Host/Origin protection on, HTTP auth denials audited."""
+    audit = build_kwargs.pop("audit", None) or AuditLog()
+    server = build_server(system, audience=audience, audit=audit, **build_kwargs)
+    return server.http_app(
+        path=endpoints.PATH, host_origin_protection=True,
+        middleware=[Middleware(HttpDenialAudit, server=system.name, log_store=audit)],
+    )
+
+
 def run(system: System, transport: Transport = "http", port: int | None = None) -> None:
     """Serve until interrupted. HTTP binds the host of the canonical URL (127.0.0.1 by default)."""
     audience = endpoints.canonical_url(system.name, port)
-    server = build_server(system, audience=audience)
     if transport == "stdio":
-        server.run(transport="stdio", show_banner=False)
+        build_server(system, audience=audience).run(transport="stdio", show_banner=False)
         return
-    server.run(
-        transport="http", host=endpoints.bind_host(), port=port or endpoints.port_of(audience), path=endpoints.PATH,
-        host_origin_protection=True, show_banner=False,
-    )
+    app = build_app(system, audience=audience)
+    uvicorn.run(app, host=endpoints.bind_host(), port=port or endpoints.port_of(audience), log_level="warning",
+                lifespan="on", timeout_graceful_shutdown=2)

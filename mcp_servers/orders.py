@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import closing
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -99,7 +98,7 @@ def _load(conn, order_id: str, tenant: str) -> Order:  # noqa: ANN001 - sqlite3 
 @system.read("Get order")
 async def get_order(order_id: OrderId) -> Order:
     """Fetch one order with its line items and payment state."""
-    with closing(sample_data.connect("orders")) as conn:
+    with sample_data.session("orders") as conn:
         return _load(conn, order_id, current_principal().tenant)
 
 
@@ -120,7 +119,7 @@ async def list_orders(
         params.append(status)
     sql += " ORDER BY created_at DESC LIMIT ?"
     params.append(limit)
-    with closing(sample_data.connect("orders")) as conn:
+    with sample_data.session("orders") as conn:
         rows = conn.execute(sql, params).fetchall()
     return OrderList(orders=[OrderSummary(order_id=r["id"], customer_id=r["customer_id"], status=r["status"],
                                           total_cents=r["total_cents"], created_at=r["created_at"]) for r in rows])
@@ -130,7 +129,7 @@ async def list_orders(
 async def track_shipment(order_id: OrderId) -> Shipment:
     """Carrier, tracking number and scan events of a shipped order."""
     tenant = current_principal().tenant
-    with closing(sample_data.connect("orders")) as conn:
+    with sample_data.session("orders") as conn:
         order = _load(conn, order_id, tenant)
         row = conn.execute("SELECT * FROM shipments WHERE order_id = ? AND tenant = ?", (order_id, tenant)).fetchone()
     if row is None:
@@ -143,7 +142,7 @@ async def track_shipment(order_id: OrderId) -> Shipment:
 async def cancel_order(order_id: OrderId, reason: Annotated[str, Field(min_length=3, max_length=500)]) -> Order:
     """Cancel an order that has not shipped yet. Irreversible; requires an operator approval."""
     tenant = current_principal().tenant
-    with closing(sample_data.connect("orders")) as conn:
+    with sample_data.session("orders") as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
             order = _load(conn, order_id, tenant)
@@ -168,7 +167,7 @@ async def refund_order(
 ) -> Refund:
     """Refund part or all of what was paid for an order. Irreversible; requires an operator approval."""
     tenant = current_principal().tenant
-    with closing(sample_data.connect("orders")) as conn:
+    with sample_data.session("orders") as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
             order = _load(conn, order_id, tenant)

@@ -4,8 +4,8 @@ FastMCP's RateLimitingMiddleware counts every request in one bucket, so a client
 each call halves its own budget. Here `tools/call` and list/discover requests draw from different buckets
 keyed by (tenant, sub); the limits are per server process (in memory).
 
-Environment: INTERLOCK_MCP_CALLS_PER_S (default 50, burst 2x) and INTERLOCK_MCP_LISTS_PER_S (default 10,
-burst 5x).
+Environment: INTERLOCK_MCP_CALLS_PER_S (default 50, burst 2x, at least 1) and INTERLOCK_MCP_LISTS_PER_S
+(default 10, burst 5x, at least 5).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class RateLimits(Middleware):
             if len(self._buckets) > 10_000:
                 self._buckets.clear()  # bound memory; a reset only ever grants a fresh burst
             rate = self.calls_per_s if kind == "call" else self.lists_per_s
-            bucket = self._buckets[key] = TokenBucket(rate, rate * (2 if kind == "call" else 5))
+            burst = max(1.0, rate * 2) if kind == "call" else max(5.0, rate * 5)
+            bucket = self._buckets[key] = TokenBucket(rate, burst)
         if not bucket.take():
             raise Denied("rate_limited", "rate limit exceeded; retry shortly")
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-from contextlib import closing
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -101,6 +103,43 @@ def connect(system: str) -> sqlite3.Connection:
     return conn
 
 
+_local = threading.local()
+_generation = 0  # bumped by seed(reset=True): inode numbers of deleted files are often reused
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (_generation, -1, -1)
+    return (_generation, st.st_ino, st.st_ctime_ns)
+
+
+@contextmanager
+def session(system: str) -> Iterator[sqlite3.Connection]:
+    """A reused per-thread connection (opening one costs ~0.9 ms, a query ~0.02 ms).
+
+    Tool code runs on the event loop thread and never awaits inside a transaction, so sharing is safe; a
+    transaction left open by an error is rolled back. Recreated when the file is replaced (seed --reset).
+    """
+    path = db_path(system)
+    cache: dict[Path, tuple[tuple[int, int, int], sqlite3.Connection]] = _local.__dict__.setdefault("conns", {})
+    cached = cache.get(path)
+    identity = _file_identity(path)
+    if cached is None or cached[0] != identity or identity[1] == -1:
+        if cached is not None:
+            cached[1].close()
+        conn = connect(system)
+        cache[path] = (_file_identity(path), conn)
+    else:
+        conn = cached[1]
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
 def ensure_schema(system: str) -> None:
     path = db_path(system)
     with closing(sqlite3.connect(path, timeout=10, isolation_level=None)) as conn:
@@ -117,7 +156,9 @@ def _iso(dt: datetime) -> str:
 
 def seed(reset: bool = False) -> dict[str, int]:
     """Create and fill every system's database; returns rows inserted per system."""
+    global _generation
     if reset:
+        _generation += 1
         for system in SYSTEMS:
             _ready.discard(db_path(system))
             for suffix in ("", "-wal", "-shm"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ def _scan(args: argparse.Namespace) -> int:
     except UnicodeDecodeError as exc:
         print(f"error: input is not UTF-8 (byte {exc.start})", file=sys.stderr)
         return 2
+    if not os.environ.get("INTERLOCK_VAULT_KEY"):
+        # A one-off scan discards its vault: use a throwaway key instead of creating a key file.
+        from cryptography.fernet import Fernet
+
+        os.environ["INTERLOCK_VAULT_KEY"] = Fernet.generate_key().decode()
     detector = InjectionDetector(policies.injection, load_model_detector(policies.injection.model_detector))
     verdict = detector.scan(text, args.kind)
     vault = PiiVault()

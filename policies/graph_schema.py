@@ -102,6 +102,9 @@ class SlotSpec(_Strict):
     """An argument pulled out of the user's message by a regular expression (group 1 wins)."""
 
     pattern: str
+    # "message": searched in the user's text; "principal": the caller's own id (never the text),
+    # kept only if it matches `pattern`.
+    source: Literal["message", "principal"] = "message"
     required: bool = True
     default: Any = None
     transform: Literal["none", "upper", "lower", "int", "float", "cents"] = "none"

@@ -33,6 +33,16 @@ class LimitDecision(BaseModel):
         return {"Retry-After": str(self.retry_after_s)} if not self.allowed else {}
 
 
+class BudgetExceeded(RuntimeError):
+    """Raised by `enforce` so a graph stops before the model call; map it to HTTP 429 + Retry-After."""
+
+    status = 429
+
+    def __init__(self, decision: LimitDecision) -> None:
+        self.decision = decision
+        super().__init__(f"tenant {decision.tenant} over {decision.reason}; retry after {decision.retry_after_s}s")
+
+
 class RateLimiter(Protocol):
     async def admit(self, tenant: str, estimated_tokens: int = 0) -> LimitDecision: ...
 
@@ -163,6 +173,14 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+async def enforce(limiter: RateLimiter, tenant: str, estimated_tokens: int = 0) -> LimitDecision:
+    """Admit or raise `BudgetExceeded`; call it immediately before every model call."""
+    decision = await limiter.admit(tenant, estimated_tokens)
+    if not decision.allowed:
+        raise BudgetExceeded(decision)
+    return decision
 
 
 def build_limiter(policy: LimitsPolicy, redis_url: str | None = None) -> InProcessLimiter | RedisLimiter:

@@ -264,6 +264,7 @@ class StreamingOutputFilter:
         vault: PiiVault | None = None,
         extra_values: Iterable[tuple[str, str]] = (),
         hold: int = 256,
+        batch: int = 64,
     ) -> None:
         self.filter = output_filter
         self.vault = vault or PiiVault()
@@ -271,6 +272,8 @@ class StreamingOutputFilter:
         longest = max((len(e.value) for e in self.vault.entries.values()), default=0)
         longest = max([longest, *(len(v) for _, v in self.extra_values)])
         self.hold = max(hold, 2 * longest + 16)
+        # Analyse once per `batch` new characters, not once per token: detection costs ~ms.
+        self.batch = max(batch, 1)
         self._pending = ""
         self._findings: list[Finding] = []
         self._closed = False
@@ -301,7 +304,7 @@ class StreamingOutputFilter:
         if self._closed:
             raise RuntimeError("stream already closed")
         self._pending += chunk
-        if len(self._pending) <= self.hold:
+        if len(self._pending) < self.hold + self.batch:
             return ""
         cut = len(self._pending) - self.hold
         space = max(self._pending.rfind(" ", 0, cut), self._pending.rfind("\n", 0, cut))

@@ -8,11 +8,17 @@ state, so a model provider only sees tokens while the trusted tool executor can 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import logging
+import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -21,6 +27,7 @@ from policies.schema import PiiPolicy
 
 Direction = Literal["input", "output"]
 
+VAULT_FORMAT = "fernet-v1"
 TOKEN_RE = re.compile(r"<([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)_(\d+)>")
 
 _lock = threading.Lock()
@@ -181,6 +188,60 @@ def canonical(entity: str, value: str) -> str:
     return digits or value
 
 
+class VaultKeyError(RuntimeError):
+    """The vault in state cannot be decrypted with this server's key."""
+
+
+@functools.lru_cache(maxsize=8)
+def _keys_for(env_key: str, key_path: str) -> tuple[Any, bytes]:
+    from cryptography.fernet import Fernet
+
+    raw = env_key.encode() if env_key else _read_or_create_key(Path(key_path))
+    try:
+        fernet = Fernet(raw)
+    except ValueError:
+        raise VaultKeyError("the PII vault key is not a valid Fernet key") from None
+    return fernet, hashlib.sha256(b"interlock-pii-index\0" + raw).digest()
+
+
+def _read_or_create_key(path: Path) -> bytes:
+    from cryptography.fernet import Fernet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting together cannot both write a different key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(Fernet.generate_key())
+    for _ in range(100):  # another process may be between creating and writing the file
+        key = path.read_bytes().strip()
+        if key:
+            return key
+        time.sleep(0.01)
+    raise VaultKeyError(f"the PII vault key file {path} is empty")
+
+
+def _keys() -> tuple[Any, bytes]:
+    """Key from INTERLOCK_VAULT_KEY (a Fernet key), else <home>/keys/pii-vault.key, created on first use."""
+    from server.settings import home
+
+    env_key = os.environ.get("INTERLOCK_VAULT_KEY", "")
+    return _keys_for(env_key, "" if env_key else str(home() / "keys" / "pii-vault.key"))
+
+
+def _fernet() -> Any:
+    return _keys()[0]
+
+
+def _index_key(entity: str, value: str) -> str:
+    """Keyed hash of the canonical value: lookups work, the index itself reveals nothing."""
+    secret = _keys()[1]
+    return hmac.new(secret, f"{entity}:{canonical(entity, value)}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
 class VaultEntry(BaseModel):
     value: str
     entity: str
@@ -188,11 +249,16 @@ class VaultEntry(BaseModel):
 
 
 class PiiVault(BaseModel):
-    """Per-thread token <-> value map. Serialise with `to_state()`; keep it out of traces and logs."""
+    """Per-thread token <-> value map.
+
+    In memory the values are plain; `to_state()` encrypts each value (Fernet) and keys the lookup
+    index by HMAC, so the graph state, checkpoints, traces and the thread-state API only ever hold
+    ciphertext. `from_state()` decrypts with this server's key.
+    """
 
     entries: dict[str, VaultEntry] = Field(default_factory=dict)
     counters: dict[str, int] = Field(default_factory=dict)
-    index: dict[str, str] = Field(default_factory=dict)  # "ENTITY:canonical" -> token
+    index: dict[str, str] = Field(default_factory=dict)  # HMAC(entity:canonical) -> token
 
     @classmethod
     def from_state(cls, data: Any) -> PiiVault:
@@ -200,10 +266,33 @@ class PiiVault(BaseModel):
             return data.model_copy(deep=True)
         if not data:
             return cls()
-        return cls.model_validate(data)
+        if not isinstance(data, dict) or data.get("format") != VAULT_FORMAT:
+            raise VaultKeyError("pii_vault in state is not an encrypted vault")
+        from cryptography.fernet import InvalidToken
+
+        fernet = _fernet()
+        entries: dict[str, VaultEntry] = {}
+        try:
+            for token, item in (data.get("entries") or {}).items():
+                value = fernet.decrypt(str(item["value"]).encode()).decode()
+                entries[token] = VaultEntry(value=value, entity=item["entity"], trusted=bool(item["trusted"]))
+        except InvalidToken:
+            raise VaultKeyError("pii_vault cannot be decrypted with this server's key") from None
+        except (KeyError, TypeError, AttributeError):
+            raise VaultKeyError("pii_vault entry is malformed") from None
+        return cls(entries=entries, counters=dict(data.get("counters") or {}), index=dict(data.get("index") or {}))
 
     def to_state(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        fernet = _fernet()
+        return {
+            "format": VAULT_FORMAT,
+            "entries": {
+                token: {"entity": e.entity, "trusted": e.trusted, "value": fernet.encrypt(e.value.encode()).decode()}
+                for token, e in self.entries.items()
+            },
+            "counters": dict(self.counters),
+            "index": dict(self.index),
+        }
 
     def __repr__(self) -> str:  # never print raw values
         return f"PiiVault({len(self.entries)} entries)"
@@ -211,7 +300,7 @@ class PiiVault(BaseModel):
     __str__ = __repr__
 
     def token_for(self, value: str, entity: str, label: str, trusted: bool) -> str:
-        key = f"{entity}:{canonical(entity, value)}"
+        key = _index_key(entity, value)
         token = self.index.get(key)
         if token is not None:
             if trusted and not self.entries[token].trusted:

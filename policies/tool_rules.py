@@ -184,7 +184,7 @@ def evaluate_tool_call(call: ToolCall, context: ToolContext, policy: ToolsPolicy
                 denied = True
 
     approval = rule.approval or policy.default_approval[rule.risk]
-    if approval == "always":
+    if approval == "always" or rule.risk == "destructive":  # destructive: a human, whatever the file says
         needs_approval = True
         reasons.append(f"approval:{rule.risk}")
     elif context.tainted and (approval == "when_tainted" or rule.risk in ("write", "destructive")):

@@ -241,6 +241,41 @@ class TraceRecorder(AsyncCallbackHandler):
         }
 
 
+def usage_sink(record: Any) -> None:
+    """Attach a model call's usage (tokens, cost, tenant, feature) to the run that made it."""
+    recorder = CURRENT_TRACE.get()
+    if recorder is None:
+        return
+    recorder.add_usage(int(record.input_tokens) + int(record.output_tokens), float(record.cost_usd))
+    key = f"usage-{len(recorder.events)}"
+    span = {
+        "span_id": key,
+        "parent_id": None,
+        "name": f"{record.provider}:{record.model}",
+        "kind": "usage",
+        "start": clock.iso(),
+        "end": clock.iso(),
+        "latency_ms": float(record.latency_ms),
+        "inputs": None,
+        "outputs": None,
+        "error": None if record.outcome == "ok" else record.outcome,
+        "attributes": {
+            "tenant": record.tenant,
+            "feature": record.feature,
+            "tier": record.tier,
+            "model": record.model,
+            "provider": record.provider,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "cost_usd": record.cost_usd,
+            "outcome": record.outcome,
+        },
+    }
+    recorder.events.append(span)
+    recorder.spans[key] = span
+    recorder.order.append(key)
+
+
 class Traces:
     def __init__(self, db: Database) -> None:
         self.db = db

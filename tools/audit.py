@@ -9,7 +9,6 @@ The table refuses UPDATE and DELETE through triggers, on SQLite and PostgreSQL a
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -119,7 +118,3 @@ class AuditLog:
         params.append(int(limit))
         rows = await self.db.fetchall(sql, params)
         return [AuditRecord.model_validate({**r, "ts": datetime.fromtimestamp(r["ts"], UTC)}) for r in rows]
-
-
-def now_ms() -> float:
-    return time.perf_counter() * 1000.0

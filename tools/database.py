@@ -49,7 +49,11 @@ class Database:
             self._pool = pool
         else:
             path = settings.sqlite_path(self.url)
-            conn = await aiosqlite.connect(path, timeout=10, isolation_level=None)
+            conn = aiosqlite.connect(path, timeout=10, isolation_level=None)
+            worker = getattr(conn, "_thread", None)
+            if worker is not None:
+                worker.daemon = True  # an unclosed store must not keep the interpreter alive at exit
+            await conn
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA busy_timeout=10000")
@@ -90,7 +94,18 @@ class Database:
         return rows[0] if rows else None
 
     async def script(self, statements: Sequence[str]) -> None:
-        """Run DDL statements one by one (idempotent `CREATE ... IF NOT EXISTS`)."""
+        """Run idempotent DDL (`CREATE ... IF NOT EXISTS`).
+
+        On PostgreSQL it runs in one transaction under an advisory lock: several processes starting at once
+        would otherwise race on `CREATE IF NOT EXISTS` / `CREATE OR REPLACE` ("tuple concurrently updated").
+        """
+        await self._ensure()
+        if self.postgres:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(74210013)")
+                for stmt in statements:
+                    await conn.execute(stmt)
+            return
         for stmt in statements:
             await self.execute(stmt)
 

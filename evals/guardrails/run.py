@@ -171,6 +171,37 @@ def eval_pii(n: int, seed: int) -> dict[str, Any]:
     }
 
 
+def non_pii(n: int, seed: int) -> Iterable[str]:
+    """Support-desk sentences full of numbers that are not personal data."""
+    import random
+
+    rng = random.Random(seed)
+    templates = [
+        "Order ORD-{a} for ${b},{c:03d}.{d:02d} shipped on 2026-{m:02d}-{day:02d} at {h:02d}:{mi:02d}.",
+        "Invoice INV-{a}{d:02d} total {b}.{d:02d} EUR, VAT {d}%, due in {day} days.",
+        "Tracking number 1Z{a}{b}{c} is in transit; parcel weight {d}.{m} kg.",
+        "SKU {a}-{c:03d} is back in stock: {b} units in warehouse {m}.",
+        "Ticket #{a}{b}: version {m}.{day}.{d} fixed the sync issue (build {a}{c:03d}).",
+        "Refund of ${d}.{m:02d} for order {a}{b} was approved on {day:02d}/{m:02d}/2026.",
+    ]
+    for i in range(n):
+        yield templates[i % len(templates)].format(
+            a=rng.randint(1000, 99999), b=rng.randint(1, 999), c=rng.randint(0, 999), d=rng.randint(1, 99),
+            m=rng.randint(1, 12), day=rng.randint(1, 28), h=rng.randint(0, 23), mi=rng.randint(0, 59))
+
+
+def eval_over_redaction(n: int, seed: int) -> dict[str, Any]:
+    detector = detector_for(load_policies().pii)
+    by_entity: dict[str, int] = defaultdict(int)
+    hit = 0
+    for text in non_pii(n, seed):
+        spans = detector.detect(text, "input")
+        hit += bool(spans)
+        for span in spans:
+            by_entity[span.entity] += 1
+    return {"sentences": n, "sentences_with_a_redaction": hit, "rate": hit / n, "spans_by_entity": dict(by_entity)}
+
+
 def eval_latency(detector: InjectionDetector, bipia: Path, repeats: int) -> dict[str, Any]:
     pii = detector_for(load_policies().pii)
     pool = [r["context"] for r in read_jsonl(bipia / "email_train.jsonl")] if (bipia / "email_train.jsonl").is_file() \
@@ -214,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-repeats", type=int, default=60)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if not os.environ.get("INTERLOCK_VAULT_KEY"):
+        # The eval's vaults are thrown away: never create a key file in the developer's data.
+        from cryptography.fernet import Fernet
+
+        os.environ["INTERLOCK_VAULT_KEY"] = Fernet.generate_key().decode()
 
     policies = load_policies()
     detector = InjectionDetector(policies.injection)
@@ -221,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     report["project"] = eval_project(detector)
     report["bipia_train"] = eval_bipia(detector, args.bipia)
     report["pii"] = eval_pii(args.pii_sentences, args.seed)
+    report["pii_over_redaction"] = eval_over_redaction(300, args.seed)
     report["latency"] = eval_latency(detector, args.bipia, args.latency_repeats)
 
     p = report["project"]
@@ -247,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     for entity, value in q["recall"].items():
         print(f"  {entity:<6} {value:.3f} (n={q['counts'][entity]})")
     print(f"  sentences with a raw value left: {q['sentences_with_a_raw_value_left']}")
+    o = report["pii_over_redaction"]
+    print(f"== PII over-redaction on {o['sentences']} non-PII support sentences (order ids, amounts, tracking)")
+    print(f"  sentences with a redaction: {rate(o['sentences_with_a_redaction'], o['sentences'])} "
+          f"{o['spans_by_entity']}")
     print("== latency, pattern tier (ms per KB)")
     for size, parts in report["latency"].items():
         line = ", ".join(f"{k} p50 {v['p50_ms_per_kb']} p95 {v['p95_ms_per_kb']}" for k, v in parts.items())

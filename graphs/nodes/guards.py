@@ -7,11 +7,14 @@ Keys read and written (all optional on input; a missing key is treated as empty)
                   A message is guarded once: the marker `additional_kwargs["interlock_guard"]`.
 - `retrieved`     read/written by `retrieved_guard` (chunks with `text`, `chunk_id`, `trusted`); each
                   chunk gets `guarded: True`, PII pseudonymised, flagged ones quarantined or dropped.
-- `pii_vault`     read/written: `PiiVault.to_state()`; holds raw values, keep it out of traces.
+- `pii_vault`     read/written: `PiiVault.to_state()`, values Fernet-encrypted with the server key
+                  (INTERLOCK_VAULT_KEY or <home>/keys/pii-vault.key), so state dumps hold no raw PII.
 - `tainted`       written True when flagged content entered the run (state reducer keeps it sticky).
 - `guard_verdicts` appended: one dict per guard call (new items only; state uses operator.add).
                   A verdict holds rule ids, counts and the policy hash, never raw text or values.
 - `outcome`       set to "guard_blocked" when the input policy blocks the message.
+The input verdict also carries the scope.yaml decision (in_scope / out_of_scope / unknown) for
+the router; the guard itself does not refuse on scope.
 
 Every guard fails closed: an exception or a timeout (limits.yaml run.guard_timeout_s) raises
 `GuardFailed` (reason `guard_failed`) carrying the verdict, so no model or tool call happens
@@ -34,6 +37,7 @@ from policies.injection import InjectionDetector, InjectionVerdict, load_model_d
 from policies.loader import PolicySet, get_policies
 from policies.output import OutputFilter, StreamingOutputFilter, system_prompt_leak, verify_citations
 from policies.pii import PiiDetector, PiiVault, detector_for, pseudonymise
+from policies.scope import ScopeChecker
 from policies.tool_rules import ToolCall, ToolContext, ToolDecision, evaluate_tool_call
 
 log = logging.getLogger("interlock.guards")
@@ -55,6 +59,11 @@ class GuardFailed(RuntimeError):
 
 
 # --- shared machinery --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _scope_checker(policies: PolicySet) -> ScopeChecker:
+    return ScopeChecker(policies.scope)
 
 
 @functools.lru_cache(maxsize=4)
@@ -108,15 +117,16 @@ def make_guard_node(name: str, fn: GuardFn, timeout_s: float | None = None) -> C
             return await asyncio.wait_for(asyncio.to_thread(fn, dict(state or {})), timeout)
         except GuardFailed:
             raise
-        except TimeoutError as exc:
+        except TimeoutError:
             verdict = {"guard": name, "ok": False, "error": "timeout", "reason": GuardFailed.reason}
             log.error("guard %s timed out; failing closed", name)
-            raise GuardFailed(name, "timeout", verdict) from exc
+            raise GuardFailed(name, "timeout", verdict) from None
         except Exception as exc:
-            # Only the exception type: messages may quote the scanned text.
+            # Only the exception type, and no chained cause: its message may quote the scanned text,
+            # and a server logging the traceback would then log raw PII.
             verdict = {"guard": name, "ok": False, "error": type(exc).__name__, "reason": GuardFailed.reason}
             log.error("guard %s raised %s; failing closed", name, type(exc).__name__)
-            raise GuardFailed(name, type(exc).__name__, verdict) from exc
+            raise GuardFailed(name, type(exc).__name__, verdict) from None
 
     node.__name__ = f"{name}_guard"
     node.__doc__ = fn.__doc__
@@ -143,8 +153,9 @@ def scan_input(state: dict[str, Any]) -> dict[str, Any]:
         updates.append(_rewrite(message, result.text, "input"))
         tainted |= v.taint
         blocked |= v.action == "block"
+        scope = _scope_checker(policies).check(raw)
         verdicts.append(_verdict("input", policies, target=message.id or "", ok=not v.flagged,
-                                 pii=result.counts, **_injection_fields(v)))
+                                 pii=result.counts, scope=scope.model_dump(), **_injection_fields(v)))
     out: dict[str, Any] = {"guard_verdicts": verdicts}
     if updates:
         out["messages"] = updates
@@ -293,6 +304,12 @@ def decide_tool_call(state: dict[str, Any], tool: str, args: dict[str, Any], fac
     return evaluate_tool_call(ToolCall(name=tool, args=args, id=call_id), tool_context(state, facts), policies.tools)
 
 
+def rehydrate_tool_args(state: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """Real values for `<EMAIL_1>`-style tokens in tool arguments. Call it only in the trusted executor,
+    right before the MCP call, and never put the result back into state or a model prompt."""
+    return PiiVault.from_state(state.get("pii_vault")).rehydrate_args(args)
+
+
 def check_tool_calls(state: dict[str, Any]) -> dict[str, Any]:
     """Decisions for the tool calls of the last AI message, recorded as one verdict."""
     policies = get_policies()
@@ -322,9 +339,10 @@ def client_text(text: str, pii_vault: dict[str, Any] | None, policies: PolicySet
 class ClientStream:
     """Streaming counterpart of `client_text`: feed model chunks, send what `feed`/`close` return."""
 
-    def __init__(self, pii_vault: dict[str, Any] | None, policies: PolicySet | None = None, hold: int = 256) -> None:
+    def __init__(self, pii_vault: dict[str, Any] | None, policies: PolicySet | None = None, hold: int = 256,
+                 batch: int = 64) -> None:
         self.vault = PiiVault.from_state(pii_vault)
-        self._filter = StreamingOutputFilter(output_filter(policies), self.vault, hold=hold)
+        self._filter = StreamingOutputFilter(output_filter(policies), self.vault, hold=hold, batch=batch)
 
     def feed(self, chunk: str) -> str:
         return self.vault.rehydrate(self._filter.feed(chunk), only_trusted=True, placeholder="[redacted]")
@@ -333,8 +351,8 @@ class ClientStream:
         return self.vault.rehydrate(self._filter.close(), only_trusted=True, placeholder="[redacted]")
 
 
-def client_stream_filter(state: dict[str, Any], hold: int = 256) -> ClientStream:
-    return ClientStream(state.get("pii_vault"), hold=hold)
+def client_stream_filter(state: dict[str, Any], hold: int = 256, batch: int = 64) -> ClientStream:
+    return ClientStream(state.get("pii_vault"), hold=hold, batch=batch)
 
 
 # --- the nodes ---------------------------------------------------------------------------------

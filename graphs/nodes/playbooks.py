@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +48,12 @@ def _convert(value: str, slot: SlotSpec) -> Any:
     return value
 
 
-def extract_slots(playbook: PlaybookSpec, text: str) -> tuple[dict[str, Any], list[str]]:
-    """Slot values found in `text`, and the required slots that were not found."""
+def extract_slots(playbook: PlaybookSpec, text: str, principal: str = "") -> tuple[dict[str, Any], list[str]]:
+    """Slot values found in `text` (or the principal), and the required slots that were not found."""
     values: dict[str, Any] = {"message": text.strip()[:500]}
     missing = []
     for name, slot in playbook.slots.items():
-        match = re.search(slot.pattern, text)
+        match = re.search(slot.pattern, principal if slot.source == "principal" else text)
         raw = next((g for g in match.groups() if g), None) if match and match.groups() else \
             (match.group(0) if match else None)
         if raw is not None:
@@ -81,13 +82,13 @@ def _fill(template: Any, slots: dict[str, Any]) -> Any:
     return template
 
 
-def plan(intent: str, text: str, policy: PlaybooksPolicy | None = None) -> PlaybookPlan | None:
+def plan(intent: str, text: str, policy: PlaybooksPolicy | None = None, principal: str = "") -> PlaybookPlan | None:
     """The calls a playbook makes for this message, or None when the intent has no playbook."""
     policy = policy or default_playbooks()
     playbook = policy.playbooks.get(intent)
     if playbook is None:
         return None
-    slots, missing = extract_slots(playbook, text)
+    slots, missing = extract_slots(playbook, text, principal)
     result = PlaybookPlan(intent=intent, slots=slots, missing=missing)
     if missing:
         asks = [playbook.slots[m].ask or f"Please tell me the {m.replace('_', ' ')}." for m in missing]
@@ -104,8 +105,13 @@ def plan(intent: str, text: str, policy: PlaybooksPolicy | None = None) -> Playb
     return result
 
 
-def validate_args(args: dict[str, Any], schema: dict[str, Any] | None) -> list[str]:
-    """Schema errors for `args` (empty when valid). Strings are coerced to numbers where the schema asks."""
+def validate_args(args: dict[str, Any], schema: dict[str, Any] | None,
+                  rehydrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[str]:
+    """Schema errors for `args` (empty when valid). Strings are coerced to numbers where the schema asks.
+
+    Arguments may hold PII placeholders from the input guard; `rehydrate` gives the real values to
+    validate against, while `args` itself keeps the placeholders.
+    """
     if not schema:
         return []
     props = schema.get("properties") or {}
@@ -119,8 +125,10 @@ def validate_args(args: dict[str, Any], schema: dict[str, Any] | None) -> list[s
         elif isinstance(value, (int, float)) and kind == "string":
             args[key] = str(value)
     validator = jsonschema.Draft202012Validator(schema)
-    return [f"{'.'.join(str(p) for p in e.absolute_path) or 'arguments'}: {e.message}"
-            for e in validator.iter_errors(args)]
+    real = rehydrate(args) if rehydrate is not None else args
+    # The error names the argument and the rule, not the rejected value (it may be PII).
+    return [f"{'.'.join(str(p) for p in e.absolute_path) or 'arguments'} is not valid ({e.validator})"
+            for e in validator.iter_errors(real)]
 
 
 def _lookup(path: str, context: dict[str, Any]) -> Any:

@@ -88,7 +88,8 @@ class Chunk(BaseModel):
 
     def embedding_text(self) -> str:
         """What is embedded: title and section give a short chunk its context."""
-        head = " ".join(p for p in (self.title, self.section_path) if p)
+        path = " > ".join(s for s in self.section if s != self.title)  # an H1 usually repeats the title
+        head = " ".join(p for p in (self.title, path) if p)
         return f"{head} {self.text}" if head else self.text
 
 

@@ -114,7 +114,7 @@ def run_search(args: argparse.Namespace) -> int:
         if not hits:
             print(f"no results (tenant {args.tenant}, groups {','.join(args.groups)})")
         for i, h in enumerate(hits, start=1):
-            where = " > ".join([h.title, *h.section]) if h.section else h.title
+            where = " > ".join([h.title, *(s for s in h.section if s != h.title)])
             print(f"{i:>2}. {h.score:.4f}  {where}  [{h.source} {h.start}-{h.end}]")
             snippet = " ".join(h.text.split())
             print(f"    {snippet[:200]}{'...' if len(snippet) > 200 else ''}")

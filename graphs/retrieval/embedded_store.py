@@ -93,6 +93,20 @@ _HIT_COLUMNS = (
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 
 
+_blas: Any = None
+
+
+def _single_blas_thread() -> Any:
+    """One BLAS thread for the query product: on 2 shared cores a multi-threaded gemv waits on busy cores
+    (measured p95 13 ms vs 0.3 ms at 5k rows), and a server runs several queries at once anyway."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
 @dataclass
 class _TenantVectors:
     version: int
@@ -388,14 +402,18 @@ class EmbeddedStore:
             ok = self._q(f"SELECT c.rid FROM chunks c WHERE c.tenant = ? AND {where}", [request.tenant, *params])
             keep = np.fromiter((r[0] for r in ok), dtype=np.int64, count=len(ok))
             allowed &= np.isin(tv.rids, keep, assume_unique=True)
-        idx = np.flatnonzero(allowed)
-        if len(idx) == 0:
+        visible = int(allowed.sum())
+        if visible == 0:
             return []
-        scores = tv.matrix[idx] @ query if len(idx) < len(tv.rids) else tv.matrix @ query
-        n = min(n, len(idx))
-        top = np.argpartition(-scores, n - 1)[:n] if n < len(idx) else np.arange(len(idx))
+        # Score every row and mask afterwards: copying the allowed rows out costs more than the product.
+        with _single_blas_thread():
+            scores = tv.matrix @ query
+        if visible < len(scores):
+            scores[~allowed] = -np.inf
+        n = min(n, visible)
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(tv.rids[idx[i]]), float(scores[i])) for i in top]
+        return [(int(tv.rids[i]), float(scores[i])) for i in top]
 
     def _bm25_top(self, request: SearchRequest, n: int) -> list[tuple[int, float]]:
         expr = fts_match_expression(request.query)
@@ -443,7 +461,9 @@ class EmbeddedStore:
             return []
         rids = [rid for rid, _ in ranked]
         rows = self._q(
-            f"SELECT {_HIT_COLUMNS} FROM chunks WHERE tenant = ? AND rid IN ({', '.join('?' for _ in rids)})",
+            # `+tenant` keeps the planner on rowid lookups instead of scanning the tenant's index range;
+            # the tenant check still applies to every row returned.
+            f"SELECT {_HIT_COLUMNS} FROM chunks WHERE +tenant = ? AND rid IN ({', '.join('?' for _ in rids)})",
             [tenant, *rids],
         )
         by_rid = {r[0]: r for r in rows}

@@ -1,4 +1,6 @@
-"""Shared fixtures for the graph tests: an isolated INTERLOCK_HOME and the sample knowledge base."""
+"""Shared fixtures and helpers for the graph tests: an isolated INTERLOCK_HOME, the sample knowledge
+base, the real MCP servers. Imported explicitly by each test module (no conftest.py, so this folder
+cannot shadow another folder's `conftest`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+__all__ = ["compile_with_memory", "graphs_home", "kb_retriever", "mcp_urls", "policy_dir", "thread"]
 
-@pytest.fixture(scope="session")
+
+@pytest.fixture(scope="module")
 def graphs_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Everything these tests write (databases, keys, indexes) lives here, never in the developer's data."""
     home = tmp_path_factory.mktemp("graphs-home")
@@ -27,7 +31,7 @@ def graphs_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def kb_retriever(graphs_home: Path) -> AsyncIterator[Any]:
     from graphs.knowledge import ingest_sample
     from graphs.retrieval import Retriever
@@ -69,7 +73,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mcp_urls(graphs_home: Path) -> Iterator[dict[str, str]]:
     """Every sample business system's MCP server, each its own process on a free loopback port."""
     from mcp_servers import sample_data
@@ -128,7 +132,7 @@ SAMPLE_TOOL_RISKS = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     import yaml
 

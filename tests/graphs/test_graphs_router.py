@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from conftest import compile_with_memory, thread
+from graphs_testkit import *  # noqa: F403 - the shared pytest fixtures
+from graphs_testkit import compile_with_memory, thread
 from langchain_core.messages import AIMessage, ToolMessage
 
 from graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
@@ -120,3 +121,13 @@ async def test_hanging_provider_degrades_to_zero_key_within_the_timeout(kb_retri
     assert time.monotonic() - started < 15
     assert out["mode"] == "degraded" and out["outcome"] == "answered"
     assert "degraded mode" in str(final(out).content) and "3 to 5 business days" in str(final(out).content)
+
+
+async def test_empty_and_oversized_messages_get_an_answer_not_a_crash(kb_retriever: Any) -> None:
+    graph = router(kb_retriever)
+    empty = await graph.ainvoke({"messages": [("user", "")]}, thread())
+    assert empty["outcome"] in ("refused", "smalltalk", "needs_input", "answered")
+    huge = await graph.ainvoke({"messages": [("user", "How long does shipping take? " + "blah " * 3000)]}, thread())
+    assert huge["outcome"] in ("refused", "answered")
+    nothing = await graph.ainvoke({"messages": []}, thread())
+    assert isinstance(nothing["messages"][-1], AIMessage)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
 from evals.guardrails.run import DEFAULT_BIPIA, eval_bipia, eval_pii, eval_project
 from policies.injection import InjectionDetector
 from policies.loader import load_policies
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The PII vault key file is created under INTERLOCK_HOME: keep it in a temporary directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INTERLOCK_HOME", str(tmp_path_factory.mktemp("guards-home")))
+        yield
 
 
 def test_injection_gate() -> None:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from policies.limits import InProcessLimiter, RedisLimiter, build_limiter
 from policies.schema import LimitsPolicy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The PII vault key file is created under INTERLOCK_HOME: keep it in a temporary directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INTERLOCK_HOME", str(tmp_path_factory.mktemp("guards-home")))
+        yield
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -98,3 +107,37 @@ def test_build_limiter_picks_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(build_limiter(policy()), InProcessLimiter)
     monkeypatch.setenv("INTERLOCK_REDIS_URL", REDIS_URL)
     assert isinstance(build_limiter(policy()), RedisLimiter)
+
+
+async def test_over_budget_tenant_gets_429_and_no_model_call() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.graph import END, START, StateGraph
+
+    from graphs.state import InterlockState
+    from policies.limits import BudgetExceeded, enforce
+
+    clock = Clock(1_800_000_010.0)
+    limiter = InProcessLimiter(policy().model_copy(update={"tenants": {"acme": policy().tenants["tiny"]}}),
+                               clock=clock)
+    model_calls: list[int] = []
+    model = GenericFakeChatModel(messages=iter([AIMessage("one"), AIMessage("two")]))
+
+    async def call_model(state: InterlockState) -> dict:
+        await enforce(limiter, state["tenant"], estimated_tokens=60)
+        model_calls.append(1)
+        reply = await model.ainvoke(state["messages"])
+        await limiter.record(state["tenant"], tokens=60)
+        return {"messages": [reply]}
+
+    g = StateGraph(InterlockState)
+    g.add_node("model", call_model)
+    g.add_edge(START, "model")
+    g.add_edge("model", END)
+    graph = g.compile()
+    await graph.ainvoke({"tenant": "acme", "messages": [HumanMessage("hi")]})
+    with pytest.raises(BudgetExceeded) as info:
+        await graph.ainvoke({"tenant": "acme", "messages": [HumanMessage("again")]})
+    assert info.value.status == 429 and info.value.decision.retry_after_s == 50
+    assert info.value.decision.headers() == {"Retry-After": "50"}
+    assert model_calls == [1]

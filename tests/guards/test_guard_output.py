@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 
 from policies.loader import load_policies
 from policies.output import OutputFilter, StreamingOutputFilter, system_prompt_leak, verify_citations
 from policies.pii import PiiVault, detector_for, pseudonymise
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The PII vault key file is created under INTERLOCK_HOME: keep it in a temporary directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INTERLOCK_HOME", str(tmp_path_factory.mktemp("guards-home")))
+        yield
 
 THIRD_PARTY = "Escalations go to Marta Lindqvist, marta.lindqvist@partner-corp.example, mobile +1 646-555-0187."
 
@@ -48,8 +57,8 @@ def test_streamed_chunks_never_leak(setup) -> None:
     output_filter, vault = setup
     rng = random.Random(7)
     whole = output_filter.filter(ECHO, vault).text
-    for _ in range(25):
-        stream = StreamingOutputFilter(output_filter, vault, hold=48)
+    for trial in range(30):
+        stream = StreamingOutputFilter(output_filter, vault, hold=48, batch=1 if trial % 2 else 16)
         pieces, pos, sent = [], 0, []
         while pos < len(ECHO):
             size = rng.randint(1, 9)

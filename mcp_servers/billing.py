@@ -1,0 +1,121 @@
+"""Billing MCP server: get_invoice, list_invoices, issue_credit.
+
+Business rules: a credit needs a non-blank reason, is positive and at most the invoice amount minus credits
+already issued. issue_credit is irreversible and needs an operator approval.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastmcp.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from mcp_servers import sample_data
+from mcp_servers.hosting import System
+from mcp_servers.principals import current_principal
+
+system = System("billing", "Invoices of the caller's tenant: read them and issue credits.")
+
+InvoiceId = Annotated[str, Field(pattern=r"^INV-\d{4}$", description="Invoice id, e.g. INV-1001")]
+InvoiceStatus = Literal["open", "paid", "credited"]
+
+
+class Invoice(BaseModel):
+    invoice_id: str
+    customer_id: str
+    order_id: str | None
+    amount_cents: int
+    paid_cents: int
+    credited_cents: int
+    currency: str
+    status: InvoiceStatus
+    issued_at: str
+    due_date: str
+
+
+class InvoiceList(BaseModel):
+    invoices: list[Invoice]
+
+
+class Credit(BaseModel):
+    credit_id: str
+    invoice_id: str
+    amount_cents: int
+    reason: str
+    remaining_creditable_cents: int
+
+
+def _invoice(row) -> Invoice:  # noqa: ANN001 - sqlite3.Row
+    data = dict(row)
+    data.pop("tenant")
+    return Invoice(invoice_id=data.pop("id"), **data)
+
+
+def _load(conn, invoice_id: str, tenant: str) -> Invoice:  # noqa: ANN001
+    row = conn.execute("SELECT * FROM invoices WHERE id = ? AND tenant = ?", (invoice_id, tenant)).fetchone()
+    if row is None:
+        raise ToolError(f"invoice {invoice_id} not found")
+    return _invoice(row)
+
+
+@system.read("Get invoice")
+async def get_invoice(invoice_id: InvoiceId) -> Invoice:
+    """Fetch one invoice with what was paid and credited."""
+    with sample_data.session("billing") as conn:
+        return _load(conn, invoice_id, current_principal().tenant)
+
+
+@system.read("List invoices")
+async def list_invoices(
+    customer_id: Annotated[str | None, Field(pattern=r"^CUS-\d{3}$")] = None,
+    status: InvoiceStatus | None = None,
+    limit: Annotated[int, Field(ge=1, le=100)] = 20,
+) -> InvoiceList:
+    """List the tenant's invoices, newest first, optionally for one customer or status."""
+    sql, params = "SELECT * FROM invoices WHERE tenant = ?", [current_principal().tenant]
+    if customer_id:
+        sql += " AND customer_id = ?"
+        params.append(customer_id)
+    if status:
+        sql += " AND status = ?"
+        params.append(status)
+    sql += " ORDER BY issued_at DESC LIMIT ?"
+    params.append(limit)
+    with sample_data.session("billing") as conn:
+        return InvoiceList(invoices=[_invoice(r) for r in conn.execute(sql, params).fetchall()])
+
+
+@system.write("Issue credit", destructive=True, idempotent=False)
+async def issue_credit(
+    invoice_id: InvoiceId,
+    amount_cents: Annotated[int, Field(gt=0, description="Credit amount, in cents")],
+    reason: Annotated[str, Field(max_length=500, description="Why the credit is issued (required)")],
+) -> Credit:
+    """Issue a credit note against an invoice. Irreversible; requires an operator approval."""
+    if not reason.strip():
+        raise ToolError("a credit needs a reason")
+    tenant = current_principal().tenant
+    with sample_data.session("billing") as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            invoice = _load(conn, invoice_id, tenant)
+            remaining = invoice.amount_cents - invoice.credited_cents
+            if amount_cents > remaining:
+                raise ToolError(
+                    f"credit of {amount_cents} cents exceeds the {remaining} cents still creditable on {invoice_id}")
+            credit_id = f"CRN-{uuid.uuid4().hex[:10]}"
+            now = datetime.now(UTC).replace(microsecond=0).isoformat()
+            conn.execute("INSERT INTO credits VALUES (?, ?, ?, ?, ?, ?)",
+                         (credit_id, tenant, invoice_id, amount_cents, reason.strip(), now))
+            status = "credited" if amount_cents == remaining else invoice.status
+            conn.execute("UPDATE invoices SET credited_cents = credited_cents + ?, status = ? WHERE id = ? AND tenant = ?",
+                         (amount_cents, status, invoice_id, tenant))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return Credit(credit_id=credit_id, invoice_id=invoice_id, amount_cents=amount_cents, reason=reason.strip(),
+                  remaining_creditable_cents=remaining - amount_cents)

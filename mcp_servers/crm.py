@@ -1,0 +1,86 @@
+"""CRM MCP server: find_customer, get_customer, update_contact (tenant-scoped by the verified token)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastmcp.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from mcp_servers import sample_data
+from mcp_servers.hosting import System
+from mcp_servers.principals import current_principal
+
+system = System("crm", "Customers of the caller's tenant: search, read and update contact details.")
+
+CustomerId = Annotated[str, Field(pattern=r"^CUS-\d{3}$", description="Customer id, e.g. CUS-101")]
+Email = Annotated[str, Field(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,}$", max_length=254)]
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 \-]{5,24}$")]
+
+
+class Customer(BaseModel):
+    customer_id: str
+    name: str
+    email: str
+    phone: str
+    company: str
+    tier: str
+    created_at: str
+    updated_at: str
+
+
+class CustomerList(BaseModel):
+    customers: list[Customer]
+
+
+def _customer(row) -> Customer:  # noqa: ANN001 - sqlite3.Row
+    data = dict(row)
+    data.pop("tenant")
+    return Customer(customer_id=data.pop("id"), **data)
+
+
+def _load(conn, customer_id: str, tenant: str) -> Customer:  # noqa: ANN001
+    row = conn.execute("SELECT * FROM customers WHERE id = ? AND tenant = ?", (customer_id, tenant)).fetchone()
+    if row is None:
+        raise ToolError(f"customer {customer_id} not found")
+    return _customer(row)
+
+
+@system.read("Find customer")
+async def find_customer(
+    query: Annotated[str, Field(min_length=2, max_length=100, description="Part of a name, email or phone")],
+    limit: Annotated[int, Field(ge=1, le=50)] = 10,
+) -> CustomerList:
+    """Search the tenant's customers by name, email or phone."""
+    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with sample_data.session("crm") as conn:
+        rows = conn.execute(
+            "SELECT * FROM customers WHERE tenant = ? AND (name LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\'"
+            " OR phone LIKE ? ESCAPE '\\') ORDER BY name LIMIT ?",
+            (current_principal().tenant, pattern, pattern, pattern, limit),
+        ).fetchall()
+    return CustomerList(customers=[_customer(r) for r in rows])
+
+
+@system.read("Get customer")
+async def get_customer(customer_id: CustomerId) -> Customer:
+    """Fetch one customer's profile."""
+    with sample_data.session("crm") as conn:
+        return _load(conn, customer_id, current_principal().tenant)
+
+
+@system.write("Update contact details", destructive=False, idempotent=True)
+async def update_contact(customer_id: CustomerId, email: Email | None = None, phone: Phone | None = None) -> Customer:
+    """Change a customer's email and/or phone number."""
+    if email is None and phone is None:
+        raise ToolError("nothing to update: give an email, a phone number or both")
+    tenant = current_principal().tenant
+    with sample_data.session("crm") as conn:
+        current = _load(conn, customer_id, tenant)
+        conn.execute(
+            "UPDATE customers SET email = ?, phone = ?, updated_at = ? WHERE id = ? AND tenant = ?",
+            (email or current.email, phone or current.phone,
+             datetime.now(UTC).replace(microsecond=0).isoformat(), customer_id, tenant),
+        )
+        return _load(conn, customer_id, tenant)

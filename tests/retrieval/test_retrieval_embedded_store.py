@@ -1,0 +1,81 @@
+"""Embedded-store specifics: persistence, several handles on one file, WAL, fusion functions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from test_retrieval_store_contract import DIM, MODEL, corpus, vec
+
+from graphs.retrieval import fusion
+from graphs.retrieval.embedded_store import EmbeddedStore, fts_match_expression
+from graphs.retrieval.store import SearchRequest, StoreMismatch
+
+
+def request(tenant: str, mode: str = "hybrid", **kw) -> SearchRequest:
+    return SearchRequest(tenant=tenant, groups=["staff", "it"], query="password", vector=vec(1, 0), mode=mode, **kw)
+
+
+async def test_data_survives_reopen_and_uses_wal(tmp_path):
+    path = tmp_path / "chunks.sqlite"
+    store = EmbeddedStore(path)
+    await store.check_model(MODEL, DIM)
+    chunks, vectors = corpus("acme")
+    await store.upsert(chunks, vectors)
+    before = [h.chunk_id for h in await store.search(request("acme"))]
+    await store.close()
+    reopened = EmbeddedStore(path)
+    assert [h.chunk_id for h in await reopened.search(request("acme"))] == before
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(StoreMismatch):
+        await reopened.check_model("other-model", DIM)
+    await reopened.close()
+
+
+async def test_a_second_handle_sees_writes_of_the_first(tmp_path):
+    """Like the CLI ingesting while the server answers: the server's cached matrix must refresh."""
+    writer, reader = EmbeddedStore(tmp_path / "c.sqlite"), EmbeddedStore(tmp_path / "c.sqlite")
+    chunks, vectors = corpus("acme")
+    await writer.upsert(chunks[:3], vectors[:3])
+    assert len(await reader.search(request("acme", "vector", k=50))) == 3
+    await writer.upsert(chunks[3:], vectors[3:])
+    assert {h.chunk_id for h in await reader.search(request("acme", "vector", k=50))} >= {chunks[3].chunk_id}
+    await writer.delete_documents("acme", ["alpha"])
+    assert all(h.document_id != "alpha" for h in await reader.search(request("acme", "vector", k=50)))
+    await writer.close()
+    await reader.close()
+
+
+async def test_vector_with_wrong_dimension_is_refused(tmp_path):
+    store = EmbeddedStore(tmp_path / "c.sqlite")
+    chunks, vectors = corpus("acme")
+    await store.upsert(chunks, vectors)
+    bad = SearchRequest(tenant="acme", groups=["*"], vector=np.ones(3, np.float32), mode="vector")
+    with pytest.raises(StoreMismatch):
+        await store.search(bad)
+    with pytest.raises(StoreMismatch):
+        await store.upsert(chunks[:1], np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        await store.upsert(chunks[:1], np.full((1, DIM), np.nan, np.float32))
+    await store.close()
+
+
+def test_fts_query_building():
+    assert fts_match_expression("How do I reset the password?") == '"reset" OR "password"'
+    assert fts_match_expression("the of and") == '"the" OR "of" OR "and"'  # all stopwords: keep them
+    assert fts_match_expression('x" OR NEAR(a b) *') == '"x" OR "near" OR "b"'  # "a" and "or" are stopwords
+    assert fts_match_expression("  ?? ") is None
+
+
+def test_fusion_functions():
+    kw = [("a", 10.0), ("b", 5.0), ("c", 1.0)]
+    vv = [("c", 0.9), ("d", 0.8), ("a", 0.1)]
+    assert [k for k, _ in fusion.rrf(kw, vv, alpha=0.0)] == ["a", "b", "c"]
+    assert [k for k, _ in fusion.rrf(kw, vv, alpha=1.0)] == ["c", "d", "a"]
+    mixed = dict(fusion.rrf(kw, vv, alpha=0.5, k=60))
+    assert mixed["a"] == pytest.approx(0.5 / 61 + 0.5 / 63)
+    rel = dict(fusion.relative_score(kw, vv, alpha=0.5))
+    assert rel["a"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.0)
+    assert rel["c"] == pytest.approx(0.5 * 0.0 + 0.5 * 1.0)
+    assert [k for k, _ in fusion.relative_score(kw, [], alpha=0.3)] == ["a", "b", "c"]
