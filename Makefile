@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Seeds the sample business systems and help centre (idempotent), then serves the graphs with the sample
+# MCP servers alongside.
 run: $(STAMP)
-	$(BIN)/interlock serve --config langgraph.json --host 127.0.0.1 --port 2024
+	$(BIN)/interlock seed
+	$(BIN)/interlock serve --config langgraph.json --host 127.0.0.1 --port 2024 --with-mcp
 
 test: $(STAMP)
 	$(BIN)/ruff check .

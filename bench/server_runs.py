@@ -144,7 +144,7 @@ def table(results: dict[str, dict], args: argparse.Namespace) -> str:
 
     add(f"sequential {args.seq} p50 ms", ("sequential", "p50"), "lower")
     add(f"sequential {args.seq} p99 ms", ("sequential", "p99"), "lower")
-    add(f"sequential runs/s", ("sequential", "runs_s"), "higher")
+    add("sequential runs/s", ("sequential", "runs_s"), "higher")
     add(f"{args.conc_n}@{args.concurrency} stateless runs/s", ("concurrent", "runs_s"), "higher")
     add(f"{args.conc_n}@{args.concurrency} stateless p50 ms", ("concurrent", "p50"), "lower")
     add(f"{args.conc_n}@{args.concurrency} stateless p99 ms", ("concurrent", "p99"), "lower")

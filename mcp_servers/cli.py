@@ -71,4 +71,12 @@ def _run_seed(args: argparse.Namespace) -> int:
     counts = sample_data.seed(reset=args.reset)
     for system, n in counts.items():
         print(f"{system}: {n} rows inserted -> {sample_data.db_path(system)}")
+    # The sample company's help centre, so the RAG path has something to ground answers in.
+    import asyncio
+
+    from graphs.knowledge import ingest_sample
+
+    reports = asyncio.run(ingest_sample())
+    for name, report in reports.items():
+        print(f"knowledge {name}: {report}")
     return 0

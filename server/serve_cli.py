@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="runs executed at once per process")
     p.add_argument("--log-level", default=os.environ.get("INTERLOCK_LOG_LEVEL", "info"))
     p.add_argument("--log-format", choices=["json", "text"], default=os.environ.get("INTERLOCK_LOG_FORMAT", "json"))
+    p.add_argument("--with-mcp", action="store_true",
+                   help="also start the sample business systems' MCP servers (interlock mcp all) for this process's lifetime")
     p.set_defaults(func=serve)
 
 
@@ -33,7 +35,6 @@ def app_factory():  # noqa: ANN201 - uvicorn factory for --workers > 1
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from server.logs import configure
 
@@ -55,6 +56,25 @@ def serve(args: argparse.Namespace) -> int:
     os.environ["INTERLOCK_CONFIG"] = str(project.config_path)
     os.environ["INTERLOCK_RUN_CONCURRENCY"] = str(args.concurrency)
     os.environ["INTERLOCK_WORKERS"] = str(args.workers)
+    mcp = None
+    if args.with_mcp:
+        import subprocess
+
+        mcp = subprocess.Popen([sys.executable, "-m", "server.cli", "mcp", "all", "--transport", "http"])
+    try:
+        return _run(args, host)
+    finally:
+        if mcp is not None and mcp.poll() is None:
+            mcp.terminate()
+            try:
+                mcp.wait(15)
+            except subprocess.TimeoutExpired:
+                mcp.kill()
+
+
+def _run(args: argparse.Namespace, host: str) -> int:
+    import uvicorn
+
     if args.workers > 1:
         uvicorn.run("server.serve_cli:app_factory", factory=True, host=host, port=args.port, workers=args.workers,
                     log_level=args.log_level, access_log=False, log_config=None)

@@ -24,8 +24,10 @@ _SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]*\s+")
 
 
 class ChunkingConfig(BaseModel):
-    max_tokens: int = Field(default=200, ge=16, le=4096)
-    overlap_tokens: int = Field(default=40, ge=0)
+    # 128/25 beat 200/40 and whole abstracts on SciFact train (hybrid nDCG@10 0.738 vs 0.734 / 0.735):
+    # smaller chunks fit MiniLM's 256-piece window, which lifts the vector side (0.687 vs 0.661).
+    max_tokens: int = Field(default=128, ge=16, le=4096)
+    overlap_tokens: int = Field(default=25, ge=0)
     # Lists, tables and code up to this many times max_tokens are kept whole rather than split.
     whole_block_factor: float = Field(default=2.0, ge=1.0)
 

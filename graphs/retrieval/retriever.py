@@ -33,8 +33,9 @@ MAX_QUERY_CHARS = 4000
 class RetrieverConfig(BaseModel):
     """Search defaults, chosen on the SciFact training split (see README for the numbers)."""
 
+    # Relative-score fusion beat RRF on SciFact train at every chunk size (0.738 vs 0.726 at 128 tokens).
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
-    fusion: Fusion = "rrf"
+    fusion: Fusion = "relative"
     rrf_k: int = Field(default=60, ge=1)
     candidates: int = Field(default=100, ge=1)
     rerank_depth: int = Field(default=50, ge=1)
