@@ -7,6 +7,7 @@ import os
 import sys
 
 from server.project import ProjectError, load_project
+from server.settings import is_postgres
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,9 @@ def app_factory():  # noqa: ANN201 - uvicorn factory for --workers > 1
     return create_app(
         os.environ["INTERLOCK_CONFIG"],
         concurrency=int(os.environ.get("INTERLOCK_RUN_CONCURRENCY", "10")),
-        single_process=os.environ.get("INTERLOCK_WORKERS", "1") == "1",
+        # A shared database (PostgreSQL) may have other replicas: never assume their runs are orphans.
+        single_process=os.environ.get("INTERLOCK_WORKERS", "1") == "1"
+        and not is_postgres(os.environ.get("INTERLOCK_DATABASE_URL", "")),
     )
 
 

@@ -11,19 +11,31 @@ from server_testkit import PG_ADMIN, ServerProcess, make_server
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
-    name = f"interlock_test_{uuid.uuid4().hex[:10]}"
+def pg_factory() -> Iterator[object]:
+    """Creates fresh PostgreSQL databases (one per server, so servers never share a queue); drops them at the end."""
     try:
         admin = psycopg.connect(PG_ADMIN, autocommit=True)
     except psycopg.OperationalError as exc:  # pragma: no cover - CI always has PostgreSQL
         pytest.fail(f"PostgreSQL is required at {PG_ADMIN}: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"interlock_test_{uuid.uuid4().hex[:10]}"
+        admin.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
     try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+        yield create
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in created:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(pg_factory) -> str:  # noqa: ANN001
+    return pg_factory()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

@@ -105,8 +105,8 @@ async def test_env_from_langgraph_json(client) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_killed_server_restarts_without_losing_runs(backend, tmp_path, request) -> None:
-    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
-    proc = make_server(tmp_path, url)
+    url = request.getfixturevalue("pg_factory")() if backend == "postgres" else None
+    proc = make_server(tmp_path, url, INTERLOCK_RUN_LEASE_SECONDS="3")
     try:
         client = get_client(url=proc.url, api_key=None)
         tid = (await client.threads.create())["thread_id"]
@@ -126,9 +126,10 @@ async def test_killed_server_restarts_without_losing_runs(backend, tmp_path, req
         proc.stop()
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory):  # noqa: ANN201
-    proc = make_server(tmp_path_factory.mktemp("auth"), None, config=PROJECT / "langgraph_auth.json")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def auth_server(request, tmp_path_factory):  # noqa: ANN201
+    url = request.getfixturevalue("pg_factory")() if request.param == "postgres" else None
+    proc = make_server(tmp_path_factory.mktemp("auth"), url, config=PROJECT / "langgraph_auth.json")
     yield proc
     proc.stop()
 
