@@ -114,7 +114,13 @@ def create_app(
             await assistants_.ensure_system()
             threads_ = Threads(db)
             runs_ = Runs(db)
-            streams = StreamRegistry()
+            mirror = None
+            if redis_url():
+                from server.stream_mirror import StreamMirror
+                from server.streams import RESUMABLE_TTL_SECONDS
+
+                mirror = StreamMirror(redis_url(), RESUMABLE_TTL_SECONDS)
+            streams = StreamRegistry(mirror)
             limiter = _build_limiter()
             exporter = TraceExporter()
             _plug_usage_sink()
@@ -164,6 +170,8 @@ def create_app(
             finally:
                 await scheduler.stop()
                 await engine.stop()
+                if mirror is not None:
+                    await mirror.close()
                 await db.close()
 
     routes: list[Any] = [

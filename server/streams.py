@@ -31,18 +31,24 @@ class RunStream:
     done: bool = False
     finished_at: float | None = None
     result: Any = None  # the final output `wait`/`join` return
+    mirror: Any = None  # StreamMirror when replicas share streams through Redis
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def publish(self, name: str, data: object) -> None:
         if self.done:
             return
-        self.events.append(Event(len(self.events) + 1, name, dumps(data)))
+        event = Event(len(self.events) + 1, name, dumps(data))
+        self.events.append(event)
+        if self.mirror is not None:
+            self.mirror.push(self.run_id, event)
         self._wake()
 
     def close(self) -> None:
         if not self.done:
             self.done = True
             self.finished_at = time.monotonic()
+            if self.mirror is not None:
+                self.mirror.push(self.run_id, None)
             self._wake()
 
     def _wake(self) -> None:
@@ -69,13 +75,14 @@ class RunStream:
 class StreamRegistry:
     """The streams of runs executing (or recently finished) in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, mirror: Any = None) -> None:
         self._streams: dict[str, RunStream] = {}
+        self.mirror = mirror
 
     def open(self, run_id: str, resumable: bool) -> RunStream:
         stream = self._streams.get(run_id)
         if stream is None or stream.done:
-            stream = RunStream(run_id=run_id, resumable=resumable)
+            stream = RunStream(run_id=run_id, resumable=resumable, mirror=self.mirror)
             self._streams[run_id] = stream
         return stream
 

@@ -19,7 +19,7 @@ from server.errors import Conflict, Invalid, NotFound
 from server.runs import run_out
 from server.serialization import dumps, loads
 from server.services import Services, services
-from server.streams import HEARTBEAT_SECONDS, RunStream, sse_frame
+from server.streams import HEARTBEAT_SECONDS, Event, RunStream, sse_frame
 from server.threads import check_uuid
 
 REJECT_DETAIL = "Thread is already running a task. Wait for it to finish or choose a different multitask strategy."
@@ -175,9 +175,8 @@ def _last_event_id(request: Request) -> int | None:
 def sse_response(
     svc: Services,
     run: dict[str, Any],
-    stream: RunStream,
+    events: AsyncIterator[Event | None],
     *,
-    after: int,
     with_ids: bool,
     cancel_on_disconnect: bool,
     modes: set[str] | None = None,
@@ -186,7 +185,7 @@ def sse_response(
     async def body() -> AsyncIterator[bytes]:
         finished = False
         try:
-            async for event in stream.follow(after):
+            async for event in events:
                 if event is not None and modes is not None:
                     base = event.name.split("|")[0].split("/")[0]
                     if base not in modes and base not in ("metadata", "error"):
@@ -274,8 +273,7 @@ async def create_stream(request: Request) -> Response:
     return sse_response(
         services(request),
         run,
-        stream,
-        after=0,
+        stream.follow(0),
         with_ids=body.stream_resumable,
         cancel_on_disconnect=kw["on_disconnect"] == "cancel",
         headers={"Location": f"{base}/stream", "Content-Location": base},
@@ -418,18 +416,36 @@ async def join_stream(request: Request) -> Response:
             raise Invalid(f"unknown stream_mode {sorted(unknown)}")
         if "messages-tuple" in modes:
             modes.add("messages")
-    if stream is None:
-        # Finished long ago, or executing on another replica: nothing to replay here.
-        stream = RunStream(run_id=run["run_id"])
-        if run["status"] in ("pending", "running"):
-            await svc.engine.wait_finished(run["run_id"])
-        stream.close()
-    after = last if (last is not None and stream.resumable) else len(stream.events)
-    if last is not None and not stream.resumable and last == 0:
-        after = 0
-    return sse_response(
-        svc, run, stream, after=after, with_ids=stream.resumable, cancel_on_disconnect=cancel, modes=modes
-    )
+    if stream is not None:
+        after = last if (last is not None and stream.resumable) else len(stream.events)
+        if last == 0:
+            after = 0
+        events = stream.follow(after)
+        with_ids = stream.resumable
+    elif svc.streams.mirror is not None and (
+        run["status"] in ("pending", "running") or await svc.streams.mirror.exists(run["run_id"])
+    ):
+        # Executing (or recently executed) on another replica: replay and follow its copy in Redis.
+        kwargs = loads(run["kwargs"]) or {}
+        events = svc.streams.mirror.follow(run["run_id"], last or 0, HEARTBEAT_SECONDS)
+        with_ids = bool(kwargs.get("resumable"))
+    else:
+        # Finished long ago, or on another replica with no shared stream copies: heartbeats until it ends.
+        events = _until_finished(svc, run["run_id"])
+        with_ids = False
+    return sse_response(svc, run, events, with_ids=with_ids, cancel_on_disconnect=cancel, modes=modes)
+
+
+async def _until_finished(svc: Services, run_id: str) -> AsyncIterator[Event | None]:
+    waiter = asyncio.ensure_future(svc.engine.wait_finished(run_id))
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=HEARTBEAT_SECONDS)
+            if done:
+                return
+            yield None
+    finally:
+        waiter.cancel()
 
 
 routes = [
