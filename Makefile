@@ -20,9 +20,12 @@ run: $(STAMP)
 	$(BIN)/interlock seed
 	$(BIN)/interlock serve --config langgraph.json --host 127.0.0.1 --port 2024 --with-mcp
 
+# Lint, the whole suite, then the evaluation gate (router, retrieval, groundedness, refusal, injection,
+# approval and safety invariants against committed baselines; offline, no key).
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+	LANGSMITH_TEST_TRACKING=false LANGSMITH_TRACING=false $(BIN)/interlock eval
 
 # Benchmarks run in their own virtualenv: the reference server (bench extra) conflicts with weaviate-client.
 .venv-bench/.installed: pyproject.toml

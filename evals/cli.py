@@ -89,6 +89,7 @@ def _beir(words: list[str]) -> int:
 
 
 def run_gate(args: argparse.Namespace) -> int:
+    from evals.environment import EvalSetupError
     from evals.gate import (
         BASELINES,
         RESULTS,
@@ -102,6 +103,7 @@ def run_gate(args: argparse.Namespace) -> int:
     from evals.harness import run_suites
     from evals.suite import DatasetError
     from evals.suites import SUITES, get_suite
+    from policies.loader import PolicyError
 
     if args.list:
         for name, cls in SUITES.items():
@@ -116,12 +118,20 @@ def run_gate(args: argparse.Namespace) -> int:
     if args.limit is not None and args.update_baselines:
         print("error: --update-baselines needs the full suites (drop --limit)", file=sys.stderr)
         return EXIT_USAGE
+    if args.policy_dir is not None:
+        from policies.loader import load_policies
+
+        try:
+            load_policies(args.policy_dir)  # refuse a broken candidate before starting anything
+        except (PolicyError, OSError) as exc:
+            print(f"error: --policy-dir {args.policy_dir}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     baselines_dir = args.baselines_dir or BASELINES
     results_dir = args.results_dir or RESULTS
     try:
         baselines = {s.name: load_baseline(s.name, baselines_dir) for s in suites}
         results = asyncio.run(run_suites(suites, limit=args.limit, home=args.home, policy_dir=args.policy_dir))
-    except (DatasetError, BaselineError) as exc:
+    except (DatasetError, BaselineError, PolicyError, EvalSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     verdicts = []
@@ -144,9 +154,14 @@ def run_gate(args: argparse.Namespace) -> int:
         if verdict.newly_failing:
             print(f"\n{verdict.suite}: {len(verdict.newly_failing)} case(s) passed in the baseline and fail now:")
             for case_id in verdict.newly_failing:
-                print(f"  {case_id}  {_why(details[case_id])}")
+                print(f"  {case_id}  {details[case_id].label}\n      {_why(details[case_id])}")
         if verdict.new_cases_failing:
             print(f"\n{verdict.suite}: failing case(s) not in the baseline yet: {', '.join(verdict.new_cases_failing)}")
+    changed = [r.suite for r in results if baselines[r.suite] is not None
+               and baselines[r.suite].policy_hash != r.policy_hash]  # type: ignore[union-attr]
+    if changed:
+        print(f"\nnote: the policy set changed since the baseline of: {', '.join(changed)} "
+              f"(now {results[0].policy_hash[:12]})")
     seconds = sum(r.seconds for r in results)
     print(f"\n{sum(r.n for r in results)} cases in {seconds:.1f} s; results in {results_dir}; "
           f"gate {'FAILED' if failed else 'passed'}")
@@ -156,10 +171,11 @@ def run_gate(args: argparse.Namespace) -> int:
 def _why(case: Any) -> str:
     if case.error:
         return f"error: {case.error}"
-    failed = sorted(k for k, v in case.scores.items() if k != "pass" and v < 1.0 and not k.endswith("_rate"))
+    # Checks where 1 is good and fell short; "false_positive"-style checks fail when they are 1.
+    bad = {"false_positive", "falsely_refused", "acted", "acl_leak"}
+    failed = sorted(k for k, v in case.scores.items() if k != "pass" and ((v >= 1.0) if k in bad else (v < 1.0)))
     shown = {k: v for k, v in case.detail.items() if k in ("intent", "route", "outcome", "ranked", "flagged")}
-    return f"checks below 1: {', '.join(failed) or '-'}; got {shown}" if shown else \
-        f"checks below 1: {', '.join(failed) or '-'}"
+    return f"failed: {', '.join(failed) or '-'}" + (f"; got {shown}" if shown else "")
 
 
 def add_from_trace(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ class Row(BaseModel):
     baseline: float | None
     tolerance: float | None
     status: Status
+    count: bool = False  # printed as a whole number
 
 
 class Verdict(BaseModel):
@@ -104,11 +105,12 @@ def _worse(value: float, base: float, tolerance: float, higher_is_better: bool) 
 
 def compare(result: SuiteResult, suite: Suite, baseline: Baseline | None, *, strict: bool = False) -> Verdict:
     rows: list[Row] = []
+    invariant_rows: list[Row] = []
     reasons: list[str] = []
     for name, ids in result.invariant_violations.items():
         broken = bool(ids)
-        rows.append(Row(suite=result.suite, metric=f"invariant {name}", value=float(len(ids)), baseline=0.0,
-                        tolerance=0.0, status="FAIL" if broken else "pass"))
+        invariant_rows.append(Row(suite=result.suite, metric=f"invariant {name}", value=float(len(ids)),
+                                  baseline=0.0, tolerance=0.0, status="FAIL" if broken else "pass", count=True))
         if broken:
             reasons.append(f"hard invariant '{name}' broken ({suite.invariants.get(name, '')}) by: {', '.join(ids)}")
     # Metrics are compared on the cases both runs have: a subset run (--limit) is compared with the
@@ -120,7 +122,7 @@ def compare(result: SuiteResult, suite: Suite, baseline: Baseline | None, *, str
         base = baseline.metrics.get(metric.name) if baseline else None
         if baseline is None or base is None or base.value is None:
             rows.append(Row(suite=result.suite, metric=metric.name, value=value, baseline=None,
-                            tolerance=metric.tolerance, status="new"))
+                            tolerance=metric.tolerance, status="new", count=metric.how == "sum"))
             continue
         base_value = base.value
         if common and len(common) != len(known):
@@ -140,7 +142,8 @@ def compare(result: SuiteResult, suite: Suite, baseline: Baseline | None, *, str
         else:
             status = "pass"
         rows.append(Row(suite=result.suite, metric=metric.name, value=value, baseline=base_value,
-                        tolerance=base.tolerance, status=status))
+                        tolerance=base.tolerance, status=status, count=metric.how == "sum"))
+    rows += invariant_rows
     newly = [c.id for c in result.cases if not c.passed and baseline is not None and baseline.passed(c.id) is True]
     unknown = [c.id for c in result.cases if not c.passed and c.id not in known] if baseline else []
     if strict and newly:
@@ -149,15 +152,15 @@ def compare(result: SuiteResult, suite: Suite, baseline: Baseline | None, *, str
                    new_cases_failing=unknown)
 
 
-def _fmt(value: float | None) -> str:
+def _fmt(value: float | None, count: bool) -> str:
     if value is None:
         return "-"
-    return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
+    return f"{value:.0f}" if count else f"{value:.4f}"
 
 
 def render_table(rows: list[Row]) -> str:
     header = ("suite", "metric", "value", "baseline", "tolerance", "status")
-    body = [(r.suite, r.metric, _fmt(r.value), _fmt(r.baseline), "-" if r.tolerance is None else f"{r.tolerance:g}",
+    body = [(r.suite, r.metric, _fmt(r.value, r.count), _fmt(r.baseline, r.count), "-" if r.tolerance is None else f"{r.tolerance:g}",
              r.status) for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),

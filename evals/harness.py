@@ -29,6 +29,7 @@ NAMESPACE = uuid.UUID("5d0c7a34-4f0e-4a53-9a8c-7b1f6a1f0e11")
 class CaseResult(BaseModel):
     id: str
     passed: bool
+    label: str = ""
     scores: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
     # What the target produced, trimmed: enough to see why a case failed.
@@ -69,6 +70,7 @@ def _short(value: Any, limit: int = 400) -> Any:
 
 async def run_suite(suite: Suite, env: Any, *, limit: int | None = None) -> SuiteResult:
     from langsmith import aevaluate
+    from langsmith.run_helpers import tracing_context
     from langsmith.schemas import Example
 
     started = time.perf_counter()
@@ -85,7 +87,10 @@ async def run_suite(suite: Suite, env: Any, *, limit: int | None = None) -> Suit
     async def target(inputs: dict[str, Any]) -> dict[str, Any]:
         case = by_id[inputs["case_id"]]
         try:
-            return await suite.run(env, case)
+            # aevaluate records the target locally ("local" tracing), but LangChain's tracer inside the
+            # graph would still send every node's run to the LangSmith API: no tracing below this point.
+            with tracing_context(enabled=False):
+                return await suite.run(env, case)
         except Exception as exc:  # recorded as this case's failure, never fatal to the run
             log.warning("eval %s/%s raised %s", suite.name, case.id, type(exc).__name__)
             return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -93,12 +98,13 @@ async def run_suite(suite: Suite, env: Any, *, limit: int | None = None) -> Suit
     def evaluator(run: Any, example: Any) -> dict[str, Any]:
         case = by_id[example.metadata["case_id"]]
         outputs = dict(run.outputs or {})
-        scores = {"pass": 0.0} if outputs.get("error") else {}
+        # A case that crashed proves nothing: it fails, and so does every invariant it was meant to show.
+        failed = {"pass": 0.0, **{INVARIANT + name: 0.0 for name in suite.invariants}}
+        scores = failed if outputs.get("error") else {}
         try:
             scores = {**suite.score(outputs, case), **scores}
-        except Exception as exc:
-            outputs["error"] = outputs.get("error") or f"scoring failed: {type(exc).__name__}: {exc}"
-            scores = {"pass": 0.0}
+        except Exception:
+            scores = failed
         return {"results": [{"key": k, "score": float(v)} for k, v in scores.items() if v is not None]}
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
@@ -115,6 +121,7 @@ async def run_suite(suite: Suite, env: Any, *, limit: int | None = None) -> Suit
         outputs = dict(row["run"].outputs or {})
         scores = {r.key: float(r.score) for r in row["evaluation_results"]["results"] if r.score is not None}
         case_results.append(CaseResult(id=case_id, passed=scores.get("pass", 0.0) >= 1.0, scores=scores,
+                                       label=suite.describe(by_id[case_id]),
                                        error=outputs.get("error"),
                                        detail=_short({k: v for k, v in outputs.items() if k != "error"})))
     order = {c.id: i for i, c in enumerate(cases)}

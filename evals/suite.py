@@ -98,6 +98,11 @@ class Suite:
         return cases
 
     def validate_row(self, row: dict[str, Any]) -> Case:
+        row = dict(row)
+        for name, field in self.case_model.model_fields.items():
+            # `--expect sources=a.md` means a one-item list when the field is a list.
+            if isinstance(row.get(name), str) and "list[" in str(field.annotation):
+                row[name] = [row[name]]
         try:
             return self.case_model.model_validate(row)
         except ValidationError as exc:
@@ -114,6 +119,14 @@ class Suite:
 
     def score(self, outputs: dict[str, Any], case: Case) -> Scores:
         raise NotImplementedError
+
+    def describe(self, case: Case) -> str:
+        """A short human label for reports: the case's words and what was expected."""
+        text = " ".join(str(getattr(case, self.text_field, "") or "").split())
+        text = text if len(text) <= 70 else text[:67] + "..."
+        expected = {k: v for k, v in case.model_dump(include={"intent", "expect", "attack", "kind"}).items()
+                    if v is not None}
+        return f"{text!r}" + (f" expected {expected}" if expected else "")
 
     # -- production traces ----------------------------------------------------------------------------
 

@@ -50,10 +50,14 @@ class Trace(BaseModel):
 
     @property
     def tenant(self) -> str | None:
+        """The run's tenant: in the final state, as model spans' attribute, or as the `identify` node's output."""
+        if isinstance(self.output, dict) and isinstance(self.output.get("tenant"), str) and self.output["tenant"]:
+            return str(self.output["tenant"])
         for span in self.spans:
-            tenant = span.attributes.get("tenant")
-            if isinstance(tenant, str) and tenant:
-                return tenant
+            for source in (span.attributes, span.outputs if isinstance(span.outputs, dict) else {}):
+                tenant = source.get("tenant")
+                if isinstance(tenant, str) and tenant:
+                    return tenant
         return None
 
 
@@ -153,7 +157,7 @@ class TraceClient:
 
 def case_from_trace(suite: Suite, trace: Trace, expect: dict[str, Any], case_id: str | None = None) -> Case:
     row = suite.case_from_trace(user_text(trace), trace, expect)
-    row["id"] = case_id or f"trace-{trace.run_id[:24]}"
+    row["id"] = case_id or f"trace-{trace.run_id}"
     row["source"] = {"run_id": trace.run_id, "thread_id": trace.thread_id, "graph_id": trace.graph_id,
                      "policy_hash": trace.policy_hash}
     return suite.validate_row(row)

@@ -26,6 +26,11 @@ class ProposedCall(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+# The sample systems' irreversible tools: ground truth for the invariant, so that a policy or a server
+# that stopped calling them destructive cannot also switch off the check.
+IRREVERSIBLE = frozenset({"cancel_order", "refund_order", "issue_credit"})
+
+
 class ApprovalCase(Case):
     text: str
     tool: str  # the tool whose execution the case is about
@@ -64,7 +69,7 @@ class ApprovalSuite(Suite):
             if key not in self._destructive:
                 principal = principal_from_config(thread_config(case.tenant, case.sub))  # type: ignore[arg-type]
                 tools = await self._box.list_tools(principal)
-                self._destructive[key] = {t.name for t in tools if t.risk == "destructive"}
+                self._destructive[key] = {t.name for t in tools if t.risk == "destructive"} | IRREVERSIBLE
 
     async def run(self, env: Any, case: Case) -> dict[str, Any]:
         from langchain_core.messages import AIMessage
@@ -82,12 +87,12 @@ class ApprovalSuite(Suite):
                                                           "type": "tool_call"} for i, c in enumerate(case.model_calls)])
             model = ScriptedChatModel(replies=[proposal, "Done."])
             graph = await env.router(toolbox=self._box, gateway=scripted_chain(model, tiers=("planner",)))
-        start = len(self._box.calls)
+        self._box.calls.clear()  # the toolbox's record of calls is this case's from here
         config = thread_config(case.tenant, case.sub)
         out = await graph.ainvoke({"messages": [("user", case.text)]}, config)
         interrupted = "__interrupt__" in out
         gated = [i.value.get("tool") for i in out.get("__interrupt__") or []]
-        calls_before_decision = [c[0] for c in self._box.calls[start:]]
+        calls_before_decision = [c[0] for c in list(self._box.calls)]
         rounds = 0
         while "__interrupt__" in out and case.decision is not None and rounds < 3:
             rounds += 1
@@ -95,7 +100,7 @@ class ApprovalSuite(Suite):
             if case.decision == "edit":
                 resume["args"] = case.edit_args or {}
             out = await graph.ainvoke(Command(resume=resume), config)
-        calls = [{"tool": t, "args": a, "approval_id": aid} for t, a, aid in self._box.calls[start:]]
+        calls = [{"tool": t, "args": a, "approval_id": aid} for t, a, aid in list(self._box.calls)]
         store = ApprovalStore()
         try:
             for call in calls:

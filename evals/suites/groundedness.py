@@ -110,10 +110,9 @@ class GroundednessSuite(Suite):
             ok = outcome == "refused" and not citations
             return {"behaviour_correct": flag(ok), "pass": flag(ok)}
         answered = outcome == "answered"
-        if not answered:
-            return {"behaviour_correct": 0.0, "citation_valid": 0.0, "grounded": 0.0,
-                    "fact_recall": 0.0 if case.facts else None, "source_hit": 0.0 if case.sources else None,
-                    "pass": 0.0}
+        if not answered:  # citations and grounding are judged on answers; facts and sources end to end
+            return {"behaviour_correct": 0.0, "fact_recall": 0.0 if case.facts else None,
+                    "source_hit": 0.0 if case.sources else None, "pass": 0.0}
         ids = {c["chunk_id"] for c in retrieved}
         _, problems = verify_citations(answer, retrieved)  # type: ignore[arg-type]
         valid = not problems and all(c["chunk_id"] in ids and c.get("verified", True) for c in citations)

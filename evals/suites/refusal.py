@@ -38,10 +38,10 @@ class RefusalSuite(Suite):
 
     async def run(self, env: Any, case: Case) -> dict[str, Any]:
         assert isinstance(case, RefusalCase)
-        before = len(self._box.calls)
+        self._box.calls.clear()  # the toolbox's record of calls is this case's from here
         out = await self._graph.ainvoke({"messages": [("user", case.text)]}, thread_config(case.tenant))
         return {"route": out.get("route"), "intent": out.get("intent"), "outcome": out.get("outcome"),
-                "tool_calls": len(self._box.calls) - before, "citations": len(out.get("citations") or []),
+                "tool_calls": len(self._box.calls), "citations": len(out.get("citations") or []),
                 "interrupted": "__interrupt__" in out, "answer": str(out["messages"][-1].content)[:300]}
 
     def score(self, outputs: dict[str, Any], case: Case) -> Scores:

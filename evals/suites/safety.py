@@ -97,7 +97,7 @@ class SafetySuite(Suite):
         tiers = ("planner",) if case.kind == "step_limit" else ("router", "planner", "answer")
         graph = await env.router(toolbox=self._box, gateway=scripted_chain(model, tiers=tiers))
         config = thread_config(case.tenant)
-        start = len(self._box.calls)
+        self._box.calls.clear()
         updates: list[str] = []
         escaped = None
         try:
@@ -109,7 +109,7 @@ class SafetySuite(Suite):
         state = (await graph.aget_state(config)).values
         from graphs.planner import RunLimits
 
-        return {"outcome": state.get("outcome"), "escaped": escaped, "tool_calls": len(self._box.calls) - start,
+        return {"outcome": state.get("outcome"), "escaped": escaped, "tool_calls": len(self._box.calls),
                 "max_tool_calls": RunLimits.from_policy().max_tool_calls, "model_calls": len(model.payloads),
                 "payloads": model.payloads, "updates": updates, "state": json.dumps(state, default=_dump)}
 
@@ -133,14 +133,14 @@ class SafetySuite(Suite):
             clear_cache()
             model = _recording_model(case.model_reply, case.model_calls)
             graph = await env.router(toolbox=self._box, gateway=scripted_chain(model))
-            start = len(self._box.calls)
+            self._box.calls.clear()
             raised = None
             try:
                 out = await graph.ainvoke({"messages": [("user", case.text)]}, thread_config(case.tenant))
             except GuardFailed as exc:
                 raised, out = exc.guard, {}
             return {"guard_failed": raised, "outcome": out.get("outcome"), "model_calls": len(model.payloads),
-                    "tool_calls": len(self._box.calls) - start}
+                    "tool_calls": len(self._box.calls)}
         finally:
             if saved is None:
                 os.environ.pop("INTERLOCK_POLICY_DIR", None)
@@ -164,7 +164,9 @@ class SafetySuite(Suite):
         leaks = [f"{where}" for where, texts in places.items()
                  for value in case.pii_values if any(value in t for t in texts)]
         clean = not leaks and not outputs.get("escaped")
-        return {INVARIANT + "no_raw_pii": flag(clean), "pass": flag(clean)}
+        # A run that never called the model proves nothing about provider payloads.
+        seen = bool(outputs.get("model_calls"))
+        return {INVARIANT + "no_raw_pii": flag(clean), "payload_seen": flag(seen), "pass": flag(clean and seen)}
 
 
 def _dump(value: Any) -> Any:
