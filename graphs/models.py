@@ -15,15 +15,15 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
@@ -317,7 +317,9 @@ class ModelGateway:
                     break
                 started = time.monotonic()
                 try:
-                    message = await asyncio.wait_for(runnable.ainvoke(list(messages)),
+                    # Internal call: its raw tokens must not stream to clients (the answer is guarded first, then
+                    # relayed by `relay_to_client`); "nostream" keeps it out of the messages stream mode.
+                    message = await asyncio.wait_for(runnable.ainvoke(list(messages), config={"tags": ["nostream"]}),
                                                      timeout=min(provider.config.timeout_s, remaining))
                 except TimeoutError:
                     provider.breaker.record(False)
@@ -369,3 +371,36 @@ def scripted_chain(*models: BaseChatModel, timeout_s: float = 5.0, max_retries: 
                                                      max_retries=max_retries), CircuitBreaker())
                  for i, m in enumerate(models)]
     return ModelGateway({t: list(providers) for t in tiers}, chain_timeout_s=chain_timeout_s, backoff_base_s=0.05)
+
+
+# --- streaming the client-safe answer -----------------------------------------------------------------
+
+
+class RelayChatModel(BaseChatModel):
+    """Streams a finished, already-guarded answer as chat-model tokens, so clients on `messages-tuple` get
+    token streaming without ever seeing text the output guard would remove."""
+
+    text: str
+    chunk_chars: int = 24
+
+    @property
+    def _llm_type(self) -> str:
+        return "interlock-relay"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.text))])
+
+    async def _astream(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        for start in range(0, len(self.text), self.chunk_chars) or [0]:
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=self.text[start:start + self.chunk_chars]))
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+
+async def relay_to_client(message: AIMessage) -> AIMessage:
+    """Stream `message`'s text to clients and return it under the streamed id (clients merge the two)."""
+    text = message.content if isinstance(message.content, str) else str(message.content)
+    relayed = await RelayChatModel(text=text).ainvoke([], config={"tags": ["interlock:answer"]})
+    return message.model_copy(update={"id": relayed.id or message.id})

@@ -162,8 +162,9 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
                         raw["id"] = c["id"]
                     return Command(goto="execute", update={"messages": [reply], "plan": calls, "steps": steps,
                                                            "mode": "model"})
-                return Command(goto=END, update={"messages": [reply], "steps": steps, "mode": "model",
-                                                 "outcome": "answered"})
+                delivered = await deliver(state, {"messages": [reply], "steps": steps, "mode": "model",
+                                                  "outcome": "answered"})
+                return Command(goto=END, update=delivered)
         # Zero-key or degraded: the playbook for the routed intent.
         intent = state.get("intent") or ""
         text = last_user_text(state)
@@ -280,7 +281,23 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
             return Command(goto="plan")
         return Command(goto="respond")
 
-    def respond(state: InterlockState) -> dict[str, Any]:
+    async def deliver(state: InterlockState, update: dict[str, Any]) -> dict[str, Any]:
+        """The answer passes the output guard before it enters the state, then streams to clients."""
+        message = update["messages"][-1]
+        if guards is None:
+            from graphs.models import relay_to_client
+
+            update["messages"] = [await relay_to_client(message)]
+            return update
+        guarded, verdicts = await guards.guard_answer(dict(state), message)
+        update["messages"] = [guarded]
+        update["guard_verdicts"] = [*(update.get("guard_verdicts") or []), *verdicts]
+        return update
+
+    async def respond(state: InterlockState) -> dict[str, Any]:
+        return await deliver(state, respond_text(state))
+
+    def respond_text(state: InterlockState) -> dict[str, Any]:
         """Zero-key reply: the playbook's template over the last tool result, or the tool's error."""
         mode = state.get("mode") or "zero-key"
         plan_calls = {c["id"]: c for c in state.get("plan") or []}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ import numpy as np
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
 
+from graphs.events import emit
 from graphs.models import ModelGateway, ModelsUnavailable
 from graphs.state import Citation, InterlockState, RetrievedChunk, identify, last_user_text
 
@@ -150,8 +152,16 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
         if deps.retriever is None or not query:
             return {"retrieved": []}
         principal = state.get("principal") or {}
+        started = time.perf_counter()
         hits = await deps.retriever.search(query, tenant=state.get("tenant", ""),
                                            groups=list(principal.get("groups") or []), k=cfg.k, mode="hybrid")
+        await emit("retrieval", {
+            "name": "hybrid", "inputs": {"query": query}, "mode": "hybrid", "k": cfg.k,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "chunks": [{"chunk_id": getattr(h, "chunk_id", None) if not isinstance(h, dict) else h.get("chunk_id"),
+                        "score": float(getattr(h, "score", 0.0) if not isinstance(h, dict) else h.get("score", 0.0))}
+                       for h in hits],
+        })
         chunks: list[RetrievedChunk] = []
         for hit in hits:
             get = hit.get if isinstance(hit, dict) else (lambda name, default=None, h=hit: getattr(h, name, default))
@@ -164,7 +174,13 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
                            "tenant": get("tenant", ""),
                            # The tenant's own help centre is curated; other sources must say otherwise.
                            "trusted": bool(get("trusted", True))})
-        return {"retrieved": chunks, "tainted": any(not c["trusted"] for c in chunks)}
+        update: dict[str, Any] = {"retrieved": chunks, "tainted": any(not c["trusted"] for c in chunks)}
+        if guards is not None:
+            # Scan in the node that fetched the text, so raw chunks never enter the state (or any stream mode).
+            scanned = await guards.retrieved_guard({**state, "retrieved": chunks})
+            update.update({k: v for k, v in scanned.items() if k != "tainted"})
+            update["tainted"] = bool(update["tainted"] or scanned.get("tainted"))
+        return update
 
     def rerank(state: InterlockState) -> dict[str, Any]:
         # Keep retrieval's fused order but spread the context over documents.
@@ -214,7 +230,23 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
                                                      "source": chunk.get("source", ""), "verified": True})
         return "From our help centre:\n" + "\n".join(lines), list(citations.values())
 
+    async def deliver(state: InterlockState, update: dict[str, Any]) -> dict[str, Any]:
+        """The answer passes the output guard before it enters the state, then streams to clients."""
+        message = update["messages"][-1]
+        if guards is None:
+            from graphs.models import relay_to_client
+
+            update["messages"] = [await relay_to_client(message)]
+            return update
+        guarded, verdicts = await guards.guard_answer(dict(state), message)
+        update["messages"] = [guarded]
+        update["guard_verdicts"] = [*(update.get("guard_verdicts") or []), *verdicts]
+        return update
+
     async def answer(state: InterlockState) -> dict[str, Any]:
+        return await deliver(state, await draft_answer(state))
+
+    async def draft_answer(state: InterlockState) -> dict[str, Any]:
         question = last_user_text(state)
         chunks = state.get("retrieved") or []
         mode = state.get("mode") or "zero-key"

@@ -527,6 +527,9 @@ class Engine:
             options["durability"] = kw["durability"]
         if "events" in requested:
             async for event in graph.astream_events(graph_input, config, version="v2", **options):
+                tags = event.get("tags") or ()
+                if "nostream" in tags or "langsmith:hidden" in tags:
+                    continue  # internal model calls: their raw text is not for clients in any stream mode
                 if event.get("event") == "on_chain_stream" and event.get("run_id") == run_id:
                     data = event["data"]["chunk"]
                     if subgraphs:

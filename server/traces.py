@@ -73,7 +73,8 @@ class TraceRecorder(AsyncCallbackHandler):
         self.redact = redactor
         self.spans: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
-        self.tokens = 0
+        self.tokens = 0  # from the gateway's usage records (tokens and cost per call)
+        self.model_tokens = 0  # from model callbacks, for graphs that call models without the gateway
         self.cost_usd = 0.0
         self.started = time.perf_counter()
         self.events: list[dict[str, Any]] = []
@@ -130,7 +131,9 @@ class TraceRecorder(AsyncCallbackHandler):
     # -- models -------------------------------------------------------------------------------------------
     async def on_chat_model_start(self, serialized: Any, messages: list[list[Any]], *, run_id: UUID,
                                   parent_run_id: UUID | None = None, metadata: dict[str, Any] | None = None,
-                                  **kwargs: Any) -> None:
+                                  tags: list[str] | None = None, **kwargs: Any) -> None:
+        if "interlock:answer" in (tags or ()):
+            return  # the relay that streams an already-guarded answer is not a model call
         metadata = metadata or {}
         model = metadata.get("ls_model_name") or (serialized or {}).get("name") or "chat_model"
         self._open(run_id, parent_run_id, str(model), "model", {"messages": messages},
@@ -154,7 +157,7 @@ class TraceRecorder(AsyncCallbackHandler):
         span = self._close(run_id, {"text": texts})
         if span is not None:
             span["attributes"]["tokens"] = tokens
-            self.tokens += tokens
+            self.model_tokens += tokens
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._close(run_id, error=error)
@@ -235,7 +238,8 @@ class TraceRecorder(AsyncCallbackHandler):
             "input": self.redact(input_),
             "output": self.redact(output),
             "spans": spans,
-            "tokens": self.tokens,
+            # One source of truth per call: the gateway's usage record when there is one, else the callbacks.
+            "tokens": self.tokens if self.tokens else self.model_tokens,
             "cost_usd": round(self.cost_usd, 6),
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
         }

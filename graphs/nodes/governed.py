@@ -10,10 +10,12 @@ failure becomes a ToolMessage instead of an exception in the graph.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from graphs.events import emit
 from graphs.nodes.toolbox import ToolInfo, ToolOutcome, classify_tool, tool_policy
 from graphs.state import PrincipalInfo
 
@@ -55,9 +57,22 @@ class GovernedToolbox:
 
     async def call(self, principal: PrincipalInfo, tool: str, args: dict[str, Any],
                    approval_id: str | None = None) -> ToolOutcome:
-        from tools.client import ToolDenied, ToolUnavailable
 
         self.calls.append((tool, dict(args), approval_id))
+        started = time.perf_counter()
+        outcome = await self._call(principal, tool, args, approval_id)
+        await emit("tool", {
+            "name": tool, "tool": tool, "outcome": "ok" if outcome.ok else (outcome.code or "error"),
+            "approval_id": approval_id, "inputs": args,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "error": outcome.error if not outcome.ok else None,
+        })
+        return outcome
+
+    async def _call(self, principal: PrincipalInfo, tool: str, args: dict[str, Any],
+                    approval_id: str | None) -> ToolOutcome:
+        from tools.client import ToolDenied, ToolUnavailable
+
         try:
             result = await self.tools.call(self._principal(principal), tool, args, approval_id=approval_id,
                                            allowlist=self.allowlist)

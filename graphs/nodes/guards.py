@@ -33,6 +33,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from graphs.events import emit, guard_label
 from policies.injection import InjectionDetector, InjectionVerdict, load_model_detector, quarantine
 from policies.loader import PolicySet, get_policies
 from policies.output import OutputFilter, StreamingOutputFilter, system_prompt_leak, verify_citations
@@ -114,19 +115,26 @@ def make_guard_node(name: str, fn: GuardFn, timeout_s: float | None = None) -> C
     async def node(state: Any) -> dict[str, Any]:
         try:
             timeout = timeout_s if timeout_s is not None else get_policies().limits.run.guard_timeout_s
-            return await asyncio.wait_for(asyncio.to_thread(fn, dict(state or {})), timeout)
-        except GuardFailed:
+            out = await asyncio.wait_for(asyncio.to_thread(fn, dict(state or {})), timeout)
+        except GuardFailed as exc:
+            await emit("guard", {"name": name, "verdict": "failed", **(getattr(exc, "verdict", None) or {})})
             raise
         except TimeoutError:
             verdict = {"guard": name, "ok": False, "error": "timeout", "reason": GuardFailed.reason}
             log.error("guard %s timed out; failing closed", name)
+            await emit("guard", {"name": name, "verdict": "failed", **verdict})
             raise GuardFailed(name, "timeout", verdict) from None
         except Exception as exc:
             # Only the exception type, and no chained cause: its message may quote the scanned text,
             # and a server logging the traceback would then log raw PII.
             verdict = {"guard": name, "ok": False, "error": type(exc).__name__, "reason": GuardFailed.reason}
             log.error("guard %s raised %s; failing closed", name, type(exc).__name__)
+            await emit("guard", {"name": name, "verdict": "failed", **verdict})
             raise GuardFailed(name, type(exc).__name__, verdict) from None
+
+        for verdict in out.get("guard_verdicts") or []:
+            await emit("guard", {**verdict, "name": verdict.get("guard", name), "verdict": guard_label(verdict)})
+        return out
 
     node.__name__ = f"{name}_guard"
     node.__doc__ = fn.__doc__
@@ -362,3 +370,16 @@ retrieved_guard = make_guard_node("retrieved", scan_retrieved)
 tool_output_guard = make_guard_node("tool_output", scan_tool_outputs)
 tool_call_guard = make_guard_node("tool_call", check_tool_calls)
 output_guard = make_guard_node("output", check_output)
+
+
+async def guard_answer(state: dict[str, Any], message: AIMessage) -> tuple[AIMessage, list[dict[str, Any]]]:
+    """Run the output guard on an answer before it enters the state, then stream the client-safe text.
+
+    Guarding in the node that writes the answer keeps raw model text out of every stream mode (values, updates,
+    subgraph events, checkpoints); relaying the filtered text keeps token streaming on `messages-tuple`.
+    Fails closed like every guard (GuardFailed)."""
+    from graphs.models import relay_to_client
+
+    out = await output_guard({**state, "messages": [*(state.get("messages") or []), message]})
+    rewritten = next((m for m in reversed(out.get("messages") or []) if isinstance(m, AIMessage)), message)
+    return await relay_to_client(rewritten), list(out.get("guard_verdicts") or [])

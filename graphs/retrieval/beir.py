@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field
 
 from .chunks import PUBLIC_GROUP
 from .embedding_cache import text_key
+from .reranking import FusionOrderReranker
+from .retriever import Retriever
 from .sources import Document
 
 EVAL_MODES = ("bm25", "vector", "hybrid", "hybrid+rerank")
@@ -148,12 +150,12 @@ class EvalReport(BaseModel):
         return "\n".join(lines)
 
 
-def seed_cached_vectors(dataset_dir: Path, dataset: BeirDataset, retriever: object) -> int:
+def seed_cached_vectors(dataset_dir: Path, dataset: BeirDataset, retriever: Retriever) -> int:
     """Put a shipped `corpus-*.npy` into the embedding cache if it agrees with the live embedder."""
-    cache = getattr(retriever, "cache", None)
+    cache = retriever.cache
     if cache is None:
         return 0
-    embedder = retriever.embedder  # type: ignore[attr-defined]
+    embedder = retriever.embedder
     for path in sorted(dataset_dir.glob("corpus-*.npy")):
         vectors = np.load(path, mmap_mode="r")
         if vectors.ndim != 2 or vectors.shape != (len(dataset.corpus), embedder.dim):
@@ -173,7 +175,7 @@ def seed_cached_vectors(dataset_dir: Path, dataset: BeirDataset, retriever: obje
 
 
 async def evaluate(
-    retriever: object,
+    retriever: Retriever,
     dataset: BeirDataset,
     *,
     tenant: str = "eval-scratch",
@@ -183,10 +185,6 @@ async def evaluate(
     dataset_dir: Path | None = None,
 ) -> EvalReport:
     """Ingest the corpus into `tenant`, run every query in every mode, and score the rankings."""
-    from .reranking import FusionOrderReranker
-    from .retriever import Retriever
-
-    assert isinstance(retriever, Retriever)
     unknown = set(modes) - set(EVAL_MODES)
     if unknown:
         raise ValueError(f"unknown eval modes: {', '.join(sorted(unknown))}")
@@ -215,7 +213,12 @@ async def evaluate(
             for qid, text in dataset.queries.items():
                 t0 = time.perf_counter()
                 hits = await retriever.search(
-                    text, tenant=tenant, groups=[PUBLIC_GROUP], k=depth, mode=base, rerank=rerank  # type: ignore[arg-type]
+                    text,
+                    tenant=tenant,
+                    groups=[PUBLIC_GROUP],
+                    k=depth,
+                    mode=base,
+                    rerank=rerank,  # type: ignore[arg-type]
                 )
                 times.append((time.perf_counter() - t0) * 1000)
                 ranked = list(dict.fromkeys(h.document_id for h in hits))
@@ -237,4 +240,3 @@ async def evaluate(
         if not keep:
             await retriever.store.delete_tenant(tenant)
     return report
-

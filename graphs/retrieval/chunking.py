@@ -218,7 +218,11 @@ def chunk_spans(text: str, fmt: str, cfg: ChunkingConfig | None = None) -> list[
         size = count_tokens(text[block.start : block.end])
         if block.kind == "heading":
             close()
-            cur, cur_size, cur_kinds = Span(block.start, block.end, "heading", block.section), size, {"heading"}
+            cur, cur_size, cur_kinds = (
+                Span(block.start, block.end, "heading", block.section),
+                size,
+                {"heading"},
+            )
             continue
         heading_only = cur is not None and cur_kinds == {"heading"}
         if size > cfg.max_tokens and not (
@@ -243,7 +247,11 @@ def chunk_spans(text: str, fmt: str, cfg: ChunkingConfig | None = None) -> list[
             cur_kinds.add(block.kind)
         else:
             close()
-            cur, cur_size, cur_kinds = Span(block.start, block.end, block.kind, block.section), size, {block.kind}
+            cur, cur_size, cur_kinds = (
+                Span(block.start, block.end, block.kind, block.section),
+                size,
+                {block.kind},
+            )
     close()
     if any(s.kind != "heading" for s in out):
         # A heading with no body of its own is already in the section path of the chunks below it.

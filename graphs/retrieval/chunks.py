@@ -21,7 +21,9 @@ GROUP_RE = re.compile(r"^(\*|[A-Za-z0-9_.:@/-][A-Za-z0-9_.:@/ -]{0,127})$")
 
 def check_tenant(tenant: str) -> str:
     if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
-        raise ValueError(f"invalid tenant {tenant!r}: use 1-64 letters, digits, '_' or '-', starting alphanumeric")
+        raise ValueError(
+            f"invalid tenant {tenant!r}: use 1-64 letters, digits, '_' or '-', starting alphanumeric"
+        )
     return tenant
 
 

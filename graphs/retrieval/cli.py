@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("paths", nargs="+", type=Path, help="files or directories")
     ingest.add_argument("--tenant", required=True)
     ingest.add_argument(
-        "--acl", type=_csv, default=[PUBLIC_GROUP],
+        "--acl",
+        type=_csv,
+        default=[PUBLIC_GROUP],
         help="comma-separated access groups that may read these documents (default '*': everyone in the tenant)",
     )
     ingest.add_argument("--prune", action="store_true", help="remove documents no longer present under PATHS")
@@ -35,13 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("query")
     search.add_argument("--tenant", required=True)
     search.add_argument(
-        "--groups", type=_csv, default=[PUBLIC_GROUP],
+        "--groups",
+        type=_csv,
+        default=[PUBLIC_GROUP],
         help="comma-separated access groups of the reader (default '*': tenant-wide documents only)",
     )
     search.add_argument("--k", type=int, default=10)
     search.add_argument("--mode", choices=["hybrid", "bm25", "vector"], default="hybrid")
-    search.add_argument("--filter", action="append", default=[], metavar="FIELD:OP:VALUE",
-                        help="e.g. kind:eq:code, position:lt:3, source:prefix:/docs (repeatable, ANDed)")
+    search.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="FIELD:OP:VALUE",
+        help="e.g. kind:eq:code, position:lt:3, source:prefix:/docs (repeatable, ANDed)",
+    )
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=run_search)
 
@@ -52,10 +61,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, type=Path, help="directory in BEIR layout")
-    parser.add_argument("--split", default=None, help="qrels split (default: test if present, else the only one)")
+    parser.add_argument(
+        "--split", default=None, help="qrels split (default: test if present, else the only one)"
+    )
     parser.add_argument("--tenant", default="eval-scratch", help="scratch tenant, emptied before and after")
     parser.add_argument("--modes", type=_csv, default=None, help="subset of bm25,vector,hybrid,hybrid+rerank")
     parser.add_argument("--keep", action="store_true", help="keep the ingested corpus afterwards")
+    parser.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=None,
+        help="chunk size for this run (default: the tuned 128); a size above the longest document keeps "
+        "documents whole, so a shipped corpus-*.npy covers every chunk and nothing is embedded but queries",
+    )
     parser.add_argument("--json", action="store_true")
 
 
@@ -128,6 +146,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from .beir import EVAL_MODES, BeirError, evaluate, load_beir
+    from .chunking import ChunkingConfig
     from .retriever import Retriever
 
     modes = args.modes or list(EVAL_MODES)
@@ -138,6 +157,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         retriever = Retriever.from_settings()
+        if args.chunk_tokens is not None:
+            chunking = ChunkingConfig(
+                max_tokens=args.chunk_tokens, overlap_tokens=min(25, args.chunk_tokens // 5)
+            )
+            retriever.config = retriever.config.model_copy(update={"chunking": chunking})
         try:
             report = await evaluate(
                 retriever, dataset, tenant=args.tenant, modes=modes, keep=args.keep, dataset_dir=args.dataset

@@ -71,4 +71,8 @@ def embed_cached(embedder: Embedder, texts: list[str], cache: EmbeddingCache | N
         computed = dict(zip(missing, fresh, strict=True))
         cache.put_many(embedder.model_id, computed)
         found.update(computed)
-    return np.stack([found[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, embedder.dim), np.float32)
+    return (
+        np.stack([found[k] for k in keys]).astype(np.float32)
+        if keys
+        else np.zeros((0, embedder.dim), np.float32)
+    )

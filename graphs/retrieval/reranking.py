@@ -90,7 +90,9 @@ class CrossEncoderReranker:
 
     name = "cross-encoder"
 
-    def __init__(self, model_dir: Path | str | None = None, *, scorer: PairScorer | None = None, depth: int = 50):
+    def __init__(
+        self, model_dir: Path | str | None = None, *, scorer: PairScorer | None = None, depth: int = 50
+    ):
         if scorer is None:
             if model_dir is None:
                 raise ValueError("CrossEncoderReranker needs model_dir or scorer")
@@ -124,7 +126,9 @@ class _OnnxPairScorer:
         self._tokenizer.enable_padding()
         options = ort.SessionOptions()
         options.intra_op_num_threads = min(2, os.cpu_count() or 1)
-        self._session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._lock = threading.Lock()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +37,8 @@ class RetrieverConfig(BaseModel):
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
     fusion: Fusion = "relative"
     rrf_k: int = Field(default=60, ge=1)
-    candidates: int = Field(default=100, ge=1)
+    # Per-side list length before fusion; relative-score fusion normalises over it (200 > 100 on train).
+    candidates: int = Field(default=200, ge=1)
     rerank_depth: int = Field(default=50, ge=1)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
 
@@ -154,9 +155,15 @@ class Retriever:
         return await self.ingestor().ingest_paths(paths, tenant, acl, prune=prune, progress=progress)
 
     async def ingest_documents(
-        self, documents: Sequence[Document | SourceError], tenant: str, acl: Sequence[str], **kwargs: object
+        self,
+        documents: Iterable[Document | SourceError],
+        tenant: str,
+        acl: Sequence[str],
+        *,
+        progress: bool | None = None,
     ) -> IngestReport:
-        return await self.ingestor().ingest_documents(documents, tenant, acl, **kwargs)  # type: ignore[arg-type]
+        """Ingest already-parsed documents (e.g. a BEIR corpus or records from a business system)."""
+        return await self.ingestor().ingest_documents(documents, tenant, acl, progress=progress)
 
     async def delete_documents(self, tenant: str, document_ids: Sequence[str]) -> int:
         return await self.store.delete_documents(check_tenant(tenant), list(document_ids))

@@ -47,7 +47,14 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[SourceError]]:
     errors: list[SourceError] = []
     for path in paths:
         if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in SUFFIXES)
+            files.extend(
+                p
+                for p in sorted(path.rglob("*"))
+                # Hidden folders and files (.git, .venv, editor swap files) are never documents.
+                if p.is_file()
+                and p.suffix.lower() in SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         elif path.is_file():
             if path.suffix.lower() in SUFFIXES:
                 files.append(path)
@@ -132,7 +139,20 @@ def _jsonl_documents(path: Path, source: str, content: str) -> Iterator[Document
         )
 
 
-_BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "main", "blockquote", "table", "tr", "ul", "ol"}
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "main",
+    "blockquote",
+    "table",
+    "tr",
+    "ul",
+    "ol",
+}
 _SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head"}
 
 
@@ -190,7 +210,20 @@ class _HTMLText(HTMLParser):
             self.out.append("```")
             self.out.append("")
             self._line = []
-        elif tag in {"h1", "h2", "h3", "h4", "h5", "h6", "p", "div", "blockquote", "tr", "section", "article"}:
+        elif tag in {
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "p",
+            "div",
+            "blockquote",
+            "tr",
+            "section",
+            "article",
+        }:
             self._flush()
         elif tag == "li":
             self._flush(blank=False)

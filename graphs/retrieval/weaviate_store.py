@@ -56,8 +56,13 @@ def collection_config(name: str, model_id: str = "", dim: int = 0) -> dict[str, 
             text("source", Tokenization.FIELD),
             text("title", Tokenization.WORD, searchable=True),
             text("section", Tokenization.FIELD, searchable=False),
-            Property(name="section_parts", data_type=DataType.TEXT_ARRAY, index_filterable=False,
-                     index_searchable=True, tokenization=Tokenization.WORD),
+            Property(
+                name="section_parts",
+                data_type=DataType.TEXT_ARRAY,
+                index_filterable=False,
+                index_searchable=True,
+                tokenization=Tokenization.WORD,
+            ),
             text("kind", Tokenization.FIELD),
             Property(name="position", data_type=DataType.INT),
             Property(name="start", data_type=DataType.INT),
@@ -214,8 +219,13 @@ def _mapped(fn: Callable[[], T]) -> T:
 
     unavailable = tuple(
         getattr(wex, n)
-        for n in ("WeaviateConnectionError", "WeaviateStartUpError", "WeaviateGRPCUnavailableError",
-                  "WeaviateTimeoutError", "WeaviateClosedClientError")
+        for n in (
+            "WeaviateConnectionError",
+            "WeaviateStartUpError",
+            "WeaviateGRPCUnavailableError",
+            "WeaviateTimeoutError",
+            "WeaviateClosedClientError",
+        )
         if hasattr(wex, n)
     )
     try:
@@ -227,8 +237,9 @@ def _mapped(fn: Callable[[], T]) -> T:
 
 
 class WeaviateStore:
-    def __init__(self, client: Any, *, collection: str = COLLECTION, batch_size: int = 200,
-                 title_weight: float = 1.0) -> None:
+    def __init__(
+        self, client: Any, *, collection: str = COLLECTION, batch_size: int = 200, title_weight: float = 1.0
+    ) -> None:
         self._client = client
         self._name = collection
         self._batch_size = batch_size
@@ -238,6 +249,7 @@ class WeaviateStore:
     @classmethod
     def from_env(cls, collection: str | None = None) -> WeaviateStore:
         """WEAVIATE_URL (http[s]://host:port), optional WEAVIATE_GRPC_HOST / _GRPC_PORT / _API_KEY."""
+        _wv()  # a clear error when weaviate-client is not installed
         import weaviate
         from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
@@ -339,7 +351,9 @@ class WeaviateStore:
             if failed:
                 # Batch errors do not raise in the client; surface them so ingestion reports them.
                 first = "; ".join(str(getattr(f, "message", f)) for f in failed[:3])
-                raise StoreError(f"Weaviate rejected {len(failed)} of {len(idx)} chunks in tenant {tenant}: {first}")
+                raise StoreError(
+                    f"Weaviate rejected {len(failed)} of {len(idx)} chunks in tenant {tenant}: {first}"
+                )
             written += len(idx)
         return written
 
@@ -353,7 +367,11 @@ class WeaviateStore:
         removed = 0
         for start in range(0, len(ids), 100):
             part = ids[start : start + 100]
-            res = _mapped(lambda part=part: col.data.delete_many(where=Filter.by_property("document_id").contains_any(part)))
+            res = _mapped(
+                lambda part=part: col.data.delete_many(
+                    where=Filter.by_property("document_id").contains_any(part)
+                )
+            )
             removed += int(res.successful)
         return removed
 

@@ -125,13 +125,19 @@ def test_read_files_of_each_format(tmp_path):
     (tmp_path / "b.txt").write_text("plain body\n")
     (tmp_path / "c.html").write_text("<title>C</title><p>html body</p>")
     (tmp_path / "d.jsonl").write_text(
-        json.dumps({"_id": "r1", "title": "R1", "text": "first"}) + "\n\n"
+        json.dumps({"_id": "r1", "title": "R1", "text": "first"})
+        + "\n\n"
         + "{not json\n"
-        + json.dumps({"id": "r2", "content": "second"}) + "\n"
-        + json.dumps({"_id": "r3"}) + "\n"
-        + json.dumps(["x"]) + "\n"
+        + json.dumps({"id": "r2", "content": "second"})
+        + "\n"
+        + json.dumps({"_id": "r3"})
+        + "\n"
+        + json.dumps(["x"])
+        + "\n"
     )
     (tmp_path / "skip.bin").write_bytes(b"\x00\x01")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "notes.md").write_text("# hidden\n")
     files, errors = discover([tmp_path, tmp_path / "missing.md"])
     assert [f.name for f in files] == ["a.md", "b.txt", "c.html", "d.jsonl"]
     assert len(errors) == 1 and "missing.md" in str(errors[0])
@@ -153,6 +159,11 @@ def test_unreadable_and_malformed_files_name_the_file(tmp_path):
     (tmp_path / "latin.md").write_bytes("caf\xe9".encode("latin-1"))
     (tmp_path / "empty.md").write_text("   \n")
     (tmp_path / "x.pdf").write_bytes(b"%PDF")
-    for name, fragment in (("bin.txt", "binary"), ("latin.md", "UTF-8"), ("empty.md", "empty"), ("x.pdf", "unsupported")):
+    for name, fragment in (
+        ("bin.txt", "binary"),
+        ("latin.md", "UTF-8"),
+        ("empty.md", "empty"),
+        ("x.pdf", "unsupported"),
+    ):
         (err,) = list(read_file(tmp_path / name))
         assert isinstance(err, SourceError) and name in str(err) and fragment in str(err)

@@ -46,14 +46,17 @@ def test_cli_ingest_search_json_and_errors(tmp_path, home, capsys):
     code, out, err = run_cli(["ingest", str(docs), "--tenant", "acme", "--acl", "staff,it"], capsys)
     assert code == 1  # one file was bad ...
     assert "1 added" in out and "bad.jsonl:1" in err  # ... and named, while the good one was ingested
-    code, out, _ = run_cli(["search", "wireguard profile", "--tenant", "acme", "--groups", "it", "--json"], capsys)
+    code, out, _ = run_cli(
+        ["search", "wireguard profile", "--tenant", "acme", "--groups", "it", "--json"], capsys
+    )
     assert code == 0
     hits = json.loads(out)
     assert hits[0]["title"] == "VPN" and hits[0]["groups"] == ["staff", "it"]
     code, out, _ = run_cli(["search", "wireguard", "--tenant", "acme", "--mode", "bm25"], capsys)
     assert code == 0 and "no results" in out  # default groups '*' cannot read staff/it documents
     code, out, _ = run_cli(
-        ["search", "wireguard", "--tenant", "acme", "--groups", "staff", "--filter", "kind:eq:paragraph"], capsys
+        ["search", "wireguard", "--tenant", "acme", "--groups", "staff", "--filter", "kind:eq:paragraph"],
+        capsys,
     )
     assert code == 0 and " 1. " in out and "VPN" in out
     code, _, err = run_cli(["search", "x", "--tenant", "acme", "--filter", "nonsense"], capsys)
@@ -69,11 +72,23 @@ def test_console_script_end_to_end(tmp_path):
     env = {**os.environ, "INTERLOCK_HOME": str(tmp_path / "h")}
     env.pop("WEAVIATE_URL", None)
     cmd = [sys.executable, "-m", "server.cli"]
-    done = subprocess.run([*cmd, "ingest", str(docs), "--tenant", "t1"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*cmd, "ingest", str(docs), "--tenant", "t1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([*cmd, "search", "when is planning", "--tenant", "t1", "--json"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*cmd, "search", "when is planning", "--tenant", "t1", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["text"].startswith("Quarterly planning")
 
@@ -90,9 +105,15 @@ def make_beir(root: Path, with_vectors: bool = False) -> Path:
     (root / "corpus.jsonl").write_text(
         "".join(json.dumps({"_id": i, "title": t, "text": x, "metadata": {}}) + "\n" for i, t, x in corpus)
     )
-    queries = {"q1": "does vitamin d prevent broken bones", "q2": "caffeine and alertness at night",
-               "q3": "exercise reduces hypertension", "q4": "unjudged query"}
-    (root / "queries-train.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+    queries = {
+        "q1": "does vitamin d prevent broken bones",
+        "q2": "caffeine and alertness at night",
+        "q3": "exercise reduces hypertension",
+        "q4": "unjudged query",
+    }
+    (root / "queries-train.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items())
+    )
     (root / "qrels").mkdir()
     (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")
     if with_vectors:
@@ -126,8 +147,11 @@ def test_load_beir_validates_layout(tmp_path):
 async def test_evaluate_on_a_tiny_dataset(tmp_path):
     root = make_beir(tmp_path / "mini", with_vectors=True)
     ds = load_beir(root, "train")
-    r = Retriever(EmbeddedStore(tmp_path / "s.sqlite"), embedder=get_embedder(),
-                  cache=EmbeddingCache(tmp_path / "c.sqlite"))
+    r = Retriever(
+        EmbeddedStore(tmp_path / "s.sqlite"),
+        embedder=get_embedder(),
+        cache=EmbeddingCache(tmp_path / "c.sqlite"),
+    )
     report = await evaluate(r, ds, tenant="eval-mini", dataset_dir=root)
     assert [m.mode for m in report.results] == ["bm25", "vector", "hybrid", "hybrid+rerank"]
     by_mode = {m.mode: m for m in report.results}
@@ -141,10 +165,18 @@ async def test_evaluate_on_a_tiny_dataset(tmp_path):
 
 def test_cli_eval(tmp_path, home, capsys):
     root = make_beir(tmp_path / "mini")
-    code, out, _ = run_cli(["retrieval-eval", "--dataset", str(root), "--modes", "bm25,hybrid", "--json"], capsys)
+    code, out, _ = run_cli(
+        ["retrieval-eval", "--dataset", str(root), "--modes", "bm25,hybrid", "--json"], capsys
+    )
     assert code == 0
     report = json.loads(out)
     assert [r["mode"] for r in report["results"]] == ["bm25", "hybrid"] and report["split"] == "train"
+    code, out, _ = run_cli(
+        ["retrieval-eval", "--dataset", str(root), "--chunk-tokens", "4096", "--json"], capsys
+    )
+    assert code == 0 and json.loads(out)["chunks"] == 5
+    code, _, err = run_cli(["retrieval-eval", "--dataset", str(root), "--chunk-tokens", "5"], capsys)
+    assert code == 2 and "max_tokens" in err
     code, _, err = run_cli(["retrieval-eval", "--dataset", str(tmp_path / "none")], capsys)
     assert code == 2 and "corpus.jsonl" in err
     code, _, err = run_cli(["retrieval-eval", "--dataset", str(root), "--modes", "bm25,magic"], capsys)

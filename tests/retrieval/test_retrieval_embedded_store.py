@@ -9,12 +9,14 @@ import pytest
 from test_retrieval_store_contract import DIM, MODEL, corpus, vec
 
 from graphs.retrieval import fusion
-from graphs.retrieval.embedded_store import EmbeddedStore, fts_match_expression
+from graphs.retrieval.embedded_store import _SCHEMA, EmbeddedStore, fts_match_expression
 from graphs.retrieval.store import SearchRequest, StoreMismatch
 
 
 def request(tenant: str, mode: str = "hybrid", **kw) -> SearchRequest:
-    return SearchRequest(tenant=tenant, groups=["staff", "it"], query="password", vector=vec(1, 0), mode=mode, **kw)
+    return SearchRequest(
+        tenant=tenant, groups=["staff", "it"], query="password", vector=vec(1, 0), mode=mode, **kw
+    )
 
 
 async def test_data_survives_reopen_and_uses_wal(tmp_path):
@@ -79,3 +81,48 @@ def test_fusion_functions():
     assert rel["a"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.0)
     assert rel["c"] == pytest.approx(0.5 * 0.0 + 0.5 * 1.0)
     assert [k for k, _ in fusion.relative_score(kw, [], alpha=0.3)] == ["a", "b", "c"]
+
+
+async def test_incremental_refresh_applies_updates_and_appends(tmp_path):
+    """After inserts/updates a reader loads only the changed rows; the result equals a fresh load."""
+    writer, reader = EmbeddedStore(tmp_path / "c.sqlite"), EmbeddedStore(tmp_path / "c.sqlite")
+    chunks, vectors = corpus("acme")
+    await writer.upsert(chunks[:6], vectors[:6])
+    probe = SearchRequest(
+        tenant="acme", groups=["hr"], vector=vec(0, 0, 0, 0, 0, 0, 0, 1), mode="vector", k=3
+    )
+    await reader.search(probe)  # cache the six-row matrix
+    # Move chunk 0 to where the probe points and restrict it to 'hr'; append the other four chunks.
+    moved = chunks[0].model_copy(update={"groups": ["hr"]})
+    await writer.upsert([moved], np.stack([vec(0, 0, 0, 0, 0, 0, 0, 1)]))
+    await writer.upsert(chunks[6:], vectors[6:])
+    hits = await reader.search(probe)
+    assert hits[0].chunk_id == moved.chunk_id and hits[0].groups == ["hr"]
+    cached = reader._cache["acme"]
+    assert len(cached.rids) == 10 and list(cached.rids) == sorted(cached.rids)
+    fresh = EmbeddedStore(tmp_path / "c.sqlite")
+    for groups in (["hr"], ["staff"], ["*"], ["it", "finance"]):
+        for v in vectors:
+            req = SearchRequest(tenant="acme", groups=groups, vector=v, mode="vector", k=10)
+            assert [h.chunk_id for h in await reader.search(req)] == [
+                h.chunk_id for h in await fresh.search(req)
+            ]
+    for s in (writer, reader, fresh):
+        await s.close()
+
+
+def test_store_created_by_an_older_schema_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE tenant_state (tenant TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+    old_chunks = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS chunks") :].split(";")[0]
+    db.execute(old_chunks.replace("    seq INTEGER NOT NULL DEFAULT 0,\n", ""))
+    assert "seq" not in {r[1] for r in db.execute("PRAGMA table_info(chunks)")}
+    db.execute("INSERT INTO tenant_state VALUES ('acme', 3)")
+    db.commit()
+    db.close()
+    store = EmbeddedStore(path)
+    chunks, vectors = corpus("acme")
+    store.upsert_sync(chunks, vectors)
+    assert store.count_sync("acme") == len(chunks)
+    assert store._q("SELECT version, deletes FROM tenant_state WHERE tenant = 'acme'")[0] == (4, 0)

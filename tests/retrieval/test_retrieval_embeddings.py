@@ -160,3 +160,12 @@ def test_embedding_cache_computes_only_missing(tmp_path, minilm):
     assert calls == [["alpha", "beta"], ["gamma"]]
     assert np.allclose(first[1], second[0]) and np.allclose(first[0], first[2])
     cache.close()
+
+
+def test_vendored_tokenizer_is_pinned(monkeypatch):
+    assert embeddings.sha256_file(embeddings.TOKENIZER_PATH) == embeddings.TOKENIZER_SHA256
+    assert (embeddings.TOKENIZER_PATH.parent / "LICENSE").is_file()
+    assert "all-MiniLM-L6-v2" in (embeddings.TOKENIZER_PATH.parent / "NOTICE").read_text()
+    monkeypatch.setattr(embeddings, "TOKENIZER_SHA256", "0" * 64)
+    with pytest.raises(EmbeddingError, match="tokenizer"):
+        MiniLMEmbedder()

@@ -48,9 +48,12 @@ def docs(tmp_path):
     d.mkdir()
     (d / "handbook.md").write_text(HANDBOOK)
     (d / "cafeteria.txt").write_text("The cafeteria serves lunch from noon to two. Bread is baked daily.\n")
-    (d / "faq.html").write_text("<title>FAQ</title><h1>FAQ</h1><p>Parking permits are issued by facilities.</p>")
+    (d / "faq.html").write_text(
+        "<title>FAQ</title><h1>FAQ</h1><p>Parking permits are issued by facilities.</p>"
+    )
     (d / "records.jsonl").write_text(
-        json.dumps({"_id": "kb-1", "title": "Printer", "text": "Printers on floor 3 need badge release."}) + "\n"
+        json.dumps({"_id": "kb-1", "title": "Printer", "text": "Printers on floor 3 need badge release."})
+        + "\n"
     )
     return d
 
@@ -69,7 +72,9 @@ async def retriever(tmp_path):
 async def test_ingest_search_and_citations(retriever, docs):
     report = await retriever.ingest_paths([docs], "acme", ["staff"])
     assert report.ok and report.documents_added == 4 and report.chunks_written >= 6
-    hits = await retriever.search("how do I recover my login credentials", tenant="acme", groups=["staff"], k=3)
+    hits = await retriever.search(
+        "how do I recover my login credentials", tenant="acme", groups=["staff"], k=3
+    )
     assert hits and isinstance(hits[0], Hit)
     top = hits[0]
     assert top.section == ["IT Handbook", "Passwords"] and top.title == "IT Handbook"
@@ -77,7 +82,9 @@ async def test_ingest_search_and_citations(retriever, docs):
     assert source_text[top.start : top.end] == top.text  # offsets point at exactly the cited text
     assert top.document_id == str((docs / "handbook.md").resolve())
     for mode in ("bm25", "vector", "hybrid"):
-        hits = await retriever.search("WireGuard VPN profile", tenant="acme", groups=["staff"], mode=mode, k=2)
+        hits = await retriever.search(
+            "WireGuard VPN profile", tenant="acme", groups=["staff"], mode=mode, k=2
+        )
         assert hits[0].section[-1] == "VPN" and hits[0].kind == "list", mode
     jsonl_hit = (await retriever.search("printer badge", tenant="acme", groups=["staff"], k=1))[0]
     assert jsonl_hit.document_id == "kb-1" and jsonl_hit.title == "Printer"
@@ -133,7 +140,9 @@ async def test_groups_and_tenants_are_enforced(retriever, docs, tmp_path):
         assert all("Payroll" not in h.title for h in staff)
         hr_hits = await retriever.search("salary bonus payroll", tenant="acme", groups=["hr"], mode=mode)
         assert hr_hits and all(h.title == "Payroll" and h.tenant == "acme" for h in hr_hits)
-        other = await retriever.search("password portal vpn", tenant="globex", groups=["staff", "*"], mode=mode)
+        other = await retriever.search(
+            "password portal vpn", tenant="globex", groups=["staff", "*"], mode=mode
+        )
         assert all(h.tenant == "globex" and h.title == "Payroll" for h in other)
     assert await retriever.search("anything", tenant="initech", groups=["*"]) == []
 
@@ -158,8 +167,19 @@ async def test_search_refuses_bad_arguments(retriever, docs):
 
 def _hit(i: int, text: str, doc: str = "d", score: float = 1.0) -> Hit:
     return Hit(
-        chunk_id=f"c{i}", document_id=doc, text=text, score=score, source="s", title="t", section=[], kind="text",
-        position=i, start=0, end=len(text), tenant="acme", groups=["*"],
+        chunk_id=f"c{i}",
+        document_id=doc,
+        text=text,
+        score=score,
+        source="s",
+        title="t",
+        section=[],
+        kind="text",
+        position=i,
+        start=0,
+        end=len(text),
+        tenant="acme",
+        groups=["*"],
     )
 
 
@@ -196,12 +216,15 @@ def test_reranker_from_env(monkeypatch, tmp_path):
 
 
 async def test_mmr_reranker_in_the_search_path(tmp_path, docs):
-    r = Retriever(EmbeddedStore(tmp_path / "m.sqlite"), embedder=get_embedder(), reranker=MMRReranker(lam=0.5))
+    r = Retriever(
+        EmbeddedStore(tmp_path / "m.sqlite"), embedder=get_embedder(), reranker=MMRReranker(lam=0.5)
+    )
     await r.ingest_paths([docs], "acme", ["*"])
     hits = await r.search("portal", tenant="acme", groups=["*"], k=3)
     plain = await r.search("portal", tenant="acme", groups=["*"], k=3, rerank=False)
-    assert len(hits) == len(plain) == 3 and {h.chunk_id for h in hits} <= {h.chunk_id for h in await r.search(
-        "portal", tenant="acme", groups=["*"], k=50, rerank=False)}
+    assert len(hits) == len(plain) == 3 and {h.chunk_id for h in hits} <= {
+        h.chunk_id for h in await r.search("portal", tenant="acme", groups=["*"], k=50, rerank=False)
+    }
     await r.close()
 
 

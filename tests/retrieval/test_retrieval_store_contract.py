@@ -64,15 +64,55 @@ def make_chunk(
 def corpus(tenant: str) -> tuple[list[Chunk], np.ndarray]:
     """Ten chunks with a shared word ('common') so a keyword query can reach all of them."""
     rows = [
-        ("alpha", 0, "common password reset steps for the account page", ("*",), "paragraph", ("Guide", "Reset"), vec(1, 0)),
-        ("alpha", 1, "common password rotation every ninety days", ("*",), "list", ("Guide", "Rotation"), vec(0.9, 0.1)),
+        (
+            "alpha",
+            0,
+            "common password reset steps for the account page",
+            ("*",),
+            "paragraph",
+            ("Guide", "Reset"),
+            vec(1, 0),
+        ),
+        (
+            "alpha",
+            1,
+            "common password rotation every ninety days",
+            ("*",),
+            "list",
+            ("Guide", "Rotation"),
+            vec(0.9, 0.1),
+        ),
         ("alpha", 2, "common lunch menu bread soup", ("staff",), "paragraph", ("Food",), vec(0, 1)),
         ("beta", 0, "common vpn setup guide for laptops", ("it",), "code", ("Network", "VPN"), vec(0, 0, 1)),
-        ("beta", 1, "common vpn troubleshooting password prompt", ("it", "staff"), "paragraph", ("Network",), vec(0.3, 0, 0.9)),
+        (
+            "beta",
+            1,
+            "common vpn troubleshooting password prompt",
+            ("it", "staff"),
+            "paragraph",
+            ("Network",),
+            vec(0.3, 0, 0.9),
+        ),
         ("beta", 2, "common holiday calendar", ("hr",), "table", ("Calendar",), vec(0, 0, 0, 1)),
         ("gamma", 0, "common expense policy receipts", ("*",), "paragraph", ("Finance",), vec(0, 0, 0, 0, 1)),
-        ("gamma", 1, "common travel booking rules", ("finance",), "list", ("Finance", "Travel"), vec(0, 0, 0, 0, 0.8, 0.6)),
-        ("gamma", 2, "common password manager recommendation", ("*",), "paragraph", ("Finance", "Tools"), vec(0.7, 0, 0, 0, 0, 0, 0.7)),
+        (
+            "gamma",
+            1,
+            "common travel booking rules",
+            ("finance",),
+            "list",
+            ("Finance", "Travel"),
+            vec(0, 0, 0, 0, 0.8, 0.6),
+        ),
+        (
+            "gamma",
+            2,
+            "common password manager recommendation",
+            ("*",),
+            "paragraph",
+            ("Finance", "Tools"),
+            vec(0.7, 0, 0, 0, 0, 0, 0.7),
+        ),
         ("gamma", 3, "common onboarding checklist", ("staff",), "list", ("HR",), vec(0, 0, 0, 0, 0, 0, 0, 1)),
     ]
     chunks = [
@@ -212,11 +252,17 @@ async def test_alpha_extremes_equal_pure_modes(store, fusion):
     query, vector = "password vpn policy", vec(0.2, 0.5, 0.1, 0.4, 0.3)
     bm25 = await store.search(req(tenant, mode="bm25", query=query, vector=vector, k=5))
     dense = await store.search(req(tenant, mode="vector", query=query, vector=vector, k=5))
-    at0 = await store.search(req(tenant, mode="hybrid", query=query, vector=vector, k=5, alpha=0.0, fusion=fusion))
-    at1 = await store.search(req(tenant, mode="hybrid", query=query, vector=vector, k=5, alpha=1.0, fusion=fusion))
+    at0 = await store.search(
+        req(tenant, mode="hybrid", query=query, vector=vector, k=5, alpha=0.0, fusion=fusion)
+    )
+    at1 = await store.search(
+        req(tenant, mode="hybrid", query=query, vector=vector, k=5, alpha=1.0, fusion=fusion)
+    )
     assert [h.chunk_id for h in at0] == [h.chunk_id for h in bm25]
     assert [h.chunk_id for h in at1] == [h.chunk_id for h in dense]
-    mid = await store.search(req(tenant, mode="hybrid", query=query, vector=vector, k=10, alpha=0.5, fusion=fusion))
+    mid = await store.search(
+        req(tenant, mode="hybrid", query=query, vector=vector, k=10, alpha=0.5, fusion=fusion)
+    )
     assert {h.chunk_id for h in bm25[:1] + dense[:1]} <= {h.chunk_id for h in mid}
 
 
@@ -227,7 +273,13 @@ async def test_citations_round_trip(store):
         for h in await store.search(req(tenant, mode=mode)):
             c = by_id[h.chunk_id]
             assert (h.document_id, h.start, h.end, h.position) == (c.document_id, c.start, c.end, c.position)
-            assert (h.source, h.title, h.section, h.kind, h.text) == (c.source, c.title, c.section, c.kind, c.text)
+            assert (h.source, h.title, h.section, h.kind, h.text) == (
+                c.source,
+                c.title,
+                c.section,
+                c.kind,
+                c.text,
+            )
             assert h.tenant == tenant and sorted(h.groups) == sorted(c.groups)
             assert h.citation()["document_id"] == c.document_id
 
@@ -250,8 +302,14 @@ async def test_tenant_isolation_is_a_data_layer_property(store):
         groups = rng.choice([["*"], ALL_GROUPS, ["staff"], []])
         mode = rng.choice(["bm25", "vector", "hybrid"])
         request = req(
-            tenant_b, groups=groups, mode=mode, query=query, vector=probes[trial % len(probes)],
-            filters=[cond] if cond else [], alpha=rng.random(), fusion=rng.choice(["rrf", "relative"]),
+            tenant_b,
+            groups=groups,
+            mode=mode,
+            query=query,
+            vector=probes[trial % len(probes)],
+            filters=[cond] if cond else [],
+            alpha=rng.random(),
+            fusion=rng.choice(["rrf", "relative"]),
         )
         hits = await store.search(request)
         assert all(h.tenant == tenant_b and h.chunk_id not in a_ids for h in hits), (query, cond, mode)

@@ -13,13 +13,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from weaviate.classes.query import HybridFusion
-from weaviate.exceptions import WeaviateConnectionError, WeaviateQueryError
 
-from graphs.retrieval.chunks import Chunk, chunk_id_for, content_hash
-from graphs.retrieval.filters import Condition
-from graphs.retrieval.store import SearchRequest, StoreError, StoreUnavailable
-from graphs.retrieval.weaviate_store import (
+pytest.importorskip("weaviate", reason="weaviate-client not installed: Weaviate adapter unit tests not run")
+
+from weaviate.classes.query import HybridFusion  # noqa: E402
+from weaviate.exceptions import WeaviateConnectionError, WeaviateQueryError  # noqa: E402
+
+from graphs.retrieval.chunks import Chunk, chunk_id_for, content_hash  # noqa: E402
+from graphs.retrieval.filters import Condition  # noqa: E402
+from graphs.retrieval.store import SearchRequest, StoreError, StoreUnavailable  # noqa: E402
+from graphs.retrieval.weaviate_store import (  # noqa: E402
     VECTOR_NAME,
     WeaviateStore,
     collection_config,
@@ -42,9 +45,21 @@ def flat(f):
 def chunk(tenant="acme", doc="d1", position=0, groups=("staff",)) -> Chunk:
     text = "hello world"
     return Chunk(
-        chunk_id=chunk_id_for(doc, position), tenant=tenant, document_id=doc, source="/x.md", title="X",
-        section=["A", "B"], kind="paragraph", position=position, start=10, end=21, text=text,
-        groups=list(groups), content_hash=content_hash(text), document_hash="dh", ingested_at=5.0,
+        chunk_id=chunk_id_for(doc, position),
+        tenant=tenant,
+        document_id=doc,
+        source="/x.md",
+        title="X",
+        section=["A", "B"],
+        kind="paragraph",
+        position=position,
+        start=10,
+        end=21,
+        text=text,
+        groups=list(groups),
+        content_hash=content_hash(text),
+        document_hash="dh",
+        ingested_at=5.0,
     )
 
 
@@ -94,13 +109,21 @@ def test_query_arguments_per_mode():
 def test_objects_and_results_round_trip():
     c = chunk()
     props = to_properties(c)
-    assert props["section_parts"] == ["A", "B"] and props["section"] == "A > B" and props["groups"] == ["staff"]
+    assert (
+        props["section_parts"] == ["A", "B"] and props["section"] == "A > B" and props["groups"] == ["staff"]
+    )
     assert object_uuid(c) == object_uuid(chunk()) != object_uuid(chunk(tenant="globex"))
     uuid.UUID(object_uuid(c))
     obj = SimpleNamespace(properties=props, metadata=SimpleNamespace(score=None, distance=0.25))
     hit = to_hit(obj, "acme", "vector")
     assert hit.score == pytest.approx(0.75)
-    assert (hit.document_id, hit.start, hit.end, hit.section, hit.text) == ("d1", 10, 21, ["A", "B"], "hello world")
+    assert (hit.document_id, hit.start, hit.end, hit.section, hit.text) == (
+        "d1",
+        10,
+        21,
+        ["A", "B"],
+        "hello world",
+    )
     obj = SimpleNamespace(properties=props, metadata=SimpleNamespace(score=0.8, distance=None))
     assert to_hit(obj, "acme", "hybrid").score == pytest.approx(0.8)
 
@@ -182,7 +205,9 @@ def test_client_errors_are_mapped():
     col = FakeCollection(tc)
     col.created.append("acme")
     store = WeaviateStore(FakeClient(col))
-    request = SearchRequest(tenant="acme", groups=["*"], query="q", vector=np.ones(4, np.float32), mode="hybrid")
+    request = SearchRequest(
+        tenant="acme", groups=["*"], query="q", vector=np.ones(4, np.float32), mode="hybrid"
+    )
     with pytest.raises(StoreError, match="boom"):
         store.search_sync(request)
 
