@@ -26,21 +26,38 @@ class Redactor:
 
     def __init__(self) -> None:
         self._detector: Any = None
+        self._loaded = False
+        self._always = False  # an NER tier finds names without digits, so every string must be scanned
         try:
             from policies.loader import get_policies
-            from policies.pii import detector_for
 
-            self._detector = detector_for(get_policies().pii)
+            self._policy = get_policies().pii
+            self._always = self._policy.engine != "pattern"
         except Exception:  # noqa: BLE001 - without the policy layer, fall back to secret masking only
+            self._policy = None
             log.warning("PII policy unavailable; traces are masked for secrets only")
+
+    def _get_detector(self) -> Any:
+        # Loaded on first need: the recognizers cost ~60 MiB, and many graphs never trace a string that needs them.
+        if not self._loaded:
+            self._loaded = True
+            if self._policy is not None:
+                from policies.pii import detector_for
+
+                self._detector = detector_for(self._policy)
+        return self._detector
 
     def text(self, value: str) -> str:
         from server.logs import mask_secrets
 
         value = mask_secrets(value[:MAX_TEXT])
-        if self._detector is None or not value.strip():
+        # Every pattern-tier entity (email, phone, card, IBAN, SSN, IP...) contains a digit or an '@'.
+        if not value.strip() or not (self._always or any(c.isdigit() or c == "@" for c in value)):
             return value
-        spans = sorted(self._detector.detect(value), key=lambda s: s.start, reverse=True)
+        detector = self._get_detector()
+        if detector is None:
+            return value
+        spans = sorted(detector.detect(value), key=lambda s: s.start, reverse=True)
         for span in spans:
             value = value[: span.start] + f"<{span.entity}>" + value[span.end :]
         return value
