@@ -25,6 +25,7 @@ from langgraph.types import Command
 
 from graphs.models import ModelGateway, ModelsUnavailable
 from graphs.nodes import approval
+from graphs.nodes.answers import deliver
 from graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
 from graphs.nodes.playbooks import plan as playbook_plan
 from graphs.nodes.toolbox import Toolbox, ToolInfo
@@ -162,7 +163,7 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
                         raw["id"] = c["id"]
                     return Command(goto="execute", update={"messages": [reply], "plan": calls, "steps": steps,
                                                            "mode": "model"})
-                delivered = await deliver(state, {"messages": [reply], "steps": steps, "mode": "model",
+                delivered = await deliver(guards, state, {"messages": [reply], "steps": steps, "mode": "model",
                                                   "outcome": "answered"})
                 return Command(goto=END, update=delivered)
         # Zero-key or degraded: the playbook for the routed intent.
@@ -281,21 +282,8 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
             return Command(goto="plan")
         return Command(goto="respond")
 
-    async def deliver(state: InterlockState, update: dict[str, Any]) -> dict[str, Any]:
-        """The answer passes the output guard before it enters the state, then streams to clients."""
-        message = update["messages"][-1]
-        if guards is None:
-            from graphs.models import relay_to_client
-
-            update["messages"] = [await relay_to_client(message)]
-            return update
-        guarded, verdicts = await guards.guard_answer(dict(state), message)
-        update["messages"] = [guarded]
-        update["guard_verdicts"] = [*(update.get("guard_verdicts") or []), *verdicts]
-        return update
-
     async def respond(state: InterlockState) -> dict[str, Any]:
-        return await deliver(state, respond_text(state))
+        return await deliver(guards, state, respond_text(state))
 
     def respond_text(state: InterlockState) -> dict[str, Any]:
         """Zero-key reply: the playbook's template over the last tool result, or the tool's error."""

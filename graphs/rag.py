@@ -22,6 +22,7 @@ from langgraph.graph import END, START, StateGraph
 
 from graphs.events import emit
 from graphs.models import ModelGateway, ModelsUnavailable
+from graphs.nodes.answers import deliver
 from graphs.state import Citation, InterlockState, RetrievedChunk, identify, last_user_text
 
 CITE = re.compile(r"\[#([0-9A-Za-z_-]{4,64})\]")
@@ -230,21 +231,8 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
                                                      "source": chunk.get("source", ""), "verified": True})
         return "From our help centre:\n" + "\n".join(lines), list(citations.values())
 
-    async def deliver(state: InterlockState, update: dict[str, Any]) -> dict[str, Any]:
-        """The answer passes the output guard before it enters the state, then streams to clients."""
-        message = update["messages"][-1]
-        if guards is None:
-            from graphs.models import relay_to_client
-
-            update["messages"] = [await relay_to_client(message)]
-            return update
-        guarded, verdicts = await guards.guard_answer(dict(state), message)
-        update["messages"] = [guarded]
-        update["guard_verdicts"] = [*(update.get("guard_verdicts") or []), *verdicts]
-        return update
-
     async def answer(state: InterlockState) -> dict[str, Any]:
-        return await deliver(state, await draft_answer(state))
+        return await deliver(guards, state, await draft_answer(state))
 
     async def draft_answer(state: InterlockState) -> dict[str, Any]:
         question = last_user_text(state)
