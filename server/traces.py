@@ -5,6 +5,7 @@ spans; Interlock's own graphs add retrieval and guard detail through custom even
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import time
 from typing import Any
@@ -153,8 +154,12 @@ class TraceRecorder(AsyncCallbackHandler):
             return  # the relay that streams an already-guarded answer is not a model call
         metadata = metadata or {}
         model = metadata.get("ls_model_name") or (serialized or {}).get("name") or "chat_model"
+        # The prompt's version: a digest of its system instructions (prompts live in code and policy files).
+        system = "".join(str(m.content) for batch in messages for m in batch if getattr(m, "type", "") == "system")
+        prompt = hashlib.sha256(system.encode()).hexdigest()[:12] if system else None
         self._open(run_id, parent_run_id, str(model), "model", {"messages": messages},
-                   {"model": model, "provider": metadata.get("ls_provider"), "node": metadata.get("langgraph_node")})
+                   {"model": model, "provider": metadata.get("ls_provider"), "node": metadata.get("langgraph_node"),
+                    "prompt_version": prompt})
 
     async def on_llm_start(self, serialized: Any, prompts: list[str], *, run_id: UUID, parent_run_id: UUID | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -252,6 +257,7 @@ class TraceRecorder(AsyncCallbackHandler):
             "graph_id": self.graph_id,
             "status": status,
             "policy_hash": policy_hash,
+            "prompt_versions": sorted({s["attributes"].get("prompt_version") for s in spans if s["kind"] == "model"} - {None}),
             "input": self.redact(input_),
             "output": self.redact(output),
             "spans": spans,

@@ -83,6 +83,8 @@ async def test_model_calls_get_order_with_the_right_id_and_answers_from_its_resu
     run = (await client.runs.list(tid))[0]
     trace = await trace_of(scripted, tid, run["run_id"])
     assert len(trace_spans(trace, "model")) == 2 and trace["tokens"] > 0
+    assert trace["prompt_versions"] and all(m["attributes"]["prompt_version"] for m in trace_spans(trace, "model"))
+    assert [(t["name"], t["attributes"]["outcome"]) for t in trace_spans(trace, "tool")] == [("get_order", "ok")]
 
 
 async def test_cancel_interrupts_with_the_model_call_and_approve_executes_once(

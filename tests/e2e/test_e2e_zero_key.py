@@ -101,6 +101,9 @@ async def test_order_status_calls_get_order_with_the_right_id_and_answers_from_i
         s["name"] for s in trace_spans(trace, "node")
     }
     assert not trace_spans(trace, "model")
+    # The trace itself shows the tool call with its outcome, and the guards that judged this run.
+    assert [(t["name"], t["attributes"]["outcome"]) for t in trace_spans(trace, "tool")] == [("get_order", "ok")]
+    assert {g["name"] for g in trace_spans(trace, "guard")} >= {"input", "tool_output", "output"}
 
 
 async def test_cancel_interrupts_with_the_exact_call_and_approve_executes_once(
@@ -197,7 +200,7 @@ async def test_refund_approved_by_the_operator_endpoint_executes_once_even_when_
     assert len(executed_with(e2e_env, "refund_order", value["approval_id"])) == 1
 
 
-async def test_knowledge_question_gets_an_answer_whose_citations_verify(client: Any) -> None:
+async def test_knowledge_question_gets_an_answer_whose_citations_verify(client: Any, zero_key: Server) -> None:
     tid = await new_thread(client)
     values = await client.runs.wait(
         tid, "router", input=ask("Is there a restocking fee when I return something?"), config=config()
@@ -217,6 +220,12 @@ async def test_knowledge_question_gets_an_answer_whose_citations_verify(client: 
         assert any(flat in " ".join(text.split()) for text in sources.values())
     cited = set(re.findall(r"\[#([0-9a-zA-Z_-]+)\]", answer))
     assert cited <= {c[:8] for c in retrieved}
+    # The run's trace names the retrieved chunks (ids and scores), so a wrong answer can be debugged.
+    run = (await client.runs.list(tid))[0]
+    trace = await trace_of(zero_key, tid, run["run_id"])
+    (retrieval,) = trace_spans(trace, "retrieval")
+    traced = {c["chunk_id"] for c in retrieval["attributes"]["chunks"]}
+    assert set(retrieved) <= traced and all(c["score"] is not None for c in retrieval["attributes"]["chunks"])
 
 
 async def test_out_of_scope_request_is_refused_with_zero_tool_calls(
