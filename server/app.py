@@ -36,6 +36,7 @@ from server.streams import StreamRegistry
 from server.threads import Threads
 from server.trace_export import TraceExporter
 from server.traces import Traces
+from server.webhooks import Webhooks
 
 log = logging.getLogger("interlock.server")
 
@@ -123,6 +124,7 @@ def create_app(
             streams = StreamRegistry(mirror)
             limiter = _build_limiter()
             exporter = TraceExporter()
+            webhooks = Webhooks()
             _plug_usage_sink()
 
             async def on_trace(doc: dict[str, Any], tenant: str | None) -> None:
@@ -143,6 +145,7 @@ def create_app(
                 single_process=single_process,
                 traces=Traces(db),
                 on_trace=on_trace,
+                webhooks=webhooks,
             )
             svc = Services(
                 db=db,
@@ -172,6 +175,7 @@ def create_app(
                 await engine.stop()
                 if mirror is not None:
                     await mirror.close()
+                await webhooks.close()
                 await db.close()
 
     routes: list[Any] = [

@@ -68,6 +68,7 @@ PAYLOAD_FIELDS = (
     "stream_resumable",
     "durability",
     "checkpoint_during",
+    "webhook",
 )
 
 

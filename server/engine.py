@@ -85,6 +85,7 @@ class Engine:
         single_process: bool = True,
         traces: Traces | None = None,
         on_trace: Any = None,
+        webhooks: Any = None,
     ) -> None:
         self.runs = runs
         self.threads = threads
@@ -96,6 +97,7 @@ class Engine:
         self.concurrency = concurrency
         self.single_process = single_process
         self.traces = traces
+        self.webhooks = webhooks
         self.on_trace = on_trace  # callback(doc, tenant) after a run's trace is saved: metrics, budgets, export
         self.redactor = Redactor() if traces is not None else None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -315,6 +317,13 @@ class Engine:
             RUN_CONTEXT.reset(log_token)
             if recorder is not None and status_box["status"] != "shutdown":
                 await self._save_trace(recorder, run, kw, status_box)
+            if kw.get("webhook") and self.webhooks is not None and status_box["status"] != "shutdown":
+                from server.runs import run_out
+
+                payload = {**run_out(run), "status": status_box["status"], "values": status_box["output"]}
+                if isinstance(status_box["output"], dict) and "__error__" in status_box["output"]:
+                    payload["error"] = status_box["output"]["__error__"]
+                self.webhooks.send(kw["webhook"], payload)
 
     async def _save_trace(self, recorder: TraceRecorder, run: dict[str, Any], kw: dict[str, Any], box: dict[str, Any]) -> None:
         try:

@@ -180,12 +180,12 @@ class RunCreate(Body):
     on_completion: Literal["delete", "keep"] | None = None
     after_seconds: float | None = Field(None, ge=0)
     strict_resume: bool | None = None
+    webhook: str | None = Field(None, max_length=2048)
     # Accepted only when absent/null: we do not silently drop what we cannot honour.
-    webhook: None = None
     feedback_keys: None = None
     langsmith_tracer: None = None
 
-    @field_validator("webhook", "feedback_keys", "langsmith_tracer", mode="before")
+    @field_validator("feedback_keys", "langsmith_tracer", mode="before")
     @classmethod
     def _unsupported(cls, value: Any, info: Any) -> None:
         if value is not None:
@@ -223,14 +223,7 @@ class CronCreate(Body):
     durability: Literal["sync", "async", "exit"] | None = None
     on_run_completed: Literal["delete", "keep"] | None = None
     checkpoint_during: bool | None = None
-    webhook: None = None
-
-    @field_validator("webhook", mode="before")
-    @classmethod
-    def _unsupported(cls, value: Any) -> None:
-        if value is not None:
-            raise ValueError("'webhook' is not supported by this server")
-        return None
+    webhook: str | None = Field(None, max_length=2048)
 
 
 class CronPatch(Body):
@@ -250,7 +243,7 @@ class CronPatch(Body):
     stream_resumable: bool | None = None
     durability: Literal["sync", "async", "exit"] | None = None
     multitask_strategy: MultitaskStrategy | None = None
-    webhook: None = None
+    webhook: str | None = Field(None, max_length=2048)
 
 
 class CronSearch(Body):

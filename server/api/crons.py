@@ -14,6 +14,7 @@ from server.auth import User, request_user
 from server.bodies import parse
 from server.services import Services, services
 from server.threads import check_uuid
+from server.webhooks import check_url
 
 
 async def _authorize(request: Request, action: str, value: dict[str, Any]) -> None:
@@ -22,6 +23,8 @@ async def _authorize(request: Request, action: str, value: dict[str, Any]) -> No
 
 async def create(request: Request) -> Response:
     body = await parse(request, schemas.CronCreate, empty_ok=False)
+    if body.webhook:
+        check_url(body.webhook)
     svc = services(request)
     thread_id = request.path_params.get("thread_id")
     if thread_id:
@@ -42,6 +45,8 @@ async def get(request: Request) -> Response:
 
 async def patch(request: Request) -> Response:
     body = await parse(request, schemas.CronPatch)
+    if body.webhook:
+        check_url(body.webhook)
     await _authorize(request, "update", {"cron_id": request.path_params["cron_id"], **body.model_dump()})
     return JSONResponse(await services(request).crons.patch(request.path_params["cron_id"], body))
 

@@ -21,6 +21,7 @@ from server.serialization import dumps, loads
 from server.services import Services, services
 from server.streams import HEARTBEAT_SECONDS, Event, RunStream, sse_frame
 from server.threads import check_uuid
+from server.webhooks import check_url
 
 REJECT_DETAIL = "Thread is already running a task. Wait for it to finish or choose a different multitask strategy."
 _detached: set[asyncio.Task[Any]] = set()
@@ -47,6 +48,8 @@ async def create_run(
         raise Invalid("'checkpoint' and 'checkpoint_id' are mutually exclusive")
     if thread_id is None and (body.checkpoint or body.checkpoint_id):
         raise Invalid("'checkpoint' needs a thread")
+    if body.webhook:
+        check_url(body.webhook)
     assistant = await svc.assistants.resolve(body.assistant_id)
     temporary = thread_id is None
     run_id = clock.new_id()
@@ -124,6 +127,7 @@ async def create_run(
         "on_disconnect": on_disconnect,
         "on_completion": body.on_completion or ("delete" if temporary else "keep"),
         "user": user.dict() if user.is_authenticated else None,
+        "webhook": body.webhook,
     }
     stream = svc.streams.open(run_id, body.stream_resumable)
     run = await svc.runs.insert(

@@ -82,6 +82,7 @@ def make_server(tmp: Path, database_url: str | None, config: Path = PROJECT / "l
         "INTERLOCK_HOME": str(home),
         "INTERLOCK_HEARTBEAT_SECONDS": "1",
         "INTERLOCK_MAX_BODY_BYTES": str(256 * 1024),
+        "INTERLOCK_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # the tests' webhook receiver
         "LANGGRAPH_API_KEY": "",
         "LANGSMITH_API_KEY": "",
         **env,

@@ -66,7 +66,7 @@ async def test_bad_input_is_4xx_json_and_server_keeps_serving(server) -> None:
             (await http.post("/threads/search", json={"limit": "many"}), 422, "limit"),
             (await http.post("/threads", json={"metadata": {}, "colour": "red"}), 422, "unknown field 'colour'"),
             (await http.post(f"/threads/{tid}/runs", json={"assistant_id": "two_node", "stream_mode": ["values", "telepathy"]}), 422, "stream_mode"),
-            (await http.post(f"/threads/{tid}/runs", json={"assistant_id": "two_node", "webhook": "http://x"}), 422, "webhook"),
+            (await http.post(f"/threads/{tid}/runs", json={"assistant_id": "two_node", "feedback_keys": ["x"]}), 422, "feedback_keys"),
             (await http.post(f"/threads/{tid}/runs", json={"assistant_id": "two_node", "input": {}, "command": {"resume": 1}}), 422, "mutually exclusive"),
             (await http.get(f"/threads/{uuid.uuid4()}"), 404, "not found"),
             (await http.get("/threads/not-a-uuid"), 422, "UUID"),
@@ -160,3 +160,35 @@ async def test_auth_hook_scopes_every_endpoint(auth_server) -> None:
     await bob.store.put_item(["notes"], "k", {"v": "bob's"})
     assert (await ann.store.get_item(["notes"], "k"))["value"] == {"v": "ann's"}
     assert (await bob.store.get_item(["notes"], "k"))["value"] == {"v": "bob's"}
+
+
+async def test_webhook_on_completion_and_ssrf_guard(client, server) -> None:
+    received: list[bytes] = []
+    arrived = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        received.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        arrived.set()
+
+    receiver = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = receiver.sockets[0].getsockname()[1]
+    try:
+        tid = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(tid, "two_node", input={"n": 1}, webhook=f"http://127.0.0.1:{port}/hook")
+        await asyncio.wait_for(arrived.wait(), 15)
+    finally:
+        receiver.close()
+    import orjson
+
+    payload = orjson.loads(received[0])
+    assert payload["run_id"] == run["run_id"] and payload["status"] == "success" and payload["values"]["n"] == 4
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for url in ("http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data", "http://localhost:9/x",
+                    "ftp://example.com/x", "http://[::1]:8080/x"):
+            resp = await http.post(f"/threads/{tid}/runs", json={"assistant_id": "two_node", "webhook": url})
+            assert resp.status_code == 422 and "webhook" in resp.json()["detail"], (url, resp.text)
