@@ -254,6 +254,8 @@ class Engine:
         for run in await self.runs.active_for_thread(thread_id):
             await self.cancel(run, "interrupt")
         await self.checkpointer.adelete_thread(thread_id)
+        if self.traces is not None:
+            await self.traces.delete_thread(thread_id)
         await self.threads.delete(thread_id)
 
     # -- execution ---------------------------------------------------------------------------------------
@@ -296,12 +298,10 @@ class Engine:
 
     async def _execute(self, run: dict[str, Any]) -> None:
         kw = loads(run["kwargs"]) or {}
+        assistant = await self.assistants.find(run["assistant_id"])
         recorder = None
         if self.traces is not None and self.redactor is not None:
-            graph_id = ""
-            assistant = await self.assistants.find(run["assistant_id"])
-            if assistant is not None:
-                graph_id = assistant["graph_id"]
+            graph_id = assistant["graph_id"] if assistant is not None else ""
             recorder = TraceRecorder(run["run_id"], run["thread_id"], graph_id, self.redactor)
         trace_token = CURRENT_TRACE.set(recorder)
         log_token = RUN_CONTEXT.set({"run_id": run["run_id"], "thread_id": run["thread_id"], "trace_id": run["run_id"]})
@@ -311,7 +311,7 @@ class Engine:
             from langsmith.run_helpers import tracing_context
 
             with tracing_context(enabled=False):
-                await self._execute_run(run, kw, recorder, status_box)
+                await self._execute_run(run, kw, assistant, recorder, status_box)
         finally:
             CURRENT_TRACE.reset(trace_token)
             RUN_CONTEXT.reset(log_token)
@@ -344,7 +344,12 @@ class Engine:
             log.exception("saving the trace of run %s failed", run["run_id"])
 
     async def _execute_run(
-        self, run: dict[str, Any], kw: dict[str, Any], recorder: TraceRecorder | None, box: dict[str, Any]
+        self,
+        run: dict[str, Any],
+        kw: dict[str, Any],
+        assistant: dict[str, Any] | None,
+        recorder: TraceRecorder | None,
+        box: dict[str, Any],
     ) -> None:
         run_id, thread_id = run["run_id"], run["thread_id"]
         ephemeral = run["temporary"] == EPHEMERAL
@@ -354,7 +359,6 @@ class Engine:
         status, error, snapshot, result = "error", None, None, None
         graph = None
         try:
-            assistant = await self.assistants.find(run["assistant_id"])
             if assistant is None:
                 raise RunFailed(f"assistant {run['assistant_id']} no longer exists")
             spec = self.project.graphs.get(assistant["graph_id"])

@@ -214,28 +214,39 @@ class TraceRecorder(AsyncCallbackHandler):
 
     # -- Interlock's own events ---------------------------------------------------------------------------
     async def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        """`interlock.<kind>` events from our graphs: retrieval (chunk ids, scores), guard verdicts, tool calls,
-        usage (tokens, cost)."""
+        """`interlock.<kind>` events from our graphs: retrieval (chunk ids, scores), guard verdicts, tool calls."""
         if not name.startswith("interlock."):
             return
         kind = name.split(".", 1)[1]
         payload = data if isinstance(data, dict) else {"value": data}
-        if kind == "usage":
-            self.add_usage(int(payload.get("input_tokens", 0)) + int(payload.get("output_tokens", 0)),
-                           float(payload.get("cost_usd", 0.0)))
-        key = f"event-{len(self.events)}-{run_id}"
+        self.add_event(
+            kind,
+            str(payload.get("name") or kind),
+            parent_id=str(run_id),
+            latency_ms=float(payload.get("latency_ms") or 0.0),
+            inputs=self.redact(payload.get("inputs")),
+            outputs=self.redact(payload.get("outputs")),
+            error=payload.get("error"),
+            attributes=self.redact({k: v for k, v in payload.items() if k not in ("inputs", "outputs", "error")}),
+        )
+
+    def add_event(self, kind: str, name: str, *, parent_id: str | None, latency_ms: float, inputs: Any = None,
+                  outputs: Any = None, error: Any = None, attributes: dict[str, Any] | None = None) -> None:
+        """A point-in-time span reported by the graph (retrieval, tool, guard) or the model gateway (usage)."""
+        key = f"{kind}-{len(self.events)}"
+        now = clock.iso()
         span = {
             "span_id": key,
-            "parent_id": str(run_id),
-            "name": str(payload.get("name") or kind),
+            "parent_id": parent_id,
+            "name": name,
             "kind": kind,
-            "start": clock.iso(),
-            "end": clock.iso(),
-            "latency_ms": float(payload.get("latency_ms") or 0.0),
-            "inputs": self.redact(payload.get("inputs")),
-            "outputs": self.redact(payload.get("outputs")),
-            "error": payload.get("error"),
-            "attributes": self.redact({k: v for k, v in payload.items() if k not in ("inputs", "outputs", "error")}),
+            "start": now,
+            "end": now,
+            "latency_ms": latency_ms,
+            "inputs": inputs,
+            "outputs": outputs,
+            "error": error,
+            "attributes": attributes or {},
         }
         self.events.append(span)
         self.spans[key] = span
@@ -274,19 +285,13 @@ def usage_sink(record: Any) -> None:
     if recorder is None:
         return
     recorder.add_usage(int(record.input_tokens) + int(record.output_tokens), float(record.cost_usd))
-    key = f"usage-{len(recorder.events)}"
-    span = {
-        "span_id": key,
-        "parent_id": None,
-        "name": f"{record.provider}:{record.model}",
-        "kind": "usage",
-        "start": clock.iso(),
-        "end": clock.iso(),
-        "latency_ms": float(record.latency_ms),
-        "inputs": None,
-        "outputs": None,
-        "error": None if record.outcome == "ok" else record.outcome,
-        "attributes": {
+    recorder.add_event(
+        "usage",
+        f"{record.provider}:{record.model}",
+        parent_id=None,
+        latency_ms=float(record.latency_ms),
+        error=None if record.outcome == "ok" else record.outcome,
+        attributes={
             "tenant": record.tenant,
             "feature": record.feature,
             "tier": record.tier,
@@ -297,10 +302,7 @@ def usage_sink(record: Any) -> None:
             "cost_usd": record.cost_usd,
             "outcome": record.outcome,
         },
-    }
-    recorder.events.append(span)
-    recorder.spans[key] = span
-    recorder.order.append(key)
+    )
 
 
 class Traces:

@@ -242,16 +242,8 @@ def wait_response(
     async def body() -> AsyncIterator[bytes]:
         finished = False
         try:
-            waiter = asyncio.ensure_future(svc.engine.wait_finished(run["run_id"]))
-            try:
-                while True:
-                    done, _ = await asyncio.wait({waiter}, timeout=HEARTBEAT_SECONDS)
-                    if done:
-                        break
-                    yield b"\n"
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
+            async for _ in _until_finished(svc, run["run_id"]):
+                yield b"\n"
             finished = True
             yield dumps(await _output(svc, run["run_id"], run["thread_id"], stream))
         finally:
@@ -441,6 +433,7 @@ async def join_stream(request: Request) -> Response:
 
 
 async def _until_finished(svc: Services, run_id: str) -> AsyncIterator[Event | None]:
+    """None (a heartbeat) every HEARTBEAT_SECONDS until the run is no longer pending or running."""
     waiter = asyncio.ensure_future(svc.engine.wait_finished(run_id))
     try:
         while True:
