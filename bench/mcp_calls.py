@@ -36,7 +36,7 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 async def measure(tools: Any, calls: int, warmup: int) -> dict[str, float]:
-    from tools.client import Principal
+    from interlock.tools.client import Principal
 
     principal = Principal(**PRINCIPAL)
     for _ in range(warmup):
@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 async def bench_http(calls: int, warmup: int) -> dict[str, float]:
-    from tools.client import GovernedTools, ServerConfig, ToolsConfig
+    from interlock.tools.client import GovernedTools, ServerConfig, ToolsConfig
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
@@ -87,9 +87,8 @@ async def bench_http(calls: int, warmup: int) -> dict[str, float]:
 
 async def bench_memory(calls: int, warmup: int) -> dict[str, float]:
     from fastmcp.utilities.tests import asgi_server
-
-    from mcp_servers.hosting import build_server, load_system
-    from tools.client import GovernedTools, ServerConfig, ToolsConfig
+    from interlock.mcp_servers.hosting import build_server, load_system
+    from interlock.tools.client import GovernedTools, ServerConfig, ToolsConfig
 
     aud = "http://127.0.0.1:8701/mcp"
     async with asgi_server(build_server(load_system("orders"), audience=aud)) as running:
@@ -110,7 +109,7 @@ async def main() -> int:
     os.environ["INTERLOCK_HOME"] = home
     os.environ.pop("INTERLOCK_DATABASE_URL", None)
     os.environ["INTERLOCK_MCP_CALLS_PER_S"] = "1000000"  # measure the path, not the limiter
-    from mcp_servers import sample_data
+    from interlock.mcp_servers import sample_data
 
     sample_data.seed(reset=True)
     results = {

@@ -31,11 +31,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from graphs.retrieval import Retriever  # noqa: E402
-from graphs.retrieval.chunks import Chunk, chunk_id_for, content_hash  # noqa: E402
-from graphs.retrieval.embedded_store import EmbeddedStore  # noqa: E402
-from graphs.retrieval.embeddings import get_embedder  # noqa: E402
-from graphs.retrieval.store import SearchRequest  # noqa: E402
+from interlock.graphs.retrieval import Retriever  # noqa: E402
+from interlock.graphs.retrieval.chunks import Chunk, chunk_id_for, content_hash  # noqa: E402
+from interlock.graphs.retrieval.embedded_store import EmbeddedStore  # noqa: E402
+from interlock.graphs.retrieval.embeddings import get_embedder  # noqa: E402
+from interlock.graphs.retrieval.store import SearchRequest  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 TENANT = "bench"

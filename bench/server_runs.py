@@ -52,7 +52,7 @@ def start(name: str, workdir: Path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "INTERLOCK_HOME": str(workdir / ".interlock"), "LANGSMITH_TRACING": "false"}
     env.pop("INTERLOCK_DATABASE_URL", None)
     if name == "interlock":
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(workdir / "langgraph.json"), "--port", str(port),
+        cmd = [sys.executable, "-m", "interlock", "serve", "--config", str(workdir / "langgraph.json"), "--port", str(port),
                "--log-level", "warning"]
         cwd = HERE.parent
     else:

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _trace_parser() -> argparse.ArgumentParser:
-    from evals.traces import DEFAULT_URL
+    from interlock.evals.traces import DEFAULT_URL
 
     parser = argparse.ArgumentParser(prog="interlock eval add-from-trace",
                                      description="append a production trace to a suite's dataset as an eval case")
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _beir(words: list[str]) -> int:
-    from graphs.retrieval.cli import add_eval_arguments
-    from graphs.retrieval.cli import run_eval as beir_eval
+    from interlock.graphs.retrieval.cli import add_eval_arguments
+    from interlock.graphs.retrieval.cli import run_eval as beir_eval
 
     parser = argparse.ArgumentParser(prog="interlock eval retrieval",
                                      description="nDCG/recall/MRR of each search mode on a BEIR dataset")
@@ -89,8 +89,8 @@ def _beir(words: list[str]) -> int:
 
 
 def run_gate(args: argparse.Namespace) -> int:
-    from evals.environment import EvalSetupError
-    from evals.gate import (
+    from interlock.evals.environment import EvalSetupError
+    from interlock.evals.gate import (
         BASELINES,
         RESULTS,
         BaselineError,
@@ -100,10 +100,10 @@ def run_gate(args: argparse.Namespace) -> int:
         render_table,
         write_json,
     )
-    from evals.harness import run_suites
-    from evals.suite import DatasetError
-    from evals.suites import SUITES, get_suite
-    from policies.loader import PolicyError
+    from interlock.evals.harness import run_suites
+    from interlock.evals.suite import DatasetError
+    from interlock.evals.suites import SUITES, get_suite
+    from interlock.policies.loader import PolicyError
 
     if args.list:
         for name, cls in SUITES.items():
@@ -119,7 +119,7 @@ def run_gate(args: argparse.Namespace) -> int:
         print("error: --update-baselines needs the full suites (drop --limit)", file=sys.stderr)
         return EXIT_USAGE
     if args.policy_dir is not None:
-        from policies.loader import load_policies
+        from interlock.policies.loader import load_policies
 
         try:
             load_policies(args.policy_dir)  # refuse a broken candidate before starting anything
@@ -179,9 +179,9 @@ def _why(case: Any) -> str:
 
 
 def add_from_trace(args: argparse.Namespace) -> int:
-    from evals.suite import DatasetError
-    from evals.suites import get_suite
-    from evals.traces import TraceClient, TraceError, append_case, case_from_trace, parse_expect
+    from interlock.evals.suite import DatasetError
+    from interlock.evals.suites import get_suite
+    from interlock.evals.traces import TraceClient, TraceError, append_case, case_from_trace, parse_expect
 
     try:
         suite = get_suite(args.suite)

@@ -72,7 +72,7 @@ class EvalEnvironment:
             self._setenv(key, value)
         if self._policy_dir is not None:
             self._setenv("INTERLOCK_POLICY_DIR", str(self._policy_dir))
-        from policies.loader import clear_cache
+        from interlock.policies.loader import clear_cache
 
         clear_cache()
         return self
@@ -95,7 +95,7 @@ class EvalEnvironment:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-            from policies.loader import clear_cache
+            from interlock.policies.loader import clear_cache
 
             clear_cache()
             if self._owned_home:
@@ -105,19 +105,19 @@ class EvalEnvironment:
 
     @property
     def policy_dir(self) -> Path:
-        from policies.loader import default_directory
+        from interlock.policies.loader import default_directory
 
         return default_directory()
 
     def policy_hash(self) -> str:
-        from policies.loader import get_policies
+        from interlock.policies.loader import get_policies
 
         return get_policies().hash
 
     def classifier(self) -> Any:
         """One intent classifier per run, built from the run's policy directory (not the process cache)."""
         if self._classifier is None:
-            from graphs.nodes.intent import IntentClassifier
+            from interlock.graphs.nodes.intent import IntentClassifier
 
             self._classifier = IntentClassifier()
         return self._classifier
@@ -126,8 +126,8 @@ class EvalEnvironment:
         """The embedded store under this run's home, holding the sample knowledge base."""
         async with self._lock:
             if self._retriever is None:
-                from graphs.knowledge import ingest_sample
-                from graphs.retrieval import Retriever
+                from interlock.graphs.knowledge import ingest_sample
+                from interlock.graphs.retrieval import Retriever
 
                 retriever = Retriever.from_settings()
                 reports = await ingest_sample(retriever)
@@ -151,8 +151,7 @@ class EvalEnvironment:
 
     async def _start_mcp(self, system: str) -> str:
         import uvicorn
-
-        from mcp_servers.hosting import build_app, load_system
+        from interlock.mcp_servers.hosting import build_app, load_system
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
@@ -172,14 +171,14 @@ class EvalEnvironment:
     @staticmethod
     def reset_sample_data() -> None:
         """Recreate the sample systems' databases, so a case that cancels an order cannot affect the next."""
-        from mcp_servers import sample_data
+        from interlock.mcp_servers import sample_data
 
         sample_data.seed(reset=True)
 
     async def toolbox(self) -> Any:
         """A fresh governed toolbox (its `calls` list is this case's record of every tool call)."""
-        from graphs.nodes.governed import GovernedToolbox
-        from tools.client import GovernedTools, ServerConfig, ToolsConfig
+        from interlock.graphs.nodes.governed import GovernedToolbox
+        from interlock.tools.client import GovernedTools, ServerConfig, ToolsConfig
 
         urls = await self.mcp_urls()
         return GovernedToolbox(GovernedTools(ToolsConfig(servers={n: ServerConfig(url=u) for n, u in urls.items()})))
@@ -187,8 +186,8 @@ class EvalEnvironment:
     async def router(self, *, toolbox: Any = None, gateway: Any = None, limits: Any = None,
                      knowledge: bool = True) -> Any:
         """The served `router` graph, zero-key unless a gateway is given, compiled with an in-memory saver."""
-        from graphs.models import ModelGateway
-        from graphs.router import RouterDeps, build_router
+        from interlock.graphs.models import ModelGateway
+        from interlock.graphs.router import RouterDeps, build_router
 
         graph = build_router(RouterDeps(gateway=gateway or ModelGateway(), toolbox=toolbox,
                                         retriever=await self.retriever() if knowledge else None,

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from interlock.evals.harness import SuiteResult
+from interlock.evals.suite import Suite
 from pydantic import BaseModel, Field, ValidationError
-
-from evals.harness import SuiteResult
-from evals.suite import Suite
 
 HERE = Path(__file__).resolve().parent
 BASELINES = HERE / "baselines"

@@ -17,9 +17,8 @@ import warnings
 from datetime import UTC, datetime
 from typing import Any
 
+from interlock.evals.suite import INVARIANT, Case, Suite
 from pydantic import BaseModel, Field
-
-from evals.suite import INVARIANT, Case, Suite
 
 log = logging.getLogger("interlock.evals")
 
@@ -142,7 +141,7 @@ async def run_suite(suite: Suite, env: Any, *, limit: int | None = None) -> Suit
 async def run_suites(suites: list[Suite], *, limit: int | None = None, home: Any = None,
                      policy_dir: Any = None) -> list[SuiteResult]:
     """Run suites one after the other in one environment (MCP servers and index are shared)."""
-    from evals.environment import EvalEnvironment
+    from interlock.evals.environment import EvalEnvironment
 
     async with EvalEnvironment(home=home, policy_dir=policy_dir) as env:
         return [await run_suite(suite, env, limit=limit) for suite in suites]

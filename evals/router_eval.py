@@ -39,7 +39,7 @@ def load_dataset(path: Path) -> list[LabelledMessage]:
 
 
 def evaluate(rows: list[LabelledMessage], classifier: Any | None = None) -> dict[str, Any]:
-    from graphs.nodes.intent import IntentClassifier
+    from interlock.graphs.nodes.intent import IntentClassifier
 
     classifier = classifier or IntentClassifier()
     known = {e.strip().lower() for spec in classifier.policy.intents.values() for e in spec.examples}

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from interlock.evals.suite import Case, DatasetError, Suite
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from evals.suite import Case, DatasetError, Suite
 
 DEFAULT_URL = "http://127.0.0.1:2024"
 MAX_THREADS_SEARCHED = 2000

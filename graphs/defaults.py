@@ -11,13 +11,13 @@ from typing import Any
 
 
 def default_retriever() -> Any:
-    from graphs.retrieval import Retriever
+    from interlock.graphs.retrieval import Retriever
 
     return Retriever.from_settings()
 
 
 def default_toolbox() -> Any:
-    from graphs.nodes.governed import toolbox_from_settings
+    from interlock.graphs.nodes.governed import toolbox_from_settings
 
     return toolbox_from_settings()
 

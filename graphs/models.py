@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interlock.policies.graph_schema import POLICY_DIR, ModelsPolicy, ProviderConfig, Tier, load_models_policy
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
-
-from policies.graph_schema import POLICY_DIR, ModelsPolicy, ProviderConfig, Tier, load_models_policy
 
 log = logging.getLogger("interlock.models")
 

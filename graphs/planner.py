@@ -18,18 +18,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from interlock.graphs.models import ModelGateway, ModelsUnavailable
+from interlock.graphs.nodes import approval
+from interlock.graphs.nodes.answers import deliver
+from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
+from interlock.graphs.nodes.playbooks import plan as playbook_plan
+from interlock.graphs.nodes.toolbox import Toolbox, ToolInfo
+from interlock.graphs.state import InterlockState, PrincipalInfo, identify, last_user_text
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
-
-from graphs.models import ModelGateway, ModelsUnavailable
-from graphs.nodes import approval
-from graphs.nodes.answers import deliver
-from graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
-from graphs.nodes.playbooks import plan as playbook_plan
-from graphs.nodes.toolbox import Toolbox, ToolInfo
-from graphs.state import InterlockState, PrincipalInfo, identify, last_user_text
 
 PLANNER_PROMPT = (
     "You are the customer-support planner of {company}. Use the tools to act for the signed-in customer. "
@@ -47,8 +46,8 @@ class RunLimits:
     @classmethod
     def from_policy(cls) -> RunLimits:
         try:
-            from policies.graph_schema import load_yaml
-            from policies.schema import LimitsPolicy
+            from interlock.policies.graph_schema import load_yaml
+            from interlock.policies.schema import LimitsPolicy
 
             run = LimitsPolicy.model_validate(load_yaml("limits.yaml")).run
             return cls(run.max_steps, run.max_tool_calls, run.wall_clock_s)
@@ -96,9 +95,9 @@ async def _tools_for(deps: PlannerDeps, state: InterlockState) -> dict[str, Tool
 def guards_module() -> Any | None:
     """graphs.nodes.guards when it is installed (built by the guardrails area)."""
     try:
-        return importlib.import_module("graphs.nodes.guards")
+        return importlib.import_module("interlock.graphs.nodes.guards")
     except ModuleNotFoundError as exc:
-        if exc.name == "graphs.nodes.guards":
+        if exc.name == "interlock.graphs.nodes.guards":
             return None
         raise
 
@@ -115,7 +114,7 @@ def _no_guard(state: InterlockState) -> dict[str, Any]:
 def _vault(state: InterlockState) -> Any | None:
     if not state.get("pii_vault"):
         return None
-    from policies.pii import PiiVault
+    from interlock.policies.pii import PiiVault
 
     return PiiVault.from_state(state["pii_vault"])
 
@@ -348,7 +347,7 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
 
 def _standalone_classifier() -> Any:
     async def classify(state: InterlockState) -> dict[str, Any]:
-        from graphs.nodes.intent import default_classifier
+        from interlock.graphs.nodes.intent import default_classifier
 
         if state.get("intent"):
             return {}
@@ -360,7 +359,7 @@ def _standalone_classifier() -> Any:
 
 def make_graph() -> Any:
     """`planner` as served on its own (langgraph.json): classifies the intent itself."""
-    from graphs.defaults import Lazy, default_toolbox
+    from interlock.graphs.defaults import Lazy, default_toolbox
 
     limits = RunLimits.from_policy()
     return build_planner(PlannerDeps(toolbox=Lazy(default_toolbox), gateway=ModelGateway.from_policy(),

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from interlock.graphs.events import emit
+from interlock.graphs.models import ModelGateway, ModelsUnavailable
+from interlock.graphs.nodes.answers import deliver
+from interlock.graphs.state import Citation, InterlockState, RetrievedChunk, identify, last_user_text
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
-
-from graphs.events import emit
-from graphs.models import ModelGateway, ModelsUnavailable
-from graphs.nodes.answers import deliver
-from graphs.state import Citation, InterlockState, RetrievedChunk, identify, last_user_text
 
 CITE = re.compile(r"\[#([0-9A-Za-z_-]{4,64})\]")
 QUOTE = re.compile(r"[\"“]([^\"”]{8,400})[\"”]\s*\[#([0-9A-Za-z_-]{4,64})\]")
@@ -128,7 +127,7 @@ def _normalise(text: str) -> str:
 
 def _get_embedder(deps: RagDeps) -> Any:
     if deps.embedder is None:
-        from graphs.retrieval.embeddings import get_embedder
+        from interlock.graphs.retrieval.embeddings import get_embedder
 
         deps.embedder = get_embedder()
     return deps.embedder
@@ -294,7 +293,7 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
     builder.add_edge("rerank", "budget")
     guards = None
     if deps.use_guards:
-        from graphs.planner import guards_module
+        from interlock.graphs.planner import guards_module
 
         guards = guards_module()
     if guards is not None:
@@ -310,8 +309,8 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
 
 def make_graph() -> Any:
     """`rag` as served on its own (langgraph.json): identity from config, default retriever and models."""
-    from graphs.defaults import Lazy, default_retriever
-    from graphs.models import ModelGateway as Gateway
+    from interlock.graphs.defaults import Lazy, default_retriever
+    from interlock.graphs.models import ModelGateway as Gateway
 
     return build_rag(RagDeps(retriever=Lazy(default_retriever), gateway=Gateway.from_policy()),
                      standalone=True).compile(name="rag")

@@ -13,12 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.graph import END, START, StateGraph
-
-from graphs.models import ModelGateway, ModelsUnavailable
-from graphs.nodes.intent import IntentClassifier, default_classifier
-from graphs.planner import (
+from interlock.graphs.models import ModelGateway, ModelsUnavailable
+from interlock.graphs.nodes.intent import IntentClassifier, default_classifier
+from interlock.graphs.planner import (
     PlannerDeps,
     RunLimits,
     build_planner,
@@ -26,8 +23,10 @@ from graphs.planner import (
     guards_module,
     recursion_budget,
 )
-from graphs.rag import RagConfig, RagDeps, build_rag
-from graphs.state import InterlockState, identify, last_user_text
+from interlock.graphs.rag import RagConfig, RagDeps, build_rag
+from interlock.graphs.state import InterlockState, identify, last_user_text
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.graph import END, START, StateGraph
 
 log = logging.getLogger("interlock.graphs.router")
 
@@ -150,7 +149,7 @@ def build_router(deps: RouterDeps) -> Any:
 
 
 def default_deps() -> RouterDeps:
-    from graphs.defaults import Lazy, default_retriever, default_toolbox
+    from interlock.graphs.defaults import Lazy, default_retriever, default_toolbox
 
     return RouterDeps(gateway=ModelGateway.from_policy(), toolbox=Lazy(default_toolbox),
                       retriever=Lazy(default_retriever))

@@ -14,10 +14,9 @@ from typing import Any
 import mcp_types as mt
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
-
-from mcp_servers.denials import Denied
-from mcp_servers.principals import META_APPROVAL, ToolPolicy, current_principal, request_meta
-from tools.approvals import ApprovalError, ApprovalStore
+from interlock.mcp_servers.denials import Denied
+from interlock.mcp_servers.principals import META_APPROVAL, ToolPolicy, current_principal, request_meta
+from interlock.tools.approvals import ApprovalError, ApprovalStore
 
 
 class ApprovalGate(Middleware):

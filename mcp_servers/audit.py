@@ -17,11 +17,10 @@ import mcp_types as mt
 from fastmcp.exceptions import ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
-
-from mcp_servers.denials import Denied
-from mcp_servers.principals import META_APPROVAL, META_TRACE, PrincipalResolver, request_meta
-from tools.approvals import args_hash
-from tools.audit import AuditLog, AuditRecord
+from interlock.mcp_servers.denials import Denied
+from interlock.mcp_servers.principals import META_APPROVAL, META_TRACE, PrincipalResolver, request_meta
+from interlock.tools.approvals import args_hash
+from interlock.tools.audit import AuditLog, AuditRecord
 
 log = logging.getLogger(__name__)
 

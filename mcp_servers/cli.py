@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from mcp_servers import endpoints
+from interlock.mcp_servers import endpoints
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def _run_mcp(args: argparse.Namespace) -> int:
                   "use INTERLOCK_MCP_<SYSTEM>_URL to change ports", file=sys.stderr)
             return 2
         return _run_all()
-    from mcp_servers.hosting import load_system, run
+    from interlock.mcp_servers.hosting import load_system, run
 
     if args.transport == "http":
         print(f"{args.system}: {endpoints.canonical_url(args.system, args.port)}", file=sys.stderr)
@@ -47,7 +47,7 @@ def _run_all() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "server.cli", "mcp", s, "--transport", "http"])
+        subprocess.Popen([sys.executable, "-m", "interlock", "mcp", s, "--transport", "http"])
         for s in endpoints.SYSTEMS
     ]
     try:
@@ -66,7 +66,7 @@ def _run_all() -> int:
 
 
 def _run_seed(args: argparse.Namespace) -> int:
-    from mcp_servers import sample_data
+    from interlock.mcp_servers import sample_data
 
     counts = sample_data.seed(reset=args.reset)
     for system, n in counts.items():
@@ -74,7 +74,7 @@ def _run_seed(args: argparse.Namespace) -> int:
     # The sample company's help centre, so the RAG path has something to ground answers in.
     import asyncio
 
-    from graphs.knowledge import ingest_sample
+    from interlock.graphs.knowledge import ingest_sample
 
     reports = asyncio.run(ingest_sample())
     for name, report in reports.items():

@@ -6,11 +6,10 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastmcp.exceptions import ToolError
+from interlock.mcp_servers import sample_data
+from interlock.mcp_servers.hosting import System
+from interlock.mcp_servers.principals import current_principal
 from pydantic import BaseModel, Field
-
-from mcp_servers import sample_data
-from mcp_servers.hosting import System
-from mcp_servers.principals import current_principal
 
 system = System("crm", "Customers of the caller's tenant: search, read and update contact details.")
 

@@ -24,16 +24,21 @@ import uvicorn
 from fastmcp import FastMCP
 from fastmcp.server.auth import require_scopes
 from fastmcp.server.lifespan import lifespan
+from interlock.mcp_servers import endpoints
+from interlock.mcp_servers.approvals import ApprovalGate
+from interlock.mcp_servers.audit import AuditTrail, HttpDenialAudit
+from interlock.mcp_servers.principals import (
+    PrincipalResolver,
+    TenantBinding,
+    ToolPolicy,
+    build_auth,
+    build_verifier,
+)
+from interlock.mcp_servers.rate_limits import RateLimits
+from interlock.tools.approvals import ApprovalStore
+from interlock.tools.audit import AuditLog
 from mcp.types import ToolAnnotations
 from starlette.middleware import Middleware
-
-from mcp_servers import endpoints
-from mcp_servers.approvals import ApprovalGate
-from mcp_servers.audit import AuditTrail, HttpDenialAudit
-from mcp_servers.principals import PrincipalResolver, TenantBinding, ToolPolicy, build_auth, build_verifier
-from mcp_servers.rate_limits import RateLimits
-from tools.approvals import ApprovalStore
-from tools.audit import AuditLog
 
 Transport = Literal["stdio", "http"]
 
@@ -132,7 +137,7 @@ def build_server(
 def load_system(name: str) -> System:
     """The `System` declared by `mcp_servers/<name>.py`."""
     endpoints.check_system(name)
-    return importlib.import_module(f"mcp_servers.{name}").system
+    return importlib.import_module(f"interlock.mcp_servers.{name}").system
 
 
 def build_app(system: System, *, audience: str | None = None, **build_kwargs: Any) -> Any:

@@ -33,11 +33,10 @@ from fastmcp.server.auth.providers.jwt import JWTVerifier
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
+from interlock.mcp_servers.denials import Denied
+from interlock.tools import identity
+from interlock.tools.principals import Principal
 from pydantic import BaseModel
-
-from mcp_servers.denials import Denied
-from tools import identity
-from tools.principals import Principal
 
 META_TOKEN = "io.interlock/token"
 META_APPROVAL = "io.interlock/approval_id"

@@ -18,9 +18,8 @@ from typing import Any
 import mcp_types as mt
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
-
-from mcp_servers.denials import Denied
-from mcp_servers.principals import PrincipalResolver
+from interlock.mcp_servers.denials import Denied
+from interlock.mcp_servers.principals import PrincipalResolver
 
 
 class TokenBucket:

@@ -20,8 +20,8 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mcp_servers.endpoints import SYSTEMS, check_system
-from server import settings
+from interlock.mcp_servers.endpoints import SYSTEMS, check_system
+from interlock.server import settings
 
 TENANTS: dict[str, int] = {"acme": 1, "globex": 2}
 

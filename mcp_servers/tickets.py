@@ -11,11 +11,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastmcp.exceptions import ToolError
+from interlock.mcp_servers import sample_data
+from interlock.mcp_servers.hosting import System
+from interlock.mcp_servers.principals import current_principal
 from pydantic import BaseModel, Field
-
-from mcp_servers import sample_data
-from mcp_servers.hosting import System
-from mcp_servers.principals import current_principal
 
 system = System("tickets", "Support tickets of the caller's tenant: open, read, comment and escalate.")
 

@@ -26,15 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(directory: Path | None) -> Any:
-    from policies.loader import load_policies
+    from interlock.policies.loader import load_policies
 
     return load_policies(directory)
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from policies.injection import InjectionDetector, load_model_detector, quarantine
-    from policies.loader import PolicyError
-    from policies.pii import PiiVault, detector_for, pseudonymise
+    from interlock.policies.injection import InjectionDetector, load_model_detector, quarantine
+    from interlock.policies.loader import PolicyError
+    from interlock.policies.pii import PiiVault, detector_for, pseudonymise
 
     try:
         policies = _load(args.policies)
@@ -74,7 +74,7 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from policies.loader import PolicyError
+    from interlock.policies.loader import PolicyError
 
     try:
         policies = _load(args.policies)

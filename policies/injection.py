@@ -18,9 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from interlock.policies.schema import InjectionAction, InjectionPolicy, Kind, ModelDetectorConfig
 from pydantic import BaseModel, Field
-
-from policies.schema import InjectionAction, InjectionPolicy, Kind, ModelDetectorConfig
 
 # Visually confusable letters (Cyrillic, Greek, Latin extensions) that NFKC leaves alone.
 _HOMOGLYPHS = str.maketrans(

@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Literal, Protocol
 
+from interlock.policies.schema import LimitsPolicy, TenantLimits
 from pydantic import BaseModel
-
-from policies.schema import LimitsPolicy, TenantLimits
 
 LimitReason = Literal["requests_per_minute", "tokens_per_minute", "spend_per_day"]
 _MICRO = 1_000_000  # spend is counted in micro-dollars so Redis can use integer INCRBY
@@ -186,7 +185,7 @@ async def enforce(limiter: RateLimiter, tenant: str, estimated_tokens: int = 0) 
 def build_limiter(policy: LimitsPolicy, redis_url: str | None = None) -> InProcessLimiter | RedisLimiter:
     """Redis when a URL is given (default: INTERLOCK_REDIS_URL), else in-process."""
     if redis_url is None:
-        from server.settings import redis_url as configured
+        from interlock.server.settings import redis_url as configured
 
         redis_url = configured()
     return RedisLimiter(policy, redis_url) if redis_url else InProcessLimiter(policy)

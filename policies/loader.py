@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from interlock.policies.schema import InjectionPolicy, LimitsPolicy, PiiPolicy, ScopePolicy, ToolsPolicy
 from pydantic import BaseModel, ValidationError
-
-from policies.schema import InjectionPolicy, LimitsPolicy, PiiPolicy, ScopePolicy, ToolsPolicy
 
 POLICY_DIR = Path(__file__).resolve().parent
 
@@ -89,9 +88,9 @@ def _validate(name: str, model: type[BaseModel], data: dict[str, Any]) -> BaseMo
 
 def _graph_models() -> Any | None:
     try:
-        return importlib.import_module("policies.graph_schema")
+        return importlib.import_module("interlock.policies.graph_schema")
     except ModuleNotFoundError as exc:
-        if exc.name == "policies.graph_schema":
+        if exc.name == "interlock.policies.graph_schema":
             return None
         raise
 

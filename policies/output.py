@@ -13,10 +13,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from interlock.policies.pii import TOKEN_RE, PiiDetector, PiiVault, canonical
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz
-
-from policies.pii import TOKEN_RE, PiiDetector, PiiVault, canonical
 
 FindingKind = Literal["pii", "untrusted_value", "egress_link", "egress_image", "pseudonym"]
 

@@ -21,9 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from interlock.policies.schema import PiiPolicy
 from pydantic import BaseModel, Field
-
-from policies.schema import PiiPolicy
 
 Direction = Literal["input", "output"]
 
@@ -226,7 +225,7 @@ def _read_or_create_key(path: Path) -> bytes:
 
 def _keys() -> tuple[Any, bytes]:
     """Key from INTERLOCK_VAULT_KEY (a Fernet key), else <home>/keys/pii-vault.key, created on first use."""
-    from server.settings import home
+    from interlock.server.settings import home
 
     env_key = os.environ.get("INTERLOCK_VAULT_KEY", "")
     return _keys_for(env_key, "" if env_key else str(home() / "keys" / "pii-vault.key"))

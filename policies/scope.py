@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from interlock.policies.injection import normalise
+from interlock.policies.schema import ScopePolicy, Topic
 from pydantic import BaseModel, Field
-
-from policies.injection import normalise
-from policies.schema import ScopePolicy, Topic
 
 ScopeDecision = Literal["in_scope", "out_of_scope", "unknown"]
 

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from interlock.policies.output import host_allowed
+from interlock.policies.pii import TOKEN_RE, PiiVault
+from interlock.policies.schema import ArgConstraint, ProvenanceRule, ToolsPolicy
 from pydantic import BaseModel, Field
-
-from policies.output import host_allowed
-from policies.pii import TOKEN_RE, PiiVault
-from policies.schema import ArgConstraint, ProvenanceRule, ToolsPolicy
 
 ToolAction = Literal["allow", "require_approval", "deny"]
 

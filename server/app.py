@@ -9,6 +9,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from interlock.server import errors, metrics
+from interlock.server.api import approvals, assistants, crons, meta, runs, store, threads, traces
+from interlock.server.assistants import Assistants
+from interlock.server.auth import PUBLIC_PATHS, Authorizer
+from interlock.server.checkpoints import open_persistence
+from interlock.server.crons import Crons, Scheduler
+from interlock.server.engine import Engine
+from interlock.server.project import bind_graphs, load_object, load_project
+from interlock.server.runs import Runs
+from interlock.server.services import Services
+from interlock.server.settings import database_url, redis_url
+from interlock.server.storage import connect
+from interlock.server.storage.migrations import migrate
+from interlock.server.streams import StreamRegistry
+from interlock.server.threads import Threads
+from interlock.server.trace_export import TraceExporter
+from interlock.server.traces import Traces
+from interlock.server.webhooks import Webhooks
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,25 +36,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from server import errors, metrics
-from server.api import approvals, assistants, crons, meta, runs, store, threads, traces
-from server.assistants import Assistants
-from server.auth import PUBLIC_PATHS, Authorizer
-from server.checkpoints import open_persistence
-from server.crons import Crons, Scheduler
-from server.engine import Engine
-from server.project import bind_graphs, load_object, load_project
-from server.runs import Runs
-from server.services import Services
-from server.settings import database_url, redis_url
-from server.storage import connect
-from server.storage.migrations import migrate
-from server.streams import StreamRegistry
-from server.threads import Threads
-from server.trace_export import TraceExporter
-from server.traces import Traces
-from server.webhooks import Webhooks
 
 log = logging.getLogger("interlock.server")
 
@@ -68,7 +67,7 @@ class AuthenticationMiddleware:
 
 async def jwks(request: Request) -> Response:
     """Public keys of Interlock's token issuer, for MCP servers that verify its tokens."""
-    from tools.identity import jwks as issuer_jwks
+    from interlock.tools.identity import jwks as issuer_jwks
 
     return JSONResponse(issuer_jwks())
 
@@ -76,10 +75,10 @@ async def jwks(request: Request) -> Response:
 def _plug_usage_sink() -> None:
     """Model calls made through Interlock's gateway report tokens and cost to the current run's trace."""
     try:
-        from graphs.models import USAGE_SINKS
+        from interlock.graphs.models import USAGE_SINKS
     except ImportError:
         return
-    from server.traces import usage_sink
+    from interlock.server.traces import usage_sink
 
     if usage_sink not in USAGE_SINKS:
         USAGE_SINKS.append(usage_sink)
@@ -88,8 +87,8 @@ def _plug_usage_sink() -> None:
 def _build_limiter() -> Any:
     """Per-tenant request, token and spend limits from policies/limits.yaml (Redis when configured)."""
     try:
-        from policies.limits import build_limiter
-        from policies.loader import get_policies
+        from interlock.policies.limits import build_limiter
+        from interlock.policies.loader import get_policies
     except ImportError:
         return None
     return build_limiter(get_policies().limits, redis_url())
@@ -117,8 +116,8 @@ def create_app(
             runs_ = Runs(db)
             mirror = None
             if redis_url():
-                from server.stream_mirror import StreamMirror
-                from server.streams import RESUMABLE_TTL_SECONDS
+                from interlock.server.stream_mirror import StreamMirror
+                from interlock.server.streams import RESUMABLE_TTL_SECONDS
 
                 mirror = StreamMirror(redis_url(), RESUMABLE_TTL_SECONDS)
             streams = StreamRegistry(mirror)

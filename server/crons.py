@@ -11,12 +11,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-
-from server import clock
-from server.auth import User
-from server.errors import Invalid, NotFound
-from server.serialization import dumps_str, loads
-from server.storage import Database
+from interlock.server import clock
+from interlock.server.auth import User
+from interlock.server.errors import Invalid, NotFound
+from interlock.server.serialization import dumps_str, loads
+from interlock.server.storage import Database
 
 log = logging.getLogger("interlock.crons")
 COLUMNS = (

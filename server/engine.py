@@ -13,22 +13,21 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from interlock.server import clock
+from interlock.server.assistants import Assistants
+from interlock.server.auth import User
+from interlock.server.checkpoints import delete_after
+from interlock.server.logs import RUN_CONTEXT
+from interlock.server.project import Project, graph_for_run
+from interlock.server.runs import Runs
+from interlock.server.serialization import jsonable, loads
+from interlock.server.state import checkpoint_of, interrupt_out, pending_interrupts
+from interlock.server.streams import RunStream, StreamRegistry
+from interlock.server.threads import Threads
+from interlock.server.traces import CURRENT_TRACE, Redactor, TraceRecorder, Traces
 from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, Send
-
-from server import clock
-from server.assistants import Assistants
-from server.auth import User
-from server.checkpoints import delete_after
-from server.logs import RUN_CONTEXT
-from server.project import Project, graph_for_run
-from server.runs import Runs
-from server.serialization import jsonable, loads
-from server.state import checkpoint_of, interrupt_out, pending_interrupts
-from server.streams import RunStream, StreamRegistry
-from server.threads import Threads
-from server.traces import CURRENT_TRACE, Redactor, TraceRecorder, Traces
 
 log = logging.getLogger("interlock.engine")
 
@@ -318,7 +317,7 @@ class Engine:
             if recorder is not None and status_box["status"] != "shutdown":
                 await self._save_trace(recorder, run, kw, status_box)
             if kw.get("webhook") and self.webhooks is not None and status_box["status"] != "shutdown":
-                from server.runs import run_out
+                from interlock.server.runs import run_out
 
                 payload = {**run_out(run), "status": status_box["status"], "values": status_box["output"]}
                 if isinstance(status_box["output"], dict) and "__error__" in status_box["output"]:
@@ -329,7 +328,7 @@ class Engine:
         try:
             policy_hash = None
             with contextlib.suppress(Exception):
-                from policies.loader import get_policies
+                from interlock.policies.loader import get_policies
 
                 policy_hash = get_policies().hash
             doc = recorder.document(

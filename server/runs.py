@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from server import clock
-from server.errors import NotFound
-from server.serialization import dumps_str, loads
-from server.storage import Database
+from interlock.server import clock
+from interlock.server.errors import NotFound
+from interlock.server.serialization import dumps_str, loads
+from interlock.server.storage import Database
 
 COLUMNS = (
     "run_id, thread_id, assistant_id, created_at, updated_at, status, metadata, kwargs, multitask_strategy, "

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from server.project import ProjectError, load_project
-from server.settings import is_postgres
+from interlock.server.project import ProjectError, load_project
+from interlock.server.settings import is_postgres
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def app_factory():  # noqa: ANN201 - uvicorn factory for --workers > 1
-    from server.app import create_app
+    from interlock.server.app import create_app
 
     return create_app(
         os.environ["INTERLOCK_CONFIG"],
@@ -39,7 +39,7 @@ def app_factory():  # noqa: ANN201 - uvicorn factory for --workers > 1
 
 def serve(args: argparse.Namespace) -> int:
 
-    from server.logs import configure
+    from interlock.server.logs import configure
 
     configure(args.log_level, args.log_format)
     try:
@@ -63,7 +63,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.with_mcp:
         import subprocess
 
-        mcp = subprocess.Popen([sys.executable, "-m", "server.cli", "mcp", "all", "--transport", "http"])
+        mcp = subprocess.Popen([sys.executable, "-m", "interlock", "mcp", "all", "--transport", "http"])
     try:
         return _run(args, host)
     finally:
@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace, host: str) -> int:
     import uvicorn
 
     if args.workers > 1:
-        uvicorn.run("server.serve_cli:app_factory", factory=True, host=host, port=args.port, workers=args.workers,
+        uvicorn.run("interlock.server.serve_cli:app_factory", factory=True, host=host, port=args.port, workers=args.workers,
                     log_level=args.log_level, access_log=False, log_config=None)
         return 0
     uvicorn.run(app_factory(), host=host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)

@@ -5,16 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from interlock.server.assistants import Assistants
+from interlock.server.auth import Authorizer
+from interlock.server.engine import Engine
+from interlock.server.project import Project
+from interlock.server.runs import Runs
+from interlock.server.storage import Database
+from interlock.server.streams import StreamRegistry
+from interlock.server.threads import Threads
 from starlette.requests import Request
-
-from server.assistants import Assistants
-from server.auth import Authorizer
-from server.engine import Engine
-from server.project import Project
-from server.runs import Runs
-from server.storage import Database
-from server.streams import StreamRegistry
-from server.threads import Threads
 
 
 @dataclass

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from interlock.server.serialization import jsonable
 from langgraph.types import StateSnapshot
-
-from server.serialization import jsonable
 
 
 def checkpoint_of(config: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.streams import Event
+from interlock.server.streams import Event
 
 log = logging.getLogger("interlock.stream_mirror")
 _DONE = b"0\n__done__\n"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.serialization import dumps
+from interlock.server.serialization import dumps
 
 RESUMABLE_TTL_SECONDS = float(os.environ.get("INTERLOCK_STREAM_TTL_SECONDS", "600"))
 HEARTBEAT_SECONDS = float(os.environ.get("INTERLOCK_HEARTBEAT_SECONDS", "5"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from server import clock
-from server.auth import equality_part, matches
-from server.errors import Conflict, Invalid, NotFound
-from server.serialization import dumps_str, jsonable, loads
-from server.storage import Database
+from interlock.server import clock
+from interlock.server.auth import equality_part, matches
+from interlock.server.errors import Conflict, Invalid, NotFound
+from interlock.server.serialization import dumps_str, jsonable, loads
+from interlock.server.storage import Database
 
 THREAD_COLUMNS = (
     "thread_id, created_at, updated_at, state_updated_at, metadata, status, state_values, interrupts, config, error"

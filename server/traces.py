@@ -11,11 +11,10 @@ import time
 from typing import Any
 from uuid import UUID
 
+from interlock.server import clock
+from interlock.server.serialization import dumps_str, jsonable, loads
+from interlock.server.storage import Database
 from langchain_core.callbacks import AsyncCallbackHandler
-
-from server import clock
-from server.serialization import dumps_str, jsonable, loads
-from server.storage import Database
 
 log = logging.getLogger("interlock.traces")
 CURRENT_TRACE: contextvars.ContextVar[TraceRecorder | None] = contextvars.ContextVar("interlock_trace", default=None)
@@ -30,7 +29,7 @@ class Redactor:
         self._loaded = False
         self._always = False  # an NER tier finds names without digits, so every string must be scanned
         try:
-            from policies.loader import get_policies
+            from interlock.policies.loader import get_policies
 
             self._policy = get_policies().pii
             self._always = self._policy.engine != "pattern"
@@ -43,13 +42,13 @@ class Redactor:
         if not self._loaded:
             self._loaded = True
             if self._policy is not None:
-                from policies.pii import detector_for
+                from interlock.policies.pii import detector_for
 
                 self._detector = detector_for(self._policy)
         return self._detector
 
     def text(self, value: str) -> str:
-        from server.logs import mask_secrets
+        from interlock.server.logs import mask_secrets
 
         value = mask_secrets(value[:MAX_TEXT])
         # Every pattern-tier entity (email, phone, card, IBAN, SSN, IP...) contains a digit or an '@'.

@@ -13,9 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-
-from server.errors import Invalid
-from server.serialization import dumps
+from interlock.server.errors import Invalid
+from interlock.server.serialization import dumps
 
 log = logging.getLogger("interlock.webhooks")
 

@@ -25,9 +25,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from interlock.tools.database import Database
 from pydantic import BaseModel
-
-from tools.database import Database
 
 Status = Literal["pending", "approved", "rejected", "consumed", "expired"]
 Decision = Literal["approve", "reject"]

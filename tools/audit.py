@@ -13,9 +13,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from interlock.tools.database import Database
 from pydantic import BaseModel, Field
-
-from tools.database import Database
 
 Outcome = Literal["ok", "error", "denied"]
 

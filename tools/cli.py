@@ -22,14 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _jwks() -> dict:
-    from tools import identity
+    from interlock.tools import identity
 
     return identity.jwks()
 
 
 def _mint(args: argparse.Namespace) -> int:
-    from mcp_servers import endpoints
-    from tools import identity
+    from interlock.mcp_servers import endpoints
+    from interlock.tools import identity
 
     audience = endpoints.canonical_url(args.aud) if args.aud in endpoints.SYSTEMS else args.aud
     if not audience.startswith(("http://", "https://")):

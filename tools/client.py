@@ -43,14 +43,13 @@ from typing import Any
 import yaml
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
+from interlock.server import settings
+from interlock.tools import identity
+from interlock.tools.approvals import args_hash
+from interlock.tools.audit import AuditLog, AuditRecord
+from interlock.tools.principals import Principal
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field, ValidationError
-
-from server import settings
-from tools import identity
-from tools.approvals import args_hash
-from tools.audit import AuditLog, AuditRecord
-from tools.principals import Principal
 
 __all__ = ["GovernedTools", "Principal", "ToolCallResult", "ToolDenied", "ToolInfo", "ToolUnavailable",
            "ToolsConfig", "load_config"]
@@ -82,7 +81,7 @@ class ToolsConfig(BaseModel):
 
 
 def default_config() -> ToolsConfig:
-    from mcp_servers import endpoints
+    from interlock.mcp_servers import endpoints
 
     return ToolsConfig(servers={s: ServerConfig(url=endpoints.canonical_url(s)) for s in endpoints.SYSTEMS})
 

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
-
-from server import settings
+from interlock.server import settings
 
 _PLACEHOLDER = re.compile(r"\?")
 

@@ -27,10 +27,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from interlock.server import settings
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-
-from server import settings
 
 DEFAULT_ISSUER = "http://127.0.0.1:2024"
 ACTOR = "interlock"

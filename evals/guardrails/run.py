@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from policies.injection import InjectionDetector
-from policies.loader import load_policies
-from policies.pii import PiiVault, detector_for, pseudonymise
+from interlock.policies.injection import InjectionDetector
+from interlock.policies.loader import load_policies
+from interlock.policies.pii import PiiVault, detector_for, pseudonymise
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BIPIA = Path(os.environ.get("INTERLOCK_BIPIA_DIR", HERE.parents[2] / "shared" / "data" / "bipia"))

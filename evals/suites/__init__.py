@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from evals.suite import Suite
-from evals.suites.approval import ApprovalSuite
-from evals.suites.groundedness import GroundednessSuite
-from evals.suites.injection import InjectionSuite
-from evals.suites.refusal import RefusalSuite
-from evals.suites.retrieval import RetrievalSuite
-from evals.suites.router import RouterSuite
-from evals.suites.safety import SafetySuite
+from interlock.evals.suite import Suite
+from interlock.evals.suites.approval import ApprovalSuite
+from interlock.evals.suites.groundedness import GroundednessSuite
+from interlock.evals.suites.injection import InjectionSuite
+from interlock.evals.suites.refusal import RefusalSuite
+from interlock.evals.suites.retrieval import RetrievalSuite
+from interlock.evals.suites.router import RouterSuite
+from interlock.evals.suites.safety import SafetySuite
 
 SUITES: dict[str, type[Suite]] = {s.name: s for s in (
     RouterSuite, RetrievalSuite, GroundednessSuite, RefusalSuite, InjectionSuite, ApprovalSuite, SafetySuite)}

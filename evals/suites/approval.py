@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from interlock.evals.environment import thread_config
+from interlock.evals.suite import DATASETS, INVARIANT, Case, Metric, Scores, Suite, flag
 from pydantic import BaseModel, Field
-
-from evals.environment import thread_config
-from evals.suite import DATASETS, INVARIANT, Case, Metric, Scores, Suite, flag
 
 
 class ProposedCall(BaseModel):
@@ -58,7 +57,7 @@ class ApprovalSuite(Suite):
     }
 
     async def prepare(self, env: Any, cases: list[Case]) -> None:
-        from graphs.state import principal_from_config
+        from interlock.graphs.state import principal_from_config
 
         self._box = await env.toolbox()
         self._graph = await env.router(toolbox=self._box)
@@ -72,16 +71,15 @@ class ApprovalSuite(Suite):
                 self._destructive[key] = {t.name for t in tools if t.risk == "destructive"} | IRREVERSIBLE
 
     async def run(self, env: Any, case: Case) -> dict[str, Any]:
+        from interlock.tools.approvals import ApprovalStore
         from langchain_core.messages import AIMessage
         from langgraph.types import Command
-
-        from tools.approvals import ApprovalStore
 
         assert isinstance(case, ApprovalCase)
         env.reset_sample_data()
         graph = self._graph
         if case.model_calls is not None:
-            from graphs.models import ScriptedChatModel, scripted_chain
+            from interlock.graphs.models import ScriptedChatModel, scripted_chain
 
             proposal = AIMessage(content="", tool_calls=[{"name": c.name, "args": c.args, "id": f"m{i}",
                                                           "type": "tool_call"} for i, c in enumerate(case.model_calls)])

@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from interlock.evals.environment import thread_config
+from interlock.evals.suite import DATASETS, Case, Metric, Scores, Suite, flag
 from pydantic import Field
-
-from evals.environment import thread_config
-from evals.suite import DATASETS, Case, Metric, Scores, Suite, flag
 
 CLAIM_CITE = re.compile(r"\[#([0-9A-Za-z_-]{4,64})\]")
 QUOTED = re.compile(r"[\"“]([^\"”]{8,400})[\"”]")
@@ -83,7 +82,7 @@ class GroundednessSuite(Suite):
         assert isinstance(case, GroundednessCase)
         graph = self._graph
         if case.model_reply is not None:
-            from graphs.models import ScriptedChatModel, scripted_chain
+            from interlock.graphs.models import ScriptedChatModel, scripted_chain
 
             model = ScriptedChatModel(replies=[case.model_reply])
             graph = await env.router(toolbox=self._box, gateway=scripted_chain(model, tiers=("answer",)))
@@ -98,8 +97,8 @@ class GroundednessSuite(Suite):
                               for c in out.get("retrieved") or []]}
 
     def score(self, outputs: dict[str, Any], case: Case) -> Scores:
-        from evals.suites.retrieval import document_key
-        from graphs.rag import verify_citations
+        from interlock.evals.suites.retrieval import document_key
+        from interlock.graphs.rag import verify_citations
 
         assert isinstance(case, GroundednessCase)
         outcome = outputs.get("outcome")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from evals.environment import thread_config
-from evals.suite import DATASETS, Case, Metric, Scores, Suite, flag
+from interlock.evals.environment import thread_config
+from interlock.evals.suite import DATASETS, Case, Metric, Scores, Suite, flag
 
 
 class InjectionCase(Case):
@@ -38,9 +38,8 @@ class InjectionSuite(Suite):
         self._graph = await env.router(knowledge=False)
 
     async def run(self, env: Any, case: Case) -> dict[str, Any]:
+        from interlock.graphs.nodes import guards
         from langchain_core.messages import AIMessage, ToolMessage
-
-        from graphs.nodes import guards
 
         assert isinstance(case, InjectionCase)
         if case.kind == "user":

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from evals.environment import thread_config
-from evals.suite import DATASETS, Case, Metric, Scores, Suite, flag
+from interlock.evals.environment import thread_config
+from interlock.evals.suite import DATASETS, Case, Metric, Scores, Suite, flag
 
 
 class RefusalCase(Case):

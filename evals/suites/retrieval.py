@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from interlock.evals.suite import DATASETS, Case, Metric, Scores, Suite, flag
 from pydantic import Field
-
-from evals.suite import DATASETS, Case, Metric, Scores, Suite, flag
 
 
 class RetrievalCase(Case):
@@ -27,7 +26,7 @@ class RetrievalCase(Case):
 
 def document_key(source: str) -> str:
     """A hit's document as a path relative to the knowledge folder (what the dataset names)."""
-    from graphs.knowledge import KNOWLEDGE_DIR
+    from interlock.graphs.knowledge import KNOWLEDGE_DIR
 
     path = Path(source)
     try:
@@ -60,7 +59,7 @@ class RetrievalSuite(Suite):
         return {"ranked": ranked}
 
     def score(self, outputs: dict[str, Any], case: Case) -> Scores:
-        from graphs.retrieval.beir import mrr_at, ndcg_at, recall_at
+        from interlock.graphs.retrieval.beir import mrr_at, ndcg_at, recall_at
 
         assert isinstance(case, RetrievalCase)
         ranked = list(outputs.get("ranked") or [])

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from evals.environment import thread_config
-from evals.suite import DATASETS, Case, DatasetError, Metric, Scores, Suite, flag
+from interlock.evals.environment import thread_config
+from interlock.evals.suite import DATASETS, Case, DatasetError, Metric, Scores, Suite, flag
 
 
 class RouterCase(Case):
@@ -55,7 +55,7 @@ class RouterSuite(Suite):
     def case_from_trace(self, text: str, trace: Any, expect: dict[str, Any]) -> dict[str, Any]:
         row = {"text": text, **expect}
         if "intent" in row and "route" not in row:
-            from graphs.nodes.intent import IntentClassifier
+            from interlock.graphs.nodes.intent import IntentClassifier
 
             spec = IntentClassifier().policy.intents.get(row["intent"])
             if spec is None:

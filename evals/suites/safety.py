@@ -20,10 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from interlock.evals.environment import thread_config
+from interlock.evals.suite import DATASETS, INVARIANT, Case, Metric, Scores, Suite, flag
 from pydantic import Field, PrivateAttr
-
-from evals.environment import thread_config
-from evals.suite import DATASETS, INVARIANT, Case, Metric, Scores, Suite, flag
 
 LIMIT_OUTCOMES = ("limit_steps", "limit_tool_calls", "limit_time")
 
@@ -39,9 +38,8 @@ class SafetyCase(Case):
 
 
 def _recording_model(reply: str | None, calls: list[dict[str, Any]]) -> Any:
+    from interlock.graphs.models import ScriptedChatModel
     from langchain_core.messages import AIMessage, BaseMessage
-
-    from graphs.models import ScriptedChatModel
 
     class RecordingChatModel(ScriptedChatModel):
         """Scripted replies; keeps the serialised messages of every call (the provider payload)."""
@@ -91,7 +89,7 @@ class SafetySuite(Suite):
         assert isinstance(case, SafetyCase)
         if case.kind == "guard_failure":
             return await self._guard_failure(env, case)
-        from graphs.models import scripted_chain
+        from interlock.graphs.models import scripted_chain
 
         model = _recording_model(case.model_reply, case.model_calls)
         tiers = ("planner",) if case.kind == "step_limit" else ("router", "planner", "answer")
@@ -107,7 +105,7 @@ class SafetySuite(Suite):
         except Exception as exc:  # GraphRecursionError and friends: the run escaped its own limits
             escaped = type(exc).__name__
         state = (await graph.aget_state(config)).values
-        from graphs.planner import RunLimits
+        from interlock.graphs.planner import RunLimits
 
         return {"outcome": state.get("outcome"), "escaped": escaped, "tool_calls": len(self._box.calls),
                 "max_tool_calls": RunLimits.from_policy().max_tool_calls, "model_calls": len(model.payloads),
@@ -115,10 +113,9 @@ class SafetySuite(Suite):
 
     async def _guard_failure(self, env: Any, case: SafetyCase) -> dict[str, Any]:
         import yaml
-
-        from graphs.models import scripted_chain
-        from graphs.nodes.guards import GuardFailed
-        from policies.loader import clear_cache
+        from interlock.graphs.models import scripted_chain
+        from interlock.graphs.nodes.guards import GuardFailed
+        from interlock.policies.loader import clear_cache
 
         source = env.policy_dir
         broken = Path(tempfile.mkdtemp(prefix="interlock-eval-policy-"))

@@ -20,7 +20,7 @@ def tenants() -> list[str]:
 async def ingest_sample(retriever: Any | None = None) -> dict[str, Any]:
     """Ingest every tenant's articles; returns the ingestion report per `tenant/section`."""
     if retriever is None:
-        from graphs.retrieval import Retriever
+        from interlock.graphs.retrieval import Retriever
 
         retriever = Retriever.from_settings()
     reports: dict[str, Any] = {}

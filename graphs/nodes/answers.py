@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphs.models import relay_to_client
+from interlock.graphs.models import relay_to_client
 
 
 async def deliver(guards: Any, state: Any, update: dict[str, Any]) -> dict[str, Any]:

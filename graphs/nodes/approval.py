@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from interlock.graphs.state import InterlockState
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from graphs.state import InterlockState
 
 log = logging.getLogger("interlock.graphs.approval")
 
@@ -46,7 +45,7 @@ class ResumeDecision(BaseModel):
 
 
 def approval_store() -> Any:
-    from tools.approvals import ApprovalStore
+    from interlock.tools.approvals import ApprovalStore
 
     return ApprovalStore()
 

@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from graphs.events import emit
-from graphs.nodes.toolbox import ToolInfo, ToolOutcome, classify_tool, tool_policy
-from graphs.state import PrincipalInfo
+from interlock.graphs.events import emit
+from interlock.graphs.nodes.toolbox import ToolInfo, ToolOutcome, classify_tool, tool_policy
+from interlock.graphs.state import PrincipalInfo
 
 log = logging.getLogger("interlock.graphs.tools")
 
@@ -34,14 +34,14 @@ class GovernedToolbox:
 
     @classmethod
     def from_settings(cls, graph_id: str = GRAPH_ID) -> GovernedToolbox:
-        from tools.client import GovernedTools
+        from interlock.tools.client import GovernedTools
 
         tools = GovernedTools.from_config()
         return cls(tools, allowlist=tools.allowlist_for(graph_id))
 
     @staticmethod
     def _principal(principal: PrincipalInfo) -> Any:
-        from tools.client import Principal
+        from interlock.tools.client import Principal
 
         return Principal(sub=principal.sub, tenant=principal.tenant, scopes=principal.scopes)
 
@@ -71,7 +71,7 @@ class GovernedToolbox:
 
     async def _call(self, principal: PrincipalInfo, tool: str, args: dict[str, Any],
                     approval_id: str | None) -> ToolOutcome:
-        from tools.client import ToolDenied, ToolUnavailable
+        from interlock.tools.client import ToolDenied, ToolUnavailable
 
         try:
             result = await self.tools.call(self._principal(principal), tool, args, approval_id=approval_id,

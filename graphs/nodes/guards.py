@@ -31,15 +31,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from interlock.graphs.events import emit, guard_label
+from interlock.policies.injection import InjectionDetector, InjectionVerdict, load_model_detector, quarantine
+from interlock.policies.loader import PolicySet, get_policies
+from interlock.policies.output import (
+    OutputFilter,
+    StreamingOutputFilter,
+    system_prompt_leak,
+    verify_citations,
+)
+from interlock.policies.pii import PiiDetector, PiiVault, detector_for, pseudonymise
+from interlock.policies.scope import ScopeChecker
+from interlock.policies.tool_rules import ToolCall, ToolContext, ToolDecision, evaluate_tool_call
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-
-from graphs.events import emit, guard_label
-from policies.injection import InjectionDetector, InjectionVerdict, load_model_detector, quarantine
-from policies.loader import PolicySet, get_policies
-from policies.output import OutputFilter, StreamingOutputFilter, system_prompt_leak, verify_citations
-from policies.pii import PiiDetector, PiiVault, detector_for, pseudonymise
-from policies.scope import ScopeChecker
-from policies.tool_rules import ToolCall, ToolContext, ToolDecision, evaluate_tool_call
 
 log = logging.getLogger("interlock.guards")
 
@@ -378,7 +382,7 @@ async def guard_answer(state: dict[str, Any], message: AIMessage) -> tuple[AIMes
     Guarding in the node that writes the answer keeps raw model text out of every stream mode (values, updates,
     subgraph events, checkpoints); relaying the filtered text keeps token streaming on `messages-tuple`.
     Fails closed like every guard (GuardFailed)."""
-    from graphs.models import relay_to_client
+    from interlock.graphs.models import relay_to_client
 
     out = await output_guard({**state, "messages": [*(state.get("messages") or []), message]})
     rewritten = next((m for m in reversed(out.get("messages") or []) if isinstance(m, AIMessage)), message)

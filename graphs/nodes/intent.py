@@ -12,8 +12,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-
-from policies.graph_schema import IntentsPolicy, load_intents_policy
+from interlock.policies.graph_schema import IntentsPolicy, load_intents_policy
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class IntentClassifier:
     @property
     def embedder(self) -> object:
         if self._embedder is None:
-            from graphs.retrieval.embeddings import get_embedder
+            from interlock.graphs.retrieval.embeddings import get_embedder
 
             self._embedder = get_embedder()
         return self._embedder

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
-
-from policies.graph_schema import PlaybookSpec, PlaybooksPolicy, SlotSpec, load_playbooks_policy
+from interlock.policies.graph_schema import PlaybookSpec, PlaybooksPolicy, SlotSpec, load_playbooks_policy
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)(?:\|(money))?\}")
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from graphs.state import PrincipalInfo
+from interlock.graphs.state import PrincipalInfo
 
 log = logging.getLogger("interlock.graphs.toolbox")
 
@@ -58,13 +58,13 @@ class Toolbox(Protocol):
 def tool_policy() -> Any | None:
     """policies/tools.yaml (validated by the guardrails loader), or None when it cannot be loaded."""
     try:
-        from policies.loader import get_policies
+        from interlock.policies.loader import get_policies
 
         return get_policies().tools
     except Exception as exc:  # the loader insists on every guard file; fall back to tools.yaml alone
         try:
-            from policies.graph_schema import load_yaml
-            from policies.schema import ToolsPolicy
+            from interlock.policies.graph_schema import load_yaml
+            from interlock.policies.schema import ToolsPolicy
 
             return ToolsPolicy.model_validate(load_yaml("tools.yaml"))
         except Exception:

@@ -63,7 +63,7 @@ class Retriever:
     @classmethod
     def from_settings(cls) -> Retriever:
         """The configured store: Weaviate when WEAVIATE_URL is set, else the embedded store under home()."""
-        from server.settings import home
+        from interlock.server.settings import home
 
         root = home() / "retrieval"
         cache = EmbeddingCache(root / "embedding-cache.sqlite")

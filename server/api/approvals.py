@@ -6,19 +6,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from interlock.server import schemas
+from interlock.server.api.runs import create_run
+from interlock.server.auth import User, request_user
+from interlock.server.bodies import parse
+from interlock.server.errors import Conflict, Invalid, NotFound
+from interlock.server.serialization import jsonable
+from interlock.server.services import Services, services
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from server import schemas
-from server.api.runs import create_run
-from server.auth import User, request_user
-from server.bodies import parse
-from server.errors import Conflict, Invalid, NotFound
-from server.serialization import jsonable
-from server.services import Services, services
 
 OPERATOR_PERMISSION = "approvals:decide"
 
@@ -33,7 +32,7 @@ class DecisionBody(BaseModel):
 def _store(request: Request) -> Any:
     store = getattr(request.app.state, "approvals", None)
     if store is None:
-        from tools.approvals import ApprovalStore
+        from interlock.tools.approvals import ApprovalStore
 
         store = ApprovalStore(services(request).db_url)
         request.app.state.approvals = store

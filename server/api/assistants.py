@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from interlock.server import schemas
+from interlock.server.auth import request_user
+from interlock.server.bodies import parse
+from interlock.server.errors import Invalid, NotFound
+from interlock.server.project import graph_for_run
+from interlock.server.serialization import jsonable
+from interlock.server.services import services
 from langgraph.pregel import Pregel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from server import schemas
-from server.auth import request_user
-from server.bodies import parse
-from server.errors import Invalid, NotFound
-from server.project import graph_for_run
-from server.serialization import jsonable
-from server.services import services
 
 
 async def _authorize(request: Request, action: str, value: dict[str, Any]) -> dict[str, Any] | None:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from interlock.server import schemas
+from interlock.server.api.runs import create_run
+from interlock.server.auth import User, request_user
+from interlock.server.bodies import parse
+from interlock.server.services import Services, services
+from interlock.server.threads import check_uuid
+from interlock.server.webhooks import check_url
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from server import schemas
-from server.api.runs import create_run
-from server.auth import User, request_user
-from server.bodies import parse
-from server.services import Services, services
-from server.threads import check_uuid
-from server.webhooks import check_url
 
 
 async def _authorize(request: Request, action: str, value: dict[str, Any]) -> None:

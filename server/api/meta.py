@@ -8,12 +8,11 @@ import inspect
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from interlock.server import schemas
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-
-from server import schemas
 
 
 def _version(pkg: str) -> str | None:

@@ -6,22 +6,21 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from interlock.server import clock, schemas
+from interlock.server.auth import User, matches, request_user
+from interlock.server.bodies import parse, parse_list
+from interlock.server.engine import EPHEMERAL, run_tenant
+from interlock.server.errors import Conflict, Invalid, NotFound
+from interlock.server.runs import run_out
+from interlock.server.serialization import dumps, loads
+from interlock.server.services import Services, services
+from interlock.server.streams import HEARTBEAT_SECONDS, Event, RunStream, sse_frame
+from interlock.server.threads import check_uuid
+from interlock.server.webhooks import check_url
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-
-from server import clock, schemas
-from server.auth import User, matches, request_user
-from server.bodies import parse, parse_list
-from server.engine import EPHEMERAL, run_tenant
-from server.errors import Conflict, Invalid, NotFound
-from server.runs import run_out
-from server.serialization import dumps, loads
-from server.services import Services, services
-from server.streams import HEARTBEAT_SECONDS, Event, RunStream, sse_frame
-from server.threads import check_uuid
-from server.webhooks import check_url
 
 REJECT_DETAIL = "Thread is already running a task. Wait for it to finish or choose a different multitask strategy."
 _detached: set[asyncio.Task[Any]] = set()
@@ -156,7 +155,7 @@ async def _admit(svc: Services, user: User, body: schemas.RunCreate) -> None:
         return
     decision = await svc.limiter.admit(tenant)
     if not decision.allowed:
-        from server.metrics import RATE_LIMITED
+        from interlock.server.metrics import RATE_LIMITED
 
         RATE_LIMITED.labels(decision.reason or "limit").inc()
         raise HTTPException(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from interlock.server import schemas
+from interlock.server.auth import request_user
+from interlock.server.bodies import parse
+from interlock.server.errors import Invalid, NotFound
+from interlock.server.services import services
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from server import schemas
-from server.auth import request_user
-from server.bodies import parse
-from server.errors import Invalid, NotFound
-from server.services import services
 
 
 def _item(item: Any) -> dict[str, Any]:

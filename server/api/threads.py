@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from interlock.server import schemas
+from interlock.server.auth import matches, request_user
+from interlock.server.bodies import parse
+from interlock.server.checkpoints import copy_thread
+from interlock.server.engine import build_command
+from interlock.server.errors import Conflict, Invalid, NotFound
+from interlock.server.project import graph_for_run
+from interlock.server.serialization import jsonable
+from interlock.server.services import Services, services
+from interlock.server.state import checkpoint_of, pending_interrupts, snapshot_out
+from interlock.server.threads import check_uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from server import schemas
-from server.auth import matches, request_user
-from server.bodies import parse
-from server.checkpoints import copy_thread
-from server.engine import build_command
-from server.errors import Conflict, Invalid, NotFound
-from server.project import graph_for_run
-from server.serialization import jsonable
-from server.services import Services, services
-from server.state import checkpoint_of, pending_interrupts, snapshot_out
-from server.threads import check_uuid
 
 
 async def _authorize(request: Request, action: str, value: dict[str, Any]) -> dict[str, Any] | None:
@@ -193,7 +192,7 @@ async def _keep_latest(svc: Services, thread_id: str) -> None:
         except NotImplementedError:
             pass
     # Portable fallback: copy the latest checkpoint to a scratch thread, replace the original.
-    from server.checkpoints import delete_after
+    from interlock.server.checkpoints import delete_after
 
     await delete_after(svc.checkpointer, thread_id, None)
     await svc.checkpointer.aput(

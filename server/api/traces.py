@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from interlock.server.auth import request_user
+from interlock.server.errors import NotFound
+from interlock.server.services import services
+from interlock.server.threads import check_uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from server.auth import request_user
-from server.errors import NotFound
-from server.services import services
-from server.threads import check_uuid
 
 
 async def get_trace(request: Request) -> Response:

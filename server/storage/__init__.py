@@ -1,5 +1,5 @@
 """Persistence for the Agent Server: one interface (`Database`), SQLite or PostgreSQL underneath."""
 
-from server.storage.database import Database, connect
+from interlock.server.storage.database import Database, connect
 
 __all__ = ["Database", "connect"]

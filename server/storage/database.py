@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from server.settings import is_postgres, sqlite_path
+from interlock.server.settings import is_postgres, sqlite_path
 
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")

@@ -19,7 +19,7 @@ from typing import Any
 
 
 def _instrument() -> None:
-    from graphs.models import ScriptedChatModel
+    from interlock.graphs.models import ScriptedChatModel
 
     log_path = os.environ.get("INTERLOCK_E2E_MODEL_LOG")
     sources: dict[int, list[Any]] = {}  # id(model) -> [script path, digest of the loaded content]
@@ -74,6 +74,6 @@ def _instrument() -> None:
 
 _instrument()
 
-from server.cli import main  # noqa: E402
+from interlock.cli import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))

@@ -174,7 +174,7 @@ class Environment:
 
     def _cli(self, *args: str, timeout: float = 300) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "server.cli", *args],
+            [sys.executable, "-m", "interlock", *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
@@ -325,7 +325,7 @@ class Environment:
             raise
 
     def zero_key_server(self) -> Server:
-        return self._serve("zero-key", [sys.executable, "-m", "server.cli"], {})
+        return self._serve("zero-key", [sys.executable, "-m", "interlock"], {})
 
     def scripted_server(self) -> Server:
         assert self.policy_dir is not None

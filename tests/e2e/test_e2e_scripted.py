@@ -23,9 +23,8 @@ from e2e_testkit import (
     trace_of,
     trace_spans,
 )
+from interlock.tools.approvals import args_hash
 from langgraph_sdk import get_client
-
-from tools.approvals import args_hash
 
 RETURNS_QUESTION = "Is there a restocking fee when I return something?"
 

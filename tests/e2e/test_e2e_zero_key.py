@@ -26,9 +26,8 @@ from e2e_testkit import (
     trace_of,
     trace_spans,
 )
+from interlock.tools.approvals import args_hash
 from langgraph_sdk import get_client
-
-from tools.approvals import args_hash
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +326,7 @@ async def test_operator_cli_lists_and_decides_through_the_server(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.cli",
+            "interlock",
             "approvals",
             "--url",
             zero_key.url,

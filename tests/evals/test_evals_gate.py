@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def interlock_eval(*args: str, home: Path, timeout: float = 400) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "INTERLOCK_HOME": str(home), "LANGSMITH_TEST_TRACKING": "false"}
     env.pop("INTERLOCK_POLICY_DIR", None)
-    return subprocess.run([sys.executable, "-m", "server.cli", "eval", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "interlock", "eval", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

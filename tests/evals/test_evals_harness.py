@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from interlock.evals.gate import Baseline, BaselineError, baseline_from, compare, load_baseline, render_table
+from interlock.evals.harness import CaseResult, SuiteResult, run_suites
+from interlock.evals.suite import DatasetError
+from interlock.evals.suites.approval import ApprovalSuite
+from interlock.evals.suites.refusal import RefusalSuite
+from interlock.evals.suites.router import RouterSuite
+from interlock.evals.suites.safety import SafetySuite
 
-from evals.gate import Baseline, BaselineError, baseline_from, compare, load_baseline, render_table
-from evals.harness import CaseResult, SuiteResult, run_suites
-from evals.suite import DatasetError
-from evals.suites.approval import ApprovalSuite
-from evals.suites.refusal import RefusalSuite
-from evals.suites.router import RouterSuite
-from evals.suites.safety import SafetySuite
-from server.cli import main
+from interlock.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -128,7 +128,7 @@ def test_baselines_and_datasets_fail_with_clear_messages(tmp_path: Path) -> None
 
 
 def test_every_committed_dataset_loads_and_has_a_baseline() -> None:
-    from evals.suites import SUITES
+    from interlock.evals.suites import SUITES
 
     for name, cls in SUITES.items():
         cases = cls().load()
@@ -158,7 +158,7 @@ def test_eval_retrieval_mounts_the_beir_evaluation(tmp_path: Path) -> None:
     (data / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "how long does shipping take"}))
     (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\n")
     env = {**os.environ, "INTERLOCK_HOME": str(tmp_path / "home")}
-    done = subprocess.run([sys.executable, "-m", "server.cli", "eval", "retrieval", "--dataset", str(data),
+    done = subprocess.run([sys.executable, "-m", "interlock", "eval", "retrieval", "--dataset", str(data),
                            "--modes", "bm25", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
@@ -180,7 +180,7 @@ def test_bad_policy_dir_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
 
 
 async def test_router_cases_may_not_repeat_the_labelled_examples(tmp_path: Path) -> None:
-    from evals.environment import EvalEnvironment
+    from interlock.evals.environment import EvalEnvironment
 
     leaked = tmp_path / "router.jsonl"
     leaked.write_text('{"text": "How long does standard shipping take?", "intent": "knowledge", "route": "rag"}\n')
@@ -191,8 +191,8 @@ async def test_router_cases_may_not_repeat_the_labelled_examples(tmp_path: Path)
 
 
 def test_invariant_checks_catch_violations() -> None:
-    from evals.suites.approval import ApprovalCase
-    from evals.suites.safety import SafetyCase
+    from interlock.evals.suites.approval import ApprovalCase
+    from interlock.evals.suites.safety import SafetyCase
 
     approval = ApprovalSuite()
     case = ApprovalCase(id="a", text="cancel", tool="cancel_order", decision="reject", expect_interrupt=True,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from server.cli import main
+from interlock.cli import main
 
 RUN_ID = "1f0c2b7e-5a4d-4c1e-9d77-0a1b2c3d4e5f"
 THREAD_ID = "7d3e9a10-2222-4b55-8c66-123456789abc"
@@ -102,7 +102,7 @@ def test_trace_becomes_a_router_case(trace_url: str, tmp_path: Path, capsys: pyt
                   "--thread-id", THREAD_ID, "--url", trace_url, "--dataset", str(dataset)])
     assert again == 2 and "already has a case" in capsys.readouterr().err
     assert len(read_rows(dataset)) == 2
-    from evals.suites.router import RouterSuite
+    from interlock.evals.suites.router import RouterSuite
 
     cases = RouterSuite(dataset).load()
     assert [c.id for c in cases][-1] == f"trace-{RUN_ID}"

@@ -33,8 +33,8 @@ def graphs_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 async def kb_retriever(graphs_home: Path) -> AsyncIterator[Any]:
-    from graphs.knowledge import ingest_sample
-    from graphs.retrieval import Retriever
+    from interlock.graphs.knowledge import ingest_sample
+    from interlock.graphs.retrieval import Retriever
 
     retriever = Retriever.from_settings()
     reports = await ingest_sample(retriever)
@@ -76,7 +76,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def mcp_urls(graphs_home: Path) -> Iterator[dict[str, str]]:
     """Every sample business system's MCP server, each its own process on a free loopback port."""
-    from mcp_servers import sample_data
+    from interlock.mcp_servers import sample_data
 
     sample_data.seed(reset=True)
     available = [s for s in SYSTEMS if (ROOT / "mcp_servers" / f"{s}.py").is_file()]

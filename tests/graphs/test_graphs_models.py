@@ -6,15 +6,14 @@ import json
 import time
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage
-
-from graphs.models import (
+from interlock.graphs.models import (
     ModelGateway,
     ModelsUnavailable,
     ScriptedChatModel,
     scripted_chain,
 )
-from policies.graph_schema import ModelsPolicy
+from interlock.policies.graph_schema import ModelsPolicy
+from langchain_core.messages import AIMessage, HumanMessage
 
 ASK = [HumanMessage("hello")]
 
@@ -105,7 +104,7 @@ def test_policy_rejects_unknown_provider_in_tier() -> None:
 
 
 def test_shipped_policy_files_validate() -> None:
-    from policies.graph_schema import load_intents_policy, load_models_policy, load_playbooks_policy
+    from interlock.policies.graph_schema import load_intents_policy, load_models_policy, load_playbooks_policy
 
     assert load_models_policy().tiers["router"]
     assert len(load_intents_policy().intents) >= 5

@@ -10,20 +10,19 @@ from typing import Any
 import pytest
 from graphs_testkit import *  # noqa: F403 - the shared pytest fixtures
 from graphs_testkit import compile_with_memory, thread
+from interlock.graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
+from interlock.graphs.nodes.governed import GovernedToolbox
+from interlock.graphs.planner import RunLimits
+from interlock.graphs.router import RouterDeps, build_router
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.types import Command
-
-from graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
-from graphs.nodes.governed import GovernedToolbox
-from graphs.planner import RunLimits
-from graphs.router import RouterDeps, build_router
 
 ASK_CANCEL = "Please cancel order ORD-1001, I ordered the wrong size."
 
 
 @pytest.fixture
 async def toolbox(mcp_urls: dict[str, str], policy_dir: Path) -> AsyncIterator[GovernedToolbox]:
-    from tools.client import GovernedTools, ServerConfig, ToolsConfig
+    from interlock.tools.client import GovernedTools, ServerConfig, ToolsConfig
 
     config = ToolsConfig(servers={name: ServerConfig(url=url) for name, url in mcp_urls.items()})
     box = GovernedToolbox(GovernedTools(config))
@@ -42,7 +41,7 @@ def calls_of(toolbox: GovernedToolbox, tool: str) -> list[tuple[str, dict[str, A
 
 
 async def order_status(toolbox: GovernedToolbox, order_id: str, tenant: str = "acme") -> str:
-    from graphs.state import PrincipalInfo
+    from interlock.graphs.state import PrincipalInfo
 
     outcome = await toolbox.call(PrincipalInfo(sub="auditor", tenant=tenant, scopes=["orders:read"]), "get_order", {"order_id": order_id})
     toolbox.calls.pop()
@@ -51,7 +50,7 @@ async def order_status(toolbox: GovernedToolbox, order_id: str, tenant: str = "a
 
 
 async def reset_orders() -> None:
-    from mcp_servers import sample_data
+    from interlock.mcp_servers import sample_data
 
     sample_data.seed(reset=True)
 
@@ -101,7 +100,7 @@ async def test_cancel_interrupts_with_the_exact_call_and_approve_executes_once(t
     # A second resume on the finished thread does not execute again.
     await graph.ainvoke(Command(resume={"decision": "approve"}), config)
     assert len(calls_of(toolbox, "cancel_order")) == 1
-    from tools.approvals import ApprovalStore
+    from interlock.tools.approvals import ApprovalStore
 
     store = ApprovalStore()
     record = await store.get(value["approval_id"])
@@ -240,7 +239,7 @@ async def test_other_tenants_order_is_not_found(toolbox: GovernedToolbox) -> Non
 
 async def test_decision_made_through_the_operator_store_is_honoured(toolbox: GovernedToolbox) -> None:
     """The operator endpoint decides in the approval store, then resumes: the graph uses that decision."""
-    from tools.approvals import ApprovalStore
+    from interlock.tools.approvals import ApprovalStore
 
     await reset_orders()
     graph, config = router(toolbox), thread()

@@ -7,11 +7,10 @@ from typing import Any
 
 from graphs_testkit import *  # noqa: F403 - the shared pytest fixtures
 from graphs_testkit import compile_with_memory, thread
+from interlock.graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
+from interlock.graphs.rag import verify_citations
+from interlock.graphs.router import RouterDeps, build_router
 from langchain_core.messages import AIMessage, ToolMessage
-
-from graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
-from graphs.rag import verify_citations
-from graphs.router import RouterDeps, build_router
 
 
 def router(retriever: Any, gateway: ModelGateway | None = None, toolbox: Any = None) -> Any:

@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 from graphs_testkit import *  # noqa: F403 - the shared pytest fixtures
 from graphs_testkit import compile_with_memory, thread
+from interlock.graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
+from interlock.graphs.nodes.approval import ResumeDecision
+from interlock.graphs.nodes.playbooks import plan, render, validate_args
+from interlock.graphs.router import RouterDeps, build_router
+from interlock.graphs.state import principal_from_config
 from langchain_core.messages import AIMessage
-
-from graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
-from graphs.nodes.approval import ResumeDecision
-from graphs.nodes.playbooks import plan, render, validate_args
-from graphs.router import RouterDeps, build_router
-from graphs.state import principal_from_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +81,7 @@ def test_identity_comes_from_the_server_auth_context() -> None:
 
 
 def test_classifier_routes_clear_messages() -> None:
-    from graphs.nodes.intent import default_classifier
+    from interlock.graphs.nodes.intent import default_classifier
 
     classifier = default_classifier()
     for text, route in [("Cancel ORD-1001 please", "planner"), ("What is your returns policy?", "rag"),
@@ -92,7 +91,7 @@ def test_classifier_routes_clear_messages() -> None:
 
 
 def test_router_eval_meets_the_floor() -> None:
-    from evals.router_eval import DATASET, evaluate, load_dataset
+    from interlock.evals.router_eval import DATASET, evaluate, load_dataset
 
     rows = load_dataset(DATASET)
     assert len(rows) >= 200

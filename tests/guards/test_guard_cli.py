@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(args: list[str], stdin: bytes, tmp_path: Path) -> subprocess.CompletedProcess[bytes]:
     env = {"INTERLOCK_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], input=stdin, cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "interlock", *args], input=stdin, cwd=ROOT, env=env,
                           capture_output=True, timeout=120)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from evals.guardrails.run import DEFAULT_BIPIA, eval_bipia, eval_pii, eval_project
-from policies.injection import InjectionDetector
-from policies.loader import load_policies
+from interlock.evals.guardrails.run import DEFAULT_BIPIA, eval_bipia, eval_pii, eval_project
+from interlock.policies.injection import InjectionDetector
+from interlock.policies.loader import load_policies
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from policies.injection import InjectionDetector, load_model_detector, normalise, quarantine
-from policies.loader import load_policies
-from policies.schema import ModelDetectorConfig
+from interlock.policies.injection import InjectionDetector, load_model_detector, normalise, quarantine
+from interlock.policies.loader import load_policies
+from interlock.policies.schema import ModelDetectorConfig
 
 
 @pytest.fixture(scope="module", autouse=True)

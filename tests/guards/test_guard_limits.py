@@ -6,9 +6,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
-from policies.limits import InProcessLimiter, RedisLimiter, build_limiter
-from policies.schema import LimitsPolicy
+from interlock.policies.limits import InProcessLimiter, RedisLimiter, build_limiter
+from interlock.policies.schema import LimitsPolicy
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -110,12 +109,11 @@ def test_build_limiter_picks_backend(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_over_budget_tenant_gets_429_and_no_model_call() -> None:
+    from interlock.graphs.state import InterlockState
+    from interlock.policies.limits import BudgetExceeded, enforce
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage, HumanMessage
     from langgraph.graph import END, START, StateGraph
-
-    from graphs.state import InterlockState
-    from policies.limits import BudgetExceeded, enforce
 
     clock = Clock(1_800_000_010.0)
     limiter = InProcessLimiter(policy().model_copy(update={"tenants": {"acme": policy().tenants["tiny"]}}),

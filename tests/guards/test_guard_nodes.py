@@ -8,14 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from interlock.graphs.nodes import guards
+from interlock.graphs.nodes.guards import GuardFailed, make_guard_node
+from interlock.graphs.state import InterlockState
+from interlock.policies.pii import PiiVault
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
-
-from graphs.nodes import guards
-from graphs.nodes.guards import GuardFailed, make_guard_node
-from graphs.state import InterlockState
-from policies.pii import PiiVault
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -143,7 +142,7 @@ async def test_guard_that_raises_fails_closed(monkeypatch: pytest.MonkeyPatch) -
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("detector crashed on secret text sam@x.com")
 
-    monkeypatch.setattr("policies.injection.InjectionDetector.scan", broken)
+    monkeypatch.setattr("interlock.policies.injection.InjectionDetector.scan", broken)
     calls: list[str] = []
     graph = build(scripted(), calls, [])
     with pytest.raises(GuardFailed) as info:
@@ -177,7 +176,7 @@ async def test_nodes_tolerate_missing_keys() -> None:
 async def test_block_and_drop_policies(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from policies.loader import POLICY_DIR, load_policies
+    from interlock.policies.loader import POLICY_DIR, load_policies
 
     for name in ("tools.yaml", "pii.yaml", "injection.yaml", "scope.yaml", "limits.yaml"):
         shutil.copy(POLICY_DIR / name, tmp_path / name)

@@ -6,10 +6,14 @@ import random
 from collections.abc import Iterator
 
 import pytest
-
-from policies.loader import load_policies
-from policies.output import OutputFilter, StreamingOutputFilter, system_prompt_leak, verify_citations
-from policies.pii import PiiVault, detector_for, pseudonymise
+from interlock.policies.loader import load_policies
+from interlock.policies.output import (
+    OutputFilter,
+    StreamingOutputFilter,
+    system_prompt_leak,
+    verify_citations,
+)
+from interlock.policies.pii import PiiVault, detector_for, pseudonymise
 
 
 @pytest.fixture(scope="module", autouse=True)

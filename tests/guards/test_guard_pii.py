@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from faker import Faker
-
-from policies.loader import load_policies
-from policies.pii import PiiVault, detector_for, pseudonymise
+from interlock.policies.loader import load_policies
+from interlock.policies.pii import PiiVault, detector_for, pseudonymise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,8 +103,8 @@ socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 socket.getaddrinfo = refuse
 socket.create_connection = refuse
-from policies.loader import load_policies
-from policies.pii import PiiVault, detector_for, pseudonymise
+from interlock.policies.loader import load_policies
+from interlock.policies.pii import PiiVault, detector_for, pseudonymise
 
 d = detector_for(load_policies().pii)
 r = pseudonymise(d, "write to alice@example.co.uk or alice@mail.example.com", PiiVault(), trusted=True)
@@ -120,8 +119,7 @@ print(len(attempts))
 
 def test_vault_from_another_key_fails_clearly(detector, monkeypatch: pytest.MonkeyPatch) -> None:
     from cryptography.fernet import Fernet
-
-    from policies.pii import VaultKeyError
+    from interlock.policies.pii import VaultKeyError
 
     vault = PiiVault()
     pseudonymise(detector, "mail eve@corp.example.com", vault, trusted=True)

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from policies.loader import POLICY_DIR, PolicyError, get_policies, load_policies
+from interlock.policies.loader import POLICY_DIR, PolicyError, get_policies, load_policies
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,7 +74,7 @@ def test_bad_regex_and_bad_yaml_and_missing_file(policy_dir: Path) -> None:
 
 
 def test_graph_policy_files_are_validated_when_present(policy_dir: Path) -> None:
-    pytest.importorskip("policies.graph_schema")
+    pytest.importorskip("interlock.policies.graph_schema")
     (policy_dir / "models.yaml").write_text("providers:\n  x:\n    kind: nonsense\n")
     with pytest.raises(PolicyError) as info:
         load_policies(policy_dir)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from policies.loader import load_policies
-from policies.scope import ScopeChecker
+from interlock.policies.loader import load_policies
+from interlock.policies.scope import ScopeChecker
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from policies.loader import load_policies
-from policies.pii import PiiVault, detector_for, pseudonymise
-from policies.tool_rules import ToolCall, ToolContext, evaluate_tool_call
+from interlock.policies.loader import load_policies
+from interlock.policies.pii import PiiVault, detector_for, pseudonymise
+from interlock.policies.tool_rules import ToolCall, ToolContext, evaluate_tool_call
 
 
 @pytest.fixture(scope="module", autouse=True)

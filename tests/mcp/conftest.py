@@ -19,7 +19,7 @@ def mcp_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["INTERLOCK_HOME"] = str(home)
     for key in ("INTERLOCK_DATABASE_URL", "INTERLOCK_ISSUER", "INTERLOCK_JWKS_URI", "INTERLOCK_MCP_TOKEN"):
         os.environ.pop(key, None)
-    from mcp_servers import sample_data
+    from interlock.mcp_servers import sample_data
 
     sample_data.seed(reset=True)
     yield home

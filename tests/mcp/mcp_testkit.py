@@ -30,7 +30,7 @@ class RunningServers:
         self._servers: list[tuple[uvicorn.Server, asyncio.Task]] = []
 
     async def start(self, name: str, **build_kwargs: Any) -> str:
-        from mcp_servers.hosting import build_app, load_system
+        from interlock.mcp_servers.hosting import build_app, load_system
 
         sock = free_socket()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
@@ -55,14 +55,14 @@ class RunningServers:
 def token(
     aud: str, scopes: list[str] | None = None, sub: str = "alice", tenant: str = "acme", ttl_s: int = 300
 ) -> str:
-    from tools import identity
+    from interlock.tools import identity
 
     return identity.mint(sub, tenant, ALL_SCOPES if scopes is None else scopes, aud, ttl_s=ttl_s)
 
 
 def forged_token(aud: str, *, key: RSAKey | None = None, **overrides: Any) -> str:
     """A token with arbitrary claims, signed by the dev issuer's key unless another key is given."""
-    from tools import identity
+    from interlock.tools import identity
 
     now = int(time.time())
     claims = {"iss": identity.issuer(), "sub": "mallory", "aud": aud, "tenant_id": "acme",
@@ -76,7 +76,7 @@ def forged_token(aud: str, *, key: RSAKey | None = None, **overrides: Any) -> st
 def order_status(order_id: str) -> tuple[str, int]:
     from contextlib import closing
 
-    from mcp_servers import sample_data
+    from interlock.mcp_servers import sample_data
 
     with closing(sample_data.connect("orders")) as conn:
         row = conn.execute("SELECT status, refunded_cents FROM orders WHERE id = ?", (order_id,)).fetchone()

@@ -12,13 +12,12 @@ import httpx
 import pytest
 from fastmcp import Client
 from fastmcp.utilities.tests import asgi_server
+from interlock.mcp_servers import endpoints
+from interlock.mcp_servers.hosting import build_server, load_system
+from interlock.tools import identity
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from mcp_testkit import free_socket, token
-
-from mcp_servers import endpoints
-from mcp_servers.hosting import build_server, load_system
-from tools import identity
 
 INTERLOCK = str(Path(sys.executable).with_name("interlock"))
 DESTRUCTIVE = {"cancel_order", "refund_order", "issue_credit"}
@@ -104,7 +103,7 @@ async def test_mcp_command_serves_http_with_auth(mcp_home):
 
 
 def test_reused_business_connections_follow_a_reset(tmp_path, monkeypatch):
-    from mcp_servers import sample_data
+    from interlock.mcp_servers import sample_data
 
     monkeypatch.setenv("INTERLOCK_HOME", str(tmp_path))
     sample_data.seed(reset=True)

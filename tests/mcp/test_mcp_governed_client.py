@@ -8,13 +8,9 @@ from typing import Any
 
 import httpx2
 import pytest
-from langchain_core.messages import AIMessage, ToolMessage
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode
-
-from tools.approvals import ApprovalStore
-from tools.audit import AuditLog
-from tools.client import (
+from interlock.tools.approvals import ApprovalStore
+from interlock.tools.audit import AuditLog
+from interlock.tools.client import (
     GovernedTools,
     Principal,
     ServerConfig,
@@ -23,6 +19,9 @@ from tools.client import (
     ToolUnavailable,
     load_config,
 )
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode
 
 READER = Principal(sub="reader", tenant="acme", scopes=["orders:read", "crm:read", "crm:write", "tickets:read"])
 WRITER = Principal(sub="writer", tenant="acme", scopes="orders:read orders:write billing:read")

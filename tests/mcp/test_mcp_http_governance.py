@@ -9,11 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from fastmcp import Client
+from interlock.tools.approvals import ApprovalStore
+from interlock.tools.audit import AuditLog
 from joserfc.jwk import RSAKey
 from mcp_testkit import forged_token, order_status, token
-
-from tools.approvals import ApprovalStore
-from tools.audit import AuditLog
 
 APPROVAL = "io.interlock/approval_id"
 READ = ["orders:read"]
@@ -299,7 +298,7 @@ async def test_audit_log_is_append_only(servers):
 
 
 async def test_internal_exception_text_never_reaches_the_client(servers, monkeypatch):
-    from mcp_servers import sample_data
+    from interlock.mcp_servers import sample_data
 
     def broken(system: str):
         raise RuntimeError("SECRET-dsn=postgres://admin:hunter2@db")

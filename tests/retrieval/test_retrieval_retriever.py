@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
-from graphs.retrieval import Condition, Hit, Retriever
-from graphs.retrieval.embedded_store import EmbeddedStore
-from graphs.retrieval.embedding_cache import EmbeddingCache
-from graphs.retrieval.embeddings import get_embedder
-from graphs.retrieval.reranking import (
+from interlock.graphs.retrieval import Condition, Hit, Retriever
+from interlock.graphs.retrieval.embedded_store import EmbeddedStore
+from interlock.graphs.retrieval.embedding_cache import EmbeddingCache
+from interlock.graphs.retrieval.embeddings import get_embedder
+from interlock.graphs.retrieval.reranking import (
     CrossEncoderReranker,
     FusionOrderReranker,
     MMRReranker,

@@ -13,11 +13,10 @@ import uuid
 
 import numpy as np
 import pytest
-
-from graphs.retrieval.chunks import Chunk, chunk_id_for, content_hash
-from graphs.retrieval.embedded_store import EmbeddedStore
-from graphs.retrieval.filters import Condition
-from graphs.retrieval.store import SearchRequest, StoreMismatch
+from interlock.graphs.retrieval.chunks import Chunk, chunk_id_for, content_hash
+from interlock.graphs.retrieval.embedded_store import EmbeddedStore
+from interlock.graphs.retrieval.filters import Condition
+from interlock.graphs.retrieval.store import SearchRequest, StoreMismatch
 
 DIM = 8
 MODEL = "contract-test-model"
@@ -135,7 +134,7 @@ async def store(request, tmp_path):
         return
     if not os.environ.get("WEAVIATE_URL"):
         pytest.skip("WEAVIATE_URL not set: Weaviate contract tests not run")
-    from graphs.retrieval.weaviate_store import WeaviateStore
+    from interlock.graphs.retrieval.weaviate_store import WeaviateStore
 
     s = WeaviateStore.from_env(collection=f"InterlockTest{uuid.uuid4().hex[:10]}")
     await s.check_model(MODEL, DIM)

@@ -16,13 +16,10 @@ import pytest
 
 pytest.importorskip("weaviate", reason="weaviate-client not installed: Weaviate adapter unit tests not run")
 
-from weaviate.classes.query import HybridFusion  # noqa: E402
-from weaviate.exceptions import WeaviateConnectionError, WeaviateQueryError  # noqa: E402
-
-from graphs.retrieval.chunks import Chunk, chunk_id_for, content_hash  # noqa: E402
-from graphs.retrieval.filters import Condition  # noqa: E402
-from graphs.retrieval.store import SearchRequest, StoreError, StoreUnavailable  # noqa: E402
-from graphs.retrieval.weaviate_store import (  # noqa: E402
+from interlock.graphs.retrieval.chunks import Chunk, chunk_id_for, content_hash  # noqa: E402
+from interlock.graphs.retrieval.filters import Condition  # noqa: E402
+from interlock.graphs.retrieval.store import SearchRequest, StoreError, StoreUnavailable  # noqa: E402
+from interlock.graphs.retrieval.weaviate_store import (  # noqa: E402
     VECTOR_NAME,
     WeaviateStore,
     collection_config,
@@ -32,6 +29,8 @@ from graphs.retrieval.weaviate_store import (  # noqa: E402
     to_hit,
     to_properties,
 )
+from weaviate.classes.query import HybridFusion  # noqa: E402
+from weaviate.exceptions import WeaviateConnectionError, WeaviateQueryError  # noqa: E402
 
 
 def flat(f):

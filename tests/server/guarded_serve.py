@@ -18,6 +18,6 @@ def _guard(event: str, args: tuple) -> None:
 
 sys.addaudithook(_guard)
 
-from server.cli import main  # noqa: E402
+from interlock.cli import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))

@@ -38,7 +38,7 @@ class ServerProcess:
         assert self.log_path is not None
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--config", str(self.config), "--port", str(self.port)],
+            [sys.executable, "-m", "interlock", "serve", "--config", str(self.config), "--port", str(self.port)],
             cwd=str(ROOT),
             env=self.env,
             stdout=log,

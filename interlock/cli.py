@@ -10,13 +10,13 @@ from collections.abc import Sequence
 # Modules exposing `register(subparsers)`. Imported lazily so `interlock serve` does not pay for
 # the retrieval or MCP stacks, and a missing area does not break the others.
 _AREAS = (
-    "server.serve_cli",
-    "server.approvals_cli",
-    "mcp_servers.cli",
-    "tools.cli",
-    "graphs.retrieval.cli",
-    "policies.cli",
-    "evals.cli",
+    "interlock.server.serve_cli",
+    "interlock.server.approvals_cli",
+    "interlock.mcp_servers.cli",
+    "interlock.tools.cli",
+    "interlock.graphs.retrieval.cli",
+    "interlock.policies.cli",
+    "interlock.evals.cli",
 )
 
 

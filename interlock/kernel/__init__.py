@@ -1,0 +1,1 @@
+"""The kernel: settings, database access, identity and shared constants. Imports nothing from Interlock."""
