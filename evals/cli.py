@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from interlock.kernel.settings import get_settings
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -46,8 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _trace_parser() -> argparse.ArgumentParser:
-    from interlock.evals.traces import DEFAULT_URL
-
     parser = argparse.ArgumentParser(prog="interlock eval add-from-trace",
                                      description="append a production trace to a suite's dataset as an eval case")
     parser.add_argument("run_id")
@@ -55,8 +54,9 @@ def _trace_parser() -> argparse.ArgumentParser:
     parser.add_argument("--expect", action="append", default=[], metavar="KEY=VALUE", required=True,
                         help="expected behaviour, e.g. intent=order_status, expect=refuse, facts='[\"30 days\"]'")
     parser.add_argument("--thread-id", default=None, help="the run's thread (default: searched for)")
-    parser.add_argument("--url", default=os.environ.get("INTERLOCK_URL", DEFAULT_URL))
-    parser.add_argument("--token", default=os.environ.get("INTERLOCK_TOKEN"),
+    settings = get_settings()
+    parser.add_argument("--url", default=settings.url)
+    parser.add_argument("--token", default=settings.token.get_secret_value() if settings.token else None,
                         help="bearer token for a server with auth (default $INTERLOCK_TOKEN)")
     parser.add_argument("--id", default=None, help="case id (default trace-<run id>)")
     parser.add_argument("--dataset", type=Path, default=None, help="append here instead of the suite's dataset")

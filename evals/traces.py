@@ -16,7 +16,8 @@ import httpx
 from interlock.evals.suite import Case, DatasetError, Suite
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-DEFAULT_URL = "http://127.0.0.1:2024"
+from interlock.kernel.settings import DEFAULT_URL
+
 MAX_THREADS_SEARCHED = 2000
 
 

@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interlock.policies.graph_schema import POLICY_DIR, ModelsPolicy, ProviderConfig, Tier, load_models_policy
+from interlock.policies import POLICY_DIR
+from interlock.policies.graph_schema import ModelsPolicy, ProviderConfig, Tier, load_models_policy
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from interlock.kernel.settings import Settings, get_settings
 
 log = logging.getLogger("interlock.models")
 
@@ -226,11 +229,16 @@ class Provider:
     breaker: CircuitBreaker
 
 
-def build_chat_model(cfg: ProviderConfig, env: dict[str, str] | None = None) -> BaseChatModel | None:
-    """A LangChain chat model for `cfg`, or None when it is not configured in this environment."""
+def build_chat_model(cfg: ProviderConfig, env: dict[str, str] | None = None,
+                     settings: Settings | None = None) -> BaseChatModel | None:
+    """A LangChain chat model for `cfg`, or None when it is not configured in this environment.
+
+    `env` holds the provider variables models.yaml names (API keys, base URLs); `settings` Interlock's own.
+    """
     env = dict(os.environ) if env is None else env
     if cfg.kind == "scripted":
-        path = cfg.script or env.get("INTERLOCK_SCRIPTED_MODEL")
+        scripted = (settings or get_settings()).scripted_model
+        path = cfg.script or (str(scripted) if scripted else None)
         return ScriptedChatModel.from_file(path) if path and Path(path).is_file() else None
     api_key = env.get(cfg.api_key_env) if cfg.api_key_env else None
     base_url = cfg.base_url or (env.get(cfg.base_url_env) if cfg.base_url_env else None)
@@ -269,21 +277,23 @@ class ModelGateway:
         self.ledger = ledger or UsageLedger()
 
     @classmethod
-    def from_policy(cls, policy: ModelsPolicy | None = None, env: dict[str, str] | None = None) -> ModelGateway:
+    def from_policy(cls, policy: ModelsPolicy | None = None, env: dict[str, str] | None = None,
+                    settings: Settings | None = None) -> ModelGateway:
         env = dict(os.environ) if env is None else env
+        settings = settings or get_settings()
         if policy is None:
-            path = env.get("INTERLOCK_MODELS_POLICY")
-            policy = ModelsPolicy.model_validate(_read_yaml(Path(path))) if path else load_models_policy(POLICY_DIR)
+            path = settings.models_policy
+            policy = ModelsPolicy.model_validate(_read_yaml(path)) if path else load_models_policy(POLICY_DIR)
         providers: dict[str, Provider] = {}
         for name, cfg in policy.providers.items():
-            model = build_chat_model(cfg, env)
+            model = build_chat_model(cfg, env, settings)
             if model is not None:
                 providers[name] = Provider(name, model, cfg, CircuitBreaker(
                     policy.breaker.failure_threshold, policy.breaker.reset_after_s))
         chains = {tier: [providers[n] for n in names if n in providers] for tier, names in policy.tiers.items()}
         # A scripted model named in the environment serves every tier first (demos, server tests).
-        if env.get("INTERLOCK_SCRIPTED_MODEL") and "scripted" not in providers:
-            scripted = build_chat_model(ProviderConfig(kind="scripted", model="scripted"), env)
+        if settings.scripted_model and "scripted" not in providers:
+            scripted = build_chat_model(ProviderConfig(kind="scripted", model="scripted"), env, settings)
             if scripted is not None:
                 p = Provider("scripted", scripted, ProviderConfig(kind="scripted", model="scripted"),
                              CircuitBreaker(policy.breaker.failure_threshold, policy.breaker.reset_after_s))

@@ -7,7 +7,6 @@ graph and overwrites whatever the client sent: identity never comes from user in
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -15,6 +14,8 @@ from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, Field
+
+from interlock.kernel.settings import get_settings
 
 Mode = Literal["model", "zero-key", "degraded"]
 
@@ -150,12 +151,12 @@ DEV_SCOPES = ("orders:read", "orders:write", "crm:read", "crm:write", "billing:r
 
 
 def _dev_scopes() -> list[str]:
-    raw = os.environ.get("INTERLOCK_DEV_SCOPES")
-    return [s.strip() for s in raw.split(",") if s.strip()] if raw is not None else list(DEV_SCOPES)
+    scopes = get_settings().dev_scopes
+    return list(scopes) if scopes is not None else list(DEV_SCOPES)
 
 
 def _dev_tenant() -> str:
-    return os.environ.get("INTERLOCK_DEV_TENANT", "acme")
+    return get_settings().dev_tenant
 
 
 def identify(state: InterlockState, config: RunnableConfig) -> dict[str, Any]:

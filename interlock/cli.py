@@ -7,9 +7,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
+from interlock.kernel.settings import Settings, variable
+
 # Modules exposing `register(subparsers)`. Imported lazily so `interlock serve` does not pay for
 # the retrieval or MCP stacks, and a missing area does not break the others.
 _AREAS = (
+    "interlock.kernel.config_cli",
     "interlock.server.serve_cli",
     "interlock.server.approvals_cli",
     "interlock.mcp_servers.cli",
@@ -35,9 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    result = args.func(args)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        result = args.func(args)
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # A bad INTERLOCK_* variable: name it (never echo its value, it may be a secret), no traceback.
+        for error in exc.errors(include_input=False):
+            name = variable(str(error["loc"][0])) if error["loc"] else "INTERLOCK_*"
+            print(f"interlock: invalid {name}: {error['msg']}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

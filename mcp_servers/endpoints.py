@@ -8,8 +8,9 @@ default URL.
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
+
+from interlock.kernel.settings import get_settings
 
 SYSTEMS: tuple[str, ...] = ("orders", "crm", "billing", "tickets")
 DEFAULT_PORTS: dict[str, int] = {"orders": 8701, "crm": 8702, "billing": 8703, "tickets": 8704}
@@ -23,13 +24,13 @@ def check_system(system: str) -> str:
 
 
 def bind_host() -> str:
-    return os.environ.get("INTERLOCK_MCP_HOST") or "127.0.0.1"
+    return get_settings().mcp_host
 
 
 def canonical_url(system: str, port: int | None = None) -> str:
     """The server's canonical URL, which is also the `aud` its tokens must carry."""
     check_system(system)
-    override = os.environ.get(f"INTERLOCK_MCP_{system.upper()}_URL")
+    override = get_settings().mcp_url(system)
     if override and port is None:
         return override.rstrip("/")
     return f"http://{bind_host()}:{port or DEFAULT_PORTS[system]}{PATH}"

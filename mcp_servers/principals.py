@@ -21,7 +21,6 @@ Verifier configuration (environment):
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -38,6 +37,8 @@ from interlock.tools import identity
 from interlock.tools.principals import Principal
 from pydantic import BaseModel
 
+from interlock.kernel.settings import get_settings
+
 META_TOKEN = "io.interlock/token"
 META_APPROVAL = "io.interlock/approval_id"
 META_TRACE = "io.interlock/trace_id"
@@ -52,8 +53,13 @@ class ToolPolicy(BaseModel):
     read_only: bool = True
 
 
+def _environment_token() -> str | None:
+    token = get_settings().mcp_token
+    return token.get_secret_value() if token else None
+
+
 def tenant_claim() -> str:
-    return os.environ.get("INTERLOCK_TENANT_CLAIM") or "tenant_id"
+    return get_settings().tenant_claim
 
 
 class InterlockJWTVerifier(JWTVerifier):
@@ -70,7 +76,7 @@ class InterlockJWTVerifier(JWTVerifier):
 
 
 def build_verifier(audience: str) -> InterlockJWTVerifier:
-    jwks_uri = os.environ.get("INTERLOCK_JWKS_URI")
+    jwks_uri = get_settings().jwks_uri
     if jwks_uri:
         return InterlockJWTVerifier(jwks_uri=jwks_uri, issuer=identity.issuer(), audience=audience)
     return InterlockJWTVerifier(
@@ -125,7 +131,7 @@ class PrincipalResolver:
         if _transport(context) in HTTP_TRANSPORTS:
             access = get_access_token()  # already verified by the HTTP auth layer
         else:
-            token = request_meta(context).get(META_TOKEN) or os.environ.get("INTERLOCK_MCP_TOKEN")
+            token = request_meta(context).get(META_TOKEN) or _environment_token()
             if not token or not isinstance(token, str):
                 raise Denied("unauthenticated", "no credentials: set INTERLOCK_MCP_TOKEN (interlock token mint)")
             access = await self._verify(token)

@@ -10,7 +10,6 @@ Environment: INTERLOCK_MCP_CALLS_PER_S (default 50, burst 2x, at least 1) and IN
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +19,8 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 from interlock.mcp_servers.denials import Denied
 from interlock.mcp_servers.principals import PrincipalResolver
+
+from interlock.kernel.settings import get_settings
 
 
 class TokenBucket:
@@ -49,8 +50,8 @@ class RateLimits(Middleware):
         lists_per_s: float | None = None,
     ) -> None:
         self.resolver = resolver
-        self.calls_per_s = calls_per_s or float(os.environ.get("INTERLOCK_MCP_CALLS_PER_S") or 50)
-        self.lists_per_s = lists_per_s or float(os.environ.get("INTERLOCK_MCP_LISTS_PER_S") or 10)
+        self.calls_per_s = calls_per_s or get_settings().mcp_calls_per_s
+        self.lists_per_s = lists_per_s or get_settings().mcp_lists_per_s
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
 
     async def _check(self, context: MiddlewareContext[Any], kind: str) -> None:

@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from interlock.mcp_servers.endpoints import SYSTEMS, check_system
-from interlock.server import settings
+
+from interlock.kernel.settings import home
 
 TENANTS: dict[str, int] = {"acme": 1, "globex": 2}
 
@@ -80,7 +81,7 @@ _SUBJECTS = ["Package arrived damaged", "Wrong item delivered", "Invoice amount 
 
 
 def systems_dir() -> Path:
-    path = settings.home() / "systems"
+    path = home() / "systems"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

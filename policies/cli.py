@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from interlock.kernel.settings import get_settings
+
 MAX_INPUT_BYTES = 10 * 1024 * 1024
 
 
@@ -50,7 +52,7 @@ def _scan(args: argparse.Namespace) -> int:
     except UnicodeDecodeError as exc:
         print(f"error: input is not UTF-8 (byte {exc.start})", file=sys.stderr)
         return 2
-    if not os.environ.get("INTERLOCK_VAULT_KEY"):
+    if get_settings().vault_key is None:
         # A one-off scan discards its vault: use a throwaway key instead of creating a key file.
         from cryptography.fernet import Fernet
 

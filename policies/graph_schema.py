@@ -6,15 +6,15 @@ loudly at load time instead of silently falling back to a default.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from interlock.policies import POLICY_DIR
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-POLICY_DIR = Path(__file__).resolve().parent
+from interlock.kernel.settings import get_settings
 
 Tier = Literal["router", "planner", "answer"]
 Route = Literal["rag", "planner", "escalate", "refuse", "smalltalk"]
@@ -142,7 +142,7 @@ class PlaybooksPolicy(_Strict):
 
 
 def load_yaml(name: str, directory: Path | None = None) -> dict[str, Any]:
-    path = Path(directory or os.environ.get("INTERLOCK_POLICY_DIR") or POLICY_DIR) / name
+    path = Path(directory or get_settings().policy_dir or POLICY_DIR) / name
     with path.open(encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):

@@ -17,6 +17,8 @@ from typing import Literal, Protocol
 from interlock.policies.schema import LimitsPolicy, TenantLimits
 from pydantic import BaseModel
 
+from interlock.kernel.settings import get_settings
+
 LimitReason = Literal["requests_per_minute", "tokens_per_minute", "spend_per_day"]
 _MICRO = 1_000_000  # spend is counted in micro-dollars so Redis can use integer INCRBY
 
@@ -185,7 +187,5 @@ async def enforce(limiter: RateLimiter, tenant: str, estimated_tokens: int = 0) 
 def build_limiter(policy: LimitsPolicy, redis_url: str | None = None) -> InProcessLimiter | RedisLimiter:
     """Redis when a URL is given (default: INTERLOCK_REDIS_URL), else in-process."""
     if redis_url is None:
-        from interlock.server.settings import redis_url as configured
-
-        redis_url = configured()
+        redis_url = get_settings().redis_url
     return RedisLimiter(policy, redis_url) if redis_url else InProcessLimiter(policy)

@@ -10,16 +10,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from interlock.policies import POLICY_DIR
 from interlock.policies.schema import InjectionPolicy, LimitsPolicy, PiiPolicy, ScopePolicy, ToolsPolicy
 from pydantic import BaseModel, ValidationError
 
-POLICY_DIR = Path(__file__).resolve().parent
+from interlock.kernel.settings import get_settings
 
 # File name -> (attribute, model). All five are required.
 _GUARD_FILES: dict[str, tuple[str, type[BaseModel]]] = {
@@ -62,7 +62,7 @@ class PolicySet:
 
 
 def default_directory() -> Path:
-    return Path(os.environ.get("INTERLOCK_POLICY_DIR") or POLICY_DIR)
+    return get_settings().policy_dir or POLICY_DIR
 
 
 def _read(path: Path) -> tuple[bytes, dict[str, Any]]:

@@ -24,6 +24,8 @@ from typing import Any, Literal
 from interlock.policies.schema import PiiPolicy
 from pydantic import BaseModel, Field
 
+from interlock.kernel.settings import get_settings
+
 Direction = Literal["input", "output"]
 
 VAULT_FORMAT = "fernet-v1"
@@ -225,10 +227,9 @@ def _read_or_create_key(path: Path) -> bytes:
 
 def _keys() -> tuple[Any, bytes]:
     """Key from INTERLOCK_VAULT_KEY (a Fernet key), else <home>/keys/pii-vault.key, created on first use."""
-    from interlock.server.settings import home
-
-    env_key = os.environ.get("INTERLOCK_VAULT_KEY", "")
-    return _keys_for(env_key, "" if env_key else str(home() / "keys" / "pii-vault.key"))
+    settings = get_settings()
+    env_key = settings.vault_key.get_secret_value() if settings.vault_key else ""
+    return _keys_for(env_key, "" if env_key else str(settings.data_dir() / "keys" / "pii-vault.key"))
 
 
 def _fernet() -> Any:

@@ -19,7 +19,6 @@ from interlock.server.engine import Engine
 from interlock.server.project import bind_graphs, load_object, load_project
 from interlock.server.runs import Runs
 from interlock.server.services import Services
-from interlock.server.settings import database_url, redis_url
 from interlock.server.storage import connect
 from interlock.server.storage.migrations import migrate
 from interlock.server.streams import StreamRegistry
@@ -36,6 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from interlock.kernel.settings import database_url, redis_url
 
 log = logging.getLogger("interlock.server")
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import httpx
 
+from interlock.kernel.settings import get_settings
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("approvals", help="list and decide approvals waiting for an operator")
-    p.add_argument("--url", default=os.environ.get("INTERLOCK_URL", "http://127.0.0.1:2024"))
+    settings = get_settings()
+    p.add_argument("--url", default=settings.url)
     p.add_argument("--tenant", help="tenant (local development mode only; with auth it comes from the token)")
-    p.add_argument("--token", default=os.environ.get("INTERLOCK_TOKEN"), help="bearer token for an auth-enabled server")
+    p.add_argument("--token", default=settings.token.get_secret_value() if settings.token else None, help="bearer token for an auth-enabled server")
     sub = p.add_subparsers(dest="approvals_command", required=True)
     ls = sub.add_parser("list", help="list approvals")
     ls.add_argument("--status", default="pending")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, TypeVar
 
 import orjson
@@ -10,9 +9,11 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from interlock.kernel.settings import get_settings
+
 M = TypeVar("M", bound=BaseModel)
 
-MAX_BODY_BYTES = int(os.environ.get("INTERLOCK_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
+MAX_BODY_BYTES = get_settings().max_body_bytes
 
 
 async def read_json(request: Request, *, default: Any = None) -> Any:

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from interlock.server.settings import is_postgres, sqlite_path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+
+from interlock.kernel.settings import is_postgres, sqlite_path
 
 
 class LoopSqliteSaver(SqliteSaver):

@@ -29,6 +29,8 @@ from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, Send
 
+from interlock.kernel.settings import get_settings
+
 log = logging.getLogger("interlock.engine")
 
 
@@ -100,8 +102,8 @@ class Engine:
         self.on_trace = on_trace  # callback(doc, tenant) after a run's trace is saved: metrics, budgets, export
         self.redactor = Redactor() if traces is not None else None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.poll_seconds = float(os.environ.get("INTERLOCK_QUEUE_POLL_SECONDS", "1.0"))
-        self.lease_seconds = float(os.environ.get("INTERLOCK_RUN_LEASE_SECONDS", "30"))
+        self.poll_seconds = get_settings().queue_poll_seconds
+        self.lease_seconds = get_settings().run_lease_seconds
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_actions: dict[str, str] = {}

@@ -7,7 +7,8 @@ import os
 import sys
 
 from interlock.server.project import ProjectError, load_project
-from interlock.server.settings import is_postgres
+
+from interlock.kernel.settings import get_settings, is_postgres
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,10 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; 0.0.0.0 needs auth configured)")
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "2024")))
     p.add_argument("--workers", type=int, default=1, help="server processes sharing the database")
-    p.add_argument("--concurrency", type=int, default=int(os.environ.get("INTERLOCK_RUN_CONCURRENCY", "10")),
-                   help="runs executed at once per process")
-    p.add_argument("--log-level", default=os.environ.get("INTERLOCK_LOG_LEVEL", "info"))
-    p.add_argument("--log-format", choices=["json", "text"], default=os.environ.get("INTERLOCK_LOG_FORMAT", "json"))
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="runs executed at once per process (default $INTERLOCK_RUN_CONCURRENCY or 10)")
+    p.add_argument("--log-level", default=None, help="default $INTERLOCK_LOG_LEVEL or info")
+    p.add_argument("--log-format", choices=["json", "text"], default=None, help="default $INTERLOCK_LOG_FORMAT or json")
     p.add_argument("--with-mcp", action="store_true",
                    help="also start the sample business systems' MCP servers (interlock mcp all) for this process's lifetime")
     p.set_defaults(func=serve)
@@ -28,19 +29,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def app_factory():  # noqa: ANN201 - uvicorn factory for --workers > 1
     from interlock.server.app import create_app
 
+    settings = get_settings()
+    if settings.config is None:
+        raise RuntimeError("INTERLOCK_CONFIG is not set (interlock serve sets it)")
     return create_app(
-        os.environ["INTERLOCK_CONFIG"],
-        concurrency=int(os.environ.get("INTERLOCK_RUN_CONCURRENCY", "10")),
+        str(settings.config),
+        concurrency=settings.run_concurrency,
         # A shared database (PostgreSQL) may have other replicas: never assume their runs are orphans.
-        single_process=os.environ.get("INTERLOCK_WORKERS", "1") == "1"
-        and not is_postgres(os.environ.get("INTERLOCK_DATABASE_URL", "")),
+        single_process=settings.workers == 1 and not is_postgres(settings.database_url or ""),
     )
 
 
 def serve(args: argparse.Namespace) -> int:
-
     from interlock.server.logs import configure
 
+    settings = get_settings()
+    args.concurrency = args.concurrency or settings.run_concurrency
+    args.log_level = args.log_level or settings.log_level
+    args.log_format = args.log_format or settings.log_format
     configure(args.log_level, args.log_format)
     try:
         project = load_project(args.config)
@@ -54,7 +60,7 @@ def serve(args: argparse.Namespace) -> int:
             "(add \"auth\" to langgraph.json, or set INTERLOCK_ALLOW_UNAUTHENTICATED=1)",
             file=sys.stderr,
         )
-        if os.environ.get("INTERLOCK_ALLOW_UNAUTHENTICATED") != "1":
+        if not settings.allow_unauthenticated:
             return 2
     os.environ["INTERLOCK_CONFIG"] = str(project.config_path)
     os.environ["INTERLOCK_RUN_CONCURRENCY"] = str(args.concurrency)

@@ -4,7 +4,6 @@ increasing and a replay after any `Last-Event-ID` is exact (the reference reuses
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,8 +11,10 @@ from typing import Any
 
 from interlock.server.serialization import dumps
 
-RESUMABLE_TTL_SECONDS = float(os.environ.get("INTERLOCK_STREAM_TTL_SECONDS", "600"))
-HEARTBEAT_SECONDS = float(os.environ.get("INTERLOCK_HEARTBEAT_SECONDS", "5"))
+from interlock.kernel.settings import get_settings
+
+RESUMABLE_TTL_SECONDS = get_settings().stream_ttl_seconds
+HEARTBEAT_SECONDS = get_settings().heartbeat_seconds
 
 
 @dataclass

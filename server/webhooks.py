@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import socket
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,11 +15,13 @@ import httpx
 from interlock.server.errors import Invalid
 from interlock.server.serialization import dumps
 
+from interlock.kernel.settings import get_settings
+
 log = logging.getLogger("interlock.webhooks")
 
 
 def _allowed_hosts() -> set[str]:
-    return {h.strip().lower() for h in os.environ.get("INTERLOCK_WEBHOOK_ALLOW_HOSTS", "").split(",") if h.strip()}
+    return {h.lower() for h in get_settings().webhook_allow_hosts}
 
 
 def _internal(address: str) -> bool:

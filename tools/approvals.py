@@ -8,7 +8,7 @@ with new arguments, re-hashed), and the MCP server's gate spends it (`consume`) 
 The `args` column is the ONLY place raw arguments are stored (for the operator's screen); the audit log
 keeps the hash only.
 
-Tables are created idempotently in `server.settings.database_url()` (SQLite file or PostgreSQL).
+Tables are created idempotently in `kernel.settings.database_url()` (SQLite file or PostgreSQL).
 
     store = ApprovalStore()
     a = await store.request(tool="cancel_order", server="orders", args={...}, principal="u1", tenant="acme")
@@ -25,8 +25,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from interlock.tools.database import Database
 from pydantic import BaseModel
+
+from interlock.kernel.database import LazyDatabase
 
 Status = Literal["pending", "approved", "rejected", "consumed", "expired"]
 Decision = Literal["approve", "reject"]
@@ -112,7 +113,7 @@ def _row(row: dict[str, Any]) -> Approval:
 
 class ApprovalStore:
     def __init__(self, url: str | None = None, *, clock: Any = time.time) -> None:
-        self.db = Database(url)
+        self.db = LazyDatabase(url)
         self._clock = clock  # injectable so tests can move time forward instead of sleeping
         self._ready = False
 

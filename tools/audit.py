@@ -13,8 +13,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from interlock.tools.database import Database
 from pydantic import BaseModel, Field
+
+from interlock.kernel.database import LazyDatabase
 
 Outcome = Literal["ok", "error", "denied"]
 
@@ -71,7 +72,7 @@ _COLUMNS = tuple(AuditRecord.model_fields)
 
 class AuditLog:
     def __init__(self, url: str | None = None) -> None:
-        self.db = Database(url)
+        self.db = LazyDatabase(url)
         self._ready = False
 
     async def setup(self) -> None:

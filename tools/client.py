@@ -33,7 +33,6 @@ import asyncio
 import fnmatch
 import json
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,13 +42,14 @@ from typing import Any
 import yaml
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
-from interlock.server import settings
 from interlock.tools import identity
 from interlock.tools.approvals import args_hash
 from interlock.tools.audit import AuditLog, AuditRecord
 from interlock.tools.principals import Principal
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field, ValidationError
+
+from interlock.kernel.settings import get_settings
 
 __all__ = ["GovernedTools", "Principal", "ToolCallResult", "ToolDenied", "ToolInfo", "ToolUnavailable",
            "ToolsConfig", "load_config"]
@@ -88,8 +88,8 @@ def default_config() -> ToolsConfig:
 
 def load_config(path: str | Path | None = None) -> ToolsConfig:
     """Read the YAML config; a missing default file means the built-in local endpoints."""
-    explicit = path or os.environ.get("INTERLOCK_TOOLS_CONFIG")
-    candidate = Path(explicit) if explicit else settings.home() / "tools.yaml"
+    explicit = path or get_settings().tools_config
+    candidate = Path(explicit) if explicit else get_settings().data_dir() / "tools.yaml"
     if not candidate.exists():
         if explicit:
             raise FileNotFoundError(f"tools config not found: {candidate}")

@@ -27,22 +27,23 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from interlock.server import settings
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-DEFAULT_ISSUER = "http://127.0.0.1:2024"
+from interlock.kernel.settings import DEFAULT_URL, get_settings
+
+DEFAULT_ISSUER = DEFAULT_URL
 ACTOR = "interlock"
 ALGORITHM = "RS256"
 MAX_TTL_S = 30 * 24 * 3600  # long enough for a desktop profile, short enough to force rotation
 
 
 def issuer() -> str:
-    return os.environ.get("INTERLOCK_ISSUER") or DEFAULT_ISSUER
+    return get_settings().issuer
 
 
 def keys_dir() -> Path:
-    path = settings.home() / "keys"
+    path = get_settings().data_dir() / "keys"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 

@@ -28,8 +28,10 @@ from interlock.policies.injection import InjectionDetector
 from interlock.policies.loader import load_policies
 from interlock.policies.pii import PiiVault, detector_for, pseudonymise
 
+from interlock.kernel.settings import get_settings
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_BIPIA = Path(os.environ.get("INTERLOCK_BIPIA_DIR", HERE.parents[2] / "shared" / "data" / "bipia"))
+DEFAULT_BIPIA = get_settings().bipia_dir or HERE.parents[2] / "shared" / "data" / "bipia"
 if not DEFAULT_BIPIA.is_dir():
     DEFAULT_BIPIA = Path("/work/shared/data/bipia")
 
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-repeats", type=int, default=60)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    if not os.environ.get("INTERLOCK_VAULT_KEY"):
+    if get_settings().vault_key is None:
         # The eval's vaults are thrown away: never create a key file in the developer's data.
         from cryptography.fernet import Fernet
 

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
+from unittest import mock
 
 from interlock.evals.environment import thread_config
 from interlock.evals.suite import DATASETS, INVARIANT, Case, Metric, Scores, Suite, flag
@@ -119,14 +120,14 @@ class SafetySuite(Suite):
 
         source = env.policy_dir
         broken = Path(tempfile.mkdtemp(prefix="interlock-eval-policy-"))
-        saved = os.environ.get("INTERLOCK_POLICY_DIR")
+        policy_dir = mock.patch.dict(os.environ, {"INTERLOCK_POLICY_DIR": str(broken)})  # restored after
+        policy_dir.start()
         try:
             for path in source.glob("*.yaml"):
                 shutil.copy(path, broken / path.name)
             limits = yaml.safe_load((broken / "limits.yaml").read_text())
             limits.setdefault("run", {})["guard_timeout_s"] = 1e-9
             (broken / "limits.yaml").write_text(yaml.safe_dump(limits))
-            os.environ["INTERLOCK_POLICY_DIR"] = str(broken)
             clear_cache()
             model = _recording_model(case.model_reply, case.model_calls)
             graph = await env.router(toolbox=self._box, gateway=scripted_chain(model))
@@ -139,10 +140,7 @@ class SafetySuite(Suite):
             return {"guard_failed": raised, "outcome": out.get("outcome"), "model_calls": len(model.payloads),
                     "tool_calls": len(self._box.calls)}
         finally:
-            if saved is None:
-                os.environ.pop("INTERLOCK_POLICY_DIR", None)
-            else:
-                os.environ["INTERLOCK_POLICY_DIR"] = saved
+            policy_dir.stop()
             clear_cache()
             shutil.rmtree(broken, ignore_errors=True)
 

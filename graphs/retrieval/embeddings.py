@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 import httpx
 import numpy as np
 
+from interlock.kernel.settings import get_settings
+
 TOKENIZER_PATH = Path(__file__).parent / "assets" / "tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 MINILM_DIM = 384
@@ -189,14 +191,16 @@ _embedder: Embedder | None = None
 
 def embedder_from_env() -> Embedder:
     """`INTERLOCK_EMBEDDINGS_URL` (+ `_MODEL`, `_API_KEY`, `_DIM`) selects a provider; else local MiniLM."""
-    url = os.environ.get("INTERLOCK_EMBEDDINGS_URL")
+    settings = get_settings()
+    url = settings.embeddings_url
     if url:
-        model = os.environ.get("INTERLOCK_EMBEDDINGS_MODEL")
+        model = settings.embeddings_model
         if not model:
             raise EmbeddingError("INTERLOCK_EMBEDDINGS_URL is set but INTERLOCK_EMBEDDINGS_MODEL is not")
-        dim = os.environ.get("INTERLOCK_EMBEDDINGS_DIM")
+        dim = settings.embeddings_dim
         return ProviderEmbedder(
-            url, model, api_key=os.environ.get("INTERLOCK_EMBEDDINGS_API_KEY"), dim=int(dim) if dim else None
+            url, model, dim=dim,
+            api_key=settings.embeddings_api_key.get_secret_value() if settings.embeddings_api_key else None
         )
     return MiniLMEmbedder()
 

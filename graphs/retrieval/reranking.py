@@ -20,6 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from interlock.kernel.settings import get_settings
+
 from .chunks import Hit
 
 _WORD_RE = re.compile(r"\w+")
@@ -147,9 +149,9 @@ class _OnnxPairScorer:
 
 def reranker_from_env() -> Reranker:
     """`INTERLOCK_RERANKER=mmr` or `INTERLOCK_CROSS_ENCODER_DIR=/path`; default keeps fusion order."""
-    model_dir = os.environ.get("INTERLOCK_CROSS_ENCODER_DIR")
+    model_dir = get_settings().cross_encoder_dir
     if model_dir:
         return CrossEncoderReranker(model_dir)
-    if os.environ.get("INTERLOCK_RERANKER", "").lower() == "mmr":
+    if get_settings().reranker.lower() == "mmr":
         return MMRReranker()
     return FusionOrderReranker()

@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from interlock.kernel.settings import home
+
 from .chunking import ChunkingConfig
 from .chunks import Hit, check_groups, check_tenant
 from .embedding_cache import EmbeddingCache
@@ -63,8 +65,6 @@ class Retriever:
     @classmethod
     def from_settings(cls) -> Retriever:
         """The configured store: Weaviate when WEAVIATE_URL is set, else the embedded store under home()."""
-        from interlock.server.settings import home
-
         root = home() / "retrieval"
         cache = EmbeddingCache(root / "embedding-cache.sqlite")
         if os.environ.get("WEAVIATE_URL"):

@@ -1,5 +1,5 @@
-"""Persistence for the Agent Server: one interface (`Database`), SQLite or PostgreSQL underneath."""
+"""Persistence for the Agent Server: the kernel's `Database` (SQLite or PostgreSQL) and the server's migrations."""
 
-from interlock.server.storage.database import Database, connect
+from interlock.kernel.database import Database, connect
 
 __all__ = ["Database", "connect"]

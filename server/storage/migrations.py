@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from interlock.server.storage.database import Database
+from interlock.kernel.database import Database
 
 MIGRATIONS: list[tuple[int, str]] = [
     (

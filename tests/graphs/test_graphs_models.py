@@ -15,6 +15,8 @@ from interlock.graphs.models import (
 from interlock.policies.graph_schema import ModelsPolicy
 from langchain_core.messages import AIMessage, HumanMessage
 
+from interlock.kernel.settings import Settings
+
 ASK = [HumanMessage("hello")]
 
 
@@ -94,7 +96,7 @@ def test_from_policy_uses_only_configured_providers(tmp_path) -> None:
     assert not ModelGateway.from_policy(policy, env={}).has("router")  # zero-key: no key, no provider
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"replies": [{"content": "", "tool_calls": [{"name": "get_order", "args": {}}]}]}))
-    gateway = ModelGateway.from_policy(policy, env={"INTERLOCK_SCRIPTED_MODEL": str(script)})
+    gateway = ModelGateway.from_policy(policy, env={}, settings=Settings(scripted_model=script))
     assert [p.name for p in gateway.chains["planner"]] == ["scripted"]
 
 

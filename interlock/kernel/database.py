@@ -1,8 +1,13 @@
-"""A small async SQL layer shared by the SQLite and PostgreSQL backends.
+"""Interlock's one async SQL layer, for the embedded SQLite file and for PostgreSQL.
 
-The server's own tables use portable SQL (TEXT JSON, ISO timestamps, ON CONFLICT, RETURNING) written with `?`
-placeholders; the PostgreSQL backend rewrites them to `%s`. The only dialect-specific pieces are the JSON
-containment test used by metadata filters and row locking, exposed as methods here.
+Every table (the server's, the approval and audit stores') uses portable SQL (TEXT JSON, ISO timestamps,
+ON CONFLICT, RETURNING) written with `?` placeholders; the PostgreSQL backend rewrites them to `%s`. The only
+dialect-specific pieces are the JSON containment test used by metadata filters, row locking and idempotent DDL,
+exposed as methods here.
+
+`connect(url)` opens a backend for a server that owns its event loop; `LazyDatabase` is for stores used from
+whichever loop calls them (graph nodes, MCP servers, the CLI, tests): it connects on first use and reconnects
+when called from another loop.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from interlock.server.settings import is_postgres, sqlite_path
+
+from interlock.kernel.settings import database_url, is_postgres, sqlite_path
 
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -43,6 +49,10 @@ class Database:
 
     def transaction(self) -> Any:
         """`async with db.transaction() as tx:` where tx has fetchall/fetchone/execute."""
+        raise NotImplementedError
+
+    async def script(self, statements: Sequence[str]) -> None:
+        """Run idempotent DDL (`CREATE ... IF NOT EXISTS`), each statement verbatim (no placeholders)."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -112,6 +122,11 @@ class SqliteDatabase(Database):
         async with self._lock:
             self._conn.executescript(sql)
 
+    async def script(self, statements: Sequence[str]) -> None:
+        async with self._lock:
+            for statement in statements:
+                self._conn.execute(statement)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
         async with self._lock:
@@ -179,7 +194,7 @@ class PostgresDatabase(Database):
 
         pool = AsyncConnectionPool(
             url,
-            min_size=2,
+            min_size=min(2, max_size),
             max_size=max_size,
             open=False,
             kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
@@ -207,6 +222,14 @@ class PostgresDatabase(Database):
     async def executescript(self, sql: str) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(sql)
+
+    async def script(self, statements: Sequence[str]) -> None:
+        # One transaction under an advisory lock: several processes starting at once would otherwise race on
+        # `CREATE IF NOT EXISTS` / `CREATE OR REPLACE` ("tuple concurrently updated").
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(74210013)")
+            for statement in statements:
+                await conn.execute(statement)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PostgresTx]:
@@ -244,7 +267,59 @@ class _PostgresTx:
         return cur.rowcount
 
 
-async def connect(url: str) -> Database:
+async def connect(url: str, *, max_size: int = 20) -> Database:
+    """Open the backend for `url` (`max_size`: PostgreSQL pool connections)."""
     if is_postgres(url):
-        return await PostgresDatabase.open(url)
+        return await PostgresDatabase.open(url, max_size=max_size)
     return await SqliteDatabase.open(sqlite_path(url))
+
+
+class LazyDatabase:
+    """The database at `url` (default: the configured one), connected on first use in the running event loop.
+
+    A store built at import or in one loop (a test, the CLI) may be called from another: the connection of the
+    old loop cannot be awaited there, so it is dropped (SQLite closed) and a new one opened.
+    """
+
+    def __init__(self, url: str | None = None, *, max_size: int = 4) -> None:
+        self.url = url or database_url()
+        self.postgres = is_postgres(self.url)
+        self.max_size = max_size
+        self._db: Database | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def _current(self) -> Database:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self._db is not None:
+            return self._db
+        if self._loop is not loop:
+            if isinstance(self._db, SqliteDatabase):
+                self._db._conn.close()  # a plain sqlite3 connection closes from any thread
+            self._db, self._loop, self._opening = None, loop, asyncio.Lock()
+        assert self._opening is not None
+        async with self._opening:
+            if self._db is None:
+                self._db = await connect(self.url, max_size=self.max_size)
+        return self._db
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return await (await self._current()).fetchall(sql, params)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        return await (await self._current()).fetchone(sql, params)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the affected row count."""
+        return await (await self._current()).execute(sql, params)
+
+    async def script(self, statements: Sequence[str]) -> None:
+        await (await self._current()).script(statements)
+
+    async def close(self) -> None:
+        db, loop = self._db, self._loop
+        self._db = self._loop = self._opening = None
+        if db is not None and loop is asyncio.get_running_loop():
+            await db.close()
+        elif isinstance(db, SqliteDatabase):
+            db._conn.close()
