@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal, TypedDict
 from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.message import add_messages
-from pydantic import BaseModel, Field
 
+from interlock.kernel.identity import Principal
 from interlock.kernel.settings import get_settings
 
 Mode = Literal["model", "zero-key", "degraded"]
@@ -26,14 +26,8 @@ OUTCOMES = (
 )
 
 
-class PrincipalInfo(BaseModel):
-    """Who the run acts for. Built only from trusted config."""
-
-    sub: str
-    tenant: str
-    scopes: list[str] = Field(default_factory=list)
-    groups: list[str] = Field(default_factory=list)
-    display_name: str | None = None
+# Who the run acts for (the kernel's one principal type); the old name stays for graph code.
+PrincipalInfo = Principal
 
 
 class RetrievedChunk(TypedDict, total=False):

@@ -15,8 +15,10 @@ import mcp_types as mt
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
 from interlock.mcp_servers.denials import Denied
-from interlock.mcp_servers.principals import META_APPROVAL, ToolPolicy, current_principal, request_meta
+from interlock.mcp_servers.principals import ToolPolicy, current_principal, request_meta
 from interlock.tools.approvals import ApprovalError, ApprovalStore
+
+from interlock.kernel.identity import META_APPROVAL
 
 
 class ApprovalGate(Middleware):

@@ -18,9 +18,11 @@ from fastmcp.exceptions import ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
 from interlock.mcp_servers.denials import Denied
-from interlock.mcp_servers.principals import META_APPROVAL, META_TRACE, PrincipalResolver, request_meta
+from interlock.mcp_servers.principals import PrincipalResolver, request_meta
 from interlock.tools.approvals import args_hash
 from interlock.tools.audit import AuditLog, AuditRecord
+
+from interlock.kernel.identity import META_APPROVAL, META_TRACE
 
 log = logging.getLogger(__name__)
 

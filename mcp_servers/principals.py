@@ -34,14 +34,11 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 from interlock.mcp_servers.denials import Denied
 from interlock.tools import identity
-from interlock.tools.principals import Principal
 from pydantic import BaseModel
 
+from interlock.kernel.identity import META_TOKEN, Principal
 from interlock.kernel.settings import get_settings
 
-META_TOKEN = "io.interlock/token"
-META_APPROVAL = "io.interlock/approval_id"
-META_TRACE = "io.interlock/trace_id"
 HTTP_TRANSPORTS = ("streamable-http", "sse")
 
 _principal: ContextVar[Principal | None] = ContextVar("interlock_principal", default=None)

@@ -45,10 +45,10 @@ from fastmcp.client.transports import StreamableHttpTransport
 from interlock.tools import identity
 from interlock.tools.approvals import args_hash
 from interlock.tools.audit import AuditLog, AuditRecord
-from interlock.tools.principals import Principal
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field, ValidationError
 
+from interlock.kernel.identity import META_APPROVAL, META_TRACE, Principal
 from interlock.kernel.settings import get_settings
 
 __all__ = ["GovernedTools", "Principal", "ToolCallResult", "ToolDenied", "ToolInfo", "ToolUnavailable",
@@ -56,8 +56,6 @@ __all__ = ["GovernedTools", "Principal", "ToolCallResult", "ToolDenied", "ToolIn
 
 log = logging.getLogger(__name__)
 
-META_APPROVAL = "io.interlock/approval_id"
-META_TRACE = "io.interlock/trace_id"
 _TOKEN_MARGIN_S = 30  # never send a token that could expire in flight
 _CATALOG_TTL_S = 60.0
 
