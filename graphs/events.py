@@ -1,4 +1,4 @@
-"""Telemetry events from inside graph nodes: retrievals, tool calls and guard verdicts.
+"""Telemetry events from inside graph nodes: retrievals, tool calls, guard verdicts and model usage.
 
 They travel as LangChain custom events (`interlock.<kind>`), so whoever runs the graph can record them (the
 Interlock server turns them into trace spans and metrics) and a graph run outside any server pays nothing.
@@ -10,6 +10,9 @@ import logging
 from typing import Any
 
 log = logging.getLogger("interlock.graphs.events")
+
+# A model call's usage (UsageRecord fields: tenant, feature, tier, provider, model, tokens, cost, latency, outcome).
+USAGE_EVENT = "usage"
 
 
 async def emit(kind: str, payload: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interlock.graphs.events import USAGE_EVENT, emit
 from interlock.policies import POLICY_DIR
 from interlock.policies.graph_schema import ModelsPolicy, ProviderConfig, Tier, load_models_policy
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -189,10 +190,6 @@ class UsageRecord(BaseModel):
     outcome: str
 
 
-# Process-wide sinks every ledger feeds (the server plugs run traces, metrics and tenant budgets in here).
-USAGE_SINKS: list[Callable[[UsageRecord], None]] = []
-
-
 @dataclass
 class UsageLedger:
     """Recent usage in memory plus optional sinks (observability plugs a persistent one in here)."""
@@ -205,7 +202,7 @@ class UsageLedger:
         log.info("model call tier=%s provider=%s tenant=%s feature=%s in=%d out=%d cost=%.6f %s",
                  record.tier, record.provider, record.tenant, record.feature, record.input_tokens,
                  record.output_tokens, record.cost_usd, record.outcome)
-        for sink in [*self.sinks, *USAGE_SINKS]:
+        for sink in self.sinks:
             try:
                 sink(record)
             except Exception:  # a broken sink must not break the run
@@ -332,13 +329,13 @@ class ModelGateway:
                                                      timeout=min(provider.config.timeout_s, remaining))
                 except TimeoutError:
                     provider.breaker.record(False)
-                    self._record(provider, tier, tenant, feature, None, started, "timeout")
+                    await self._record(provider, tier, tenant, feature, None, started, "timeout")
                     failures.append(f"{provider.name}: timeout")
                     break  # a hung provider gets no retry: it would eat the whole budget
                 except Exception as exc:  # SDK errors vary; classify by status
                     status = status_of(exc)
                     provider.breaker.record(False)
-                    self._record(provider, tier, tenant, feature, None, started, f"error {status or type(exc).__name__}")
+                    await self._record(provider, tier, tenant, feature, None, started, f"error {status or type(exc).__name__}")
                     failures.append(f"{provider.name}: {status or type(exc).__name__}")
                     if status in RETRYABLE_STATUS and attempt < provider.config.max_retries \
                             and provider.breaker.allow():
@@ -348,19 +345,21 @@ class ModelGateway:
                 provider.breaker.record(True)
                 if not isinstance(message, AIMessage):
                     message = AIMessage(content=str(getattr(message, "content", message)))
-                self._record(provider, tier, tenant, feature, message, started, "ok")
+                await self._record(provider, tier, tenant, feature, message, started, "ok")
                 return message, provider.name
         raise ModelsUnavailable(str(tier), failures)
 
-    def _record(self, provider: Provider, tier: str, tenant: str, feature: str, message: AIMessage | None,
-                started: float, outcome: str) -> None:
+    async def _record(self, provider: Provider, tier: str, tenant: str, feature: str, message: AIMessage | None,
+                      started: float, outcome: str) -> None:
         usage = (message.usage_metadata if message is not None else None) or {}
         tin, tout = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
         cost = (tin * provider.config.input_cost_per_mtok + tout * provider.config.output_cost_per_mtok) / 1e6
-        self.ledger.add(UsageRecord(at=time.time(), tenant=tenant, feature=feature, tier=str(tier),
-                                    provider=provider.name, model=provider.config.model, input_tokens=tin,
-                                    output_tokens=tout, cost_usd=cost,
-                                    latency_ms=round((time.monotonic() - started) * 1000, 1), outcome=outcome))
+        record = UsageRecord(at=time.time(), tenant=tenant, feature=feature, tier=str(tier), provider=provider.name,
+                             model=provider.config.model, input_tokens=tin, output_tokens=tout, cost_usd=cost,
+                             latency_ms=round((time.monotonic() - started) * 1000, 1), outcome=outcome)
+        self.ledger.add(record)
+        # Whoever runs the graph learns about usage from this event (the server: run traces, metrics, budgets).
+        await emit(USAGE_EVENT, record.model_dump())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -73,18 +73,6 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(issuer_jwks())
 
 
-def _plug_usage_sink() -> None:
-    """Model calls made through Interlock's gateway report tokens and cost to the current run's trace."""
-    try:
-        from interlock.graphs.models import USAGE_SINKS
-    except ImportError:
-        return
-    from interlock.server.traces import usage_sink
-
-    if usage_sink not in USAGE_SINKS:
-        USAGE_SINKS.append(usage_sink)
-
-
 def _build_limiter() -> Any:
     """Per-tenant request, token and spend limits from policies/limits.yaml (Redis when configured)."""
     try:
@@ -125,7 +113,6 @@ def create_app(
             limiter = _build_limiter()
             exporter = TraceExporter()
             webhooks = Webhooks()
-            _plug_usage_sink()
 
             async def on_trace(doc: dict[str, Any], tenant: str | None) -> None:
                 metrics.observe_trace(doc, tenant)

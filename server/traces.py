@@ -218,6 +218,9 @@ class TraceRecorder(AsyncCallbackHandler):
             return
         kind = name.split(".", 1)[1]
         payload = data if isinstance(data, dict) else {"value": data}
+        if kind == "usage":
+            self.record_usage(payload)
+            return
         self.add_event(
             kind,
             str(payload.get("name") or kind),
@@ -255,6 +258,21 @@ class TraceRecorder(AsyncCallbackHandler):
         self.tokens += tokens
         self.cost_usd += cost_usd
 
+    def record_usage(self, usage: dict[str, Any]) -> None:
+        """A model call's usage (the gateway's `interlock.usage` event): tokens, cost, tenant, feature."""
+        self.add_usage(int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0),
+                       float(usage.get("cost_usd") or 0.0))
+        outcome = usage.get("outcome")
+        self.add_event(
+            "usage",
+            f"{usage.get('provider')}:{usage.get('model')}",
+            parent_id=None,
+            latency_ms=float(usage.get("latency_ms") or 0.0),
+            error=None if outcome == "ok" else outcome,
+            attributes={key: usage.get(key) for key in ("tenant", "feature", "tier", "model", "provider",
+                                                         "input_tokens", "output_tokens", "cost_usd", "outcome")},
+        )
+
     def document(self, *, status: str, policy_hash: str | None, input_: Any, output: Any) -> dict[str, Any]:
         spans = []
         for key in self.order:
@@ -276,32 +294,6 @@ class TraceRecorder(AsyncCallbackHandler):
             "cost_usd": round(self.cost_usd, 6),
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
         }
-
-
-def usage_sink(record: Any) -> None:
-    """Attach a model call's usage (tokens, cost, tenant, feature) to the run that made it."""
-    recorder = CURRENT_TRACE.get()
-    if recorder is None:
-        return
-    recorder.add_usage(int(record.input_tokens) + int(record.output_tokens), float(record.cost_usd))
-    recorder.add_event(
-        "usage",
-        f"{record.provider}:{record.model}",
-        parent_id=None,
-        latency_ms=float(record.latency_ms),
-        error=None if record.outcome == "ok" else record.outcome,
-        attributes={
-            "tenant": record.tenant,
-            "feature": record.feature,
-            "tier": record.tier,
-            "model": record.model,
-            "provider": record.provider,
-            "input_tokens": record.input_tokens,
-            "output_tokens": record.output_tokens,
-            "cost_usd": record.cost_usd,
-            "outcome": record.outcome,
-        },
-    )
 
 
 class Traces:
