@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test layers lint bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,18 @@ run: $(STAMP)
 # approval and safety invariants against committed baselines; offline, no key).
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory layers
 	$(BIN)/pytest -q
 	LANGSMITH_TEST_TRACKING=false LANGSMITH_TRACING=false $(BIN)/interlock eval
+
+# The import layers (pyproject.toml [tool.importlinter]). The folders install as interlock.<folder> through a
+# package-dir mapping that import-linter cannot follow, so it reads a tree of symlinks shaped like the wheel.
+LAYERS := .layers
+layers: $(STAMP)
+	rm -rf $(LAYERS) && mkdir -p $(LAYERS)/interlock
+	ln -s $(CURDIR)/interlock/* $(LAYERS)/interlock/
+	for d in server tools graphs policies evals mcp_servers; do ln -s $(CURDIR)/$$d $(LAYERS)/interlock/$$d; done
+	cd $(LAYERS) && PYTHONPATH=$(CURDIR)/$(LAYERS) $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 # Benchmarks run in their own virtualenv: the reference server (bench extra) conflicts with weaviate-client.
 .venv-bench/.installed: pyproject.toml
@@ -38,4 +48,4 @@ bench: .venv-bench/.installed
 	.venv-bench/bin/python bench/server_runs.py
 
 clean:
-	rm -rf $(VENV) .venv-bench .interlock
+	rm -rf $(VENV) .venv-bench .interlock $(LAYERS)

@@ -18,6 +18,7 @@ _AREAS = (
     "interlock.server.serve_cli",
     "interlock.server.approvals_cli",
     "interlock.mcp_servers.cli",
+    "interlock.seed",
     "interlock.tools.cli",
     "interlock.graphs.retrieval.cli",
     "interlock.policies.cli",

@@ -1,4 +1,4 @@
-"""`interlock mcp <system>|all --transport stdio|http [--port N]` and `interlock seed [--reset]`."""
+"""`interlock mcp <system>|all --transport stdio|http [--port N]`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from interlock.mcp_servers import endpoints
+from interlock.tools import endpoints
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,10 +16,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mcp.add_argument("--transport", choices=["stdio", "http"], default="http")
     mcp.add_argument("--port", type=int, help="HTTP port (default: orders 8701, crm 8702, billing 8703, tickets 8704)")
     mcp.set_defaults(func=_run_mcp)
-
-    seed = subparsers.add_parser("seed", help="create the sample business databases with two tenants of data")
-    seed.add_argument("--reset", action="store_true", help="delete and recreate the sample databases")
-    seed.set_defaults(func=_run_seed)
 
 
 def _run_mcp(args: argparse.Namespace) -> int:
@@ -63,20 +59,3 @@ def _run_all() -> int:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-
-
-def _run_seed(args: argparse.Namespace) -> int:
-    from interlock.mcp_servers import sample_data
-
-    counts = sample_data.seed(reset=args.reset)
-    for system, n in counts.items():
-        print(f"{system}: {n} rows inserted -> {sample_data.db_path(system)}")
-    # The sample company's help centre, so the RAG path has something to ground answers in.
-    import asyncio
-
-    from interlock.graphs.knowledge import ingest_sample
-
-    reports = asyncio.run(ingest_sample())
-    for name, report in reports.items():
-        print(f"knowledge {name}: {report}")
-    return 0

@@ -24,7 +24,6 @@ import uvicorn
 from fastmcp import FastMCP
 from fastmcp.server.auth import require_scopes
 from fastmcp.server.lifespan import lifespan
-from interlock.mcp_servers import endpoints
 from interlock.mcp_servers.approvals import ApprovalGate
 from interlock.mcp_servers.audit import AuditTrail, HttpDenialAudit
 from interlock.mcp_servers.principals import (
@@ -35,6 +34,7 @@ from interlock.mcp_servers.principals import (
     build_verifier,
 )
 from interlock.mcp_servers.rate_limits import RateLimits
+from interlock.tools import endpoints
 from interlock.tools.approvals import ApprovalStore
 from interlock.tools.audit import AuditLog
 from mcp.types import ToolAnnotations

@@ -20,7 +20,7 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from interlock.mcp_servers.endpoints import SYSTEMS, check_system
+from interlock.tools.endpoints import SYSTEMS, check_system
 
 from interlock.kernel.settings import home
 

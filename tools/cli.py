@@ -28,8 +28,7 @@ def _jwks() -> dict:
 
 
 def _mint(args: argparse.Namespace) -> int:
-    from interlock.mcp_servers import endpoints
-    from interlock.tools import identity
+    from interlock.tools import endpoints, identity
 
     audience = endpoints.canonical_url(args.aud) if args.aud in endpoints.SYSTEMS else args.aud
     if not audience.startswith(("http://", "https://")):

@@ -7,7 +7,7 @@ and trace id in the request `_meta`, applies a per-call timeout, retries only re
 on transport failures, and reuses one open connection per (server, principal) while its token is fresh.
 
 Configuration, not code (YAML at $INTERLOCK_TOOLS_CONFIG, else <home>/tools.yaml, else the defaults of
-`mcp_servers.endpoints`):
+`tools.endpoints`):
 
     servers:
       orders: {url: "http://127.0.0.1:8701/mcp"}          # audience defaults to url
@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
-from interlock.tools import identity
+from interlock.tools import endpoints, identity
 from interlock.tools.approvals import args_hash
 from interlock.tools.audit import AuditLog, AuditRecord
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
@@ -79,8 +79,6 @@ class ToolsConfig(BaseModel):
 
 
 def default_config() -> ToolsConfig:
-    from interlock.mcp_servers import endpoints
-
     return ToolsConfig(servers={s: ServerConfig(url=endpoints.canonical_url(s)) for s in endpoints.SYSTEMS})
 
 

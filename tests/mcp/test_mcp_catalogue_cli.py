@@ -12,9 +12,8 @@ import httpx
 import pytest
 from fastmcp import Client
 from fastmcp.utilities.tests import asgi_server
-from interlock.mcp_servers import endpoints
 from interlock.mcp_servers.hosting import build_server, load_system
-from interlock.tools import identity
+from interlock.tools import endpoints, identity
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from mcp_testkit import free_socket, token

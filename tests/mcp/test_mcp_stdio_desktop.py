@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastmcp import Client
-from interlock.mcp_servers import endpoints
+from interlock.tools import endpoints
 from interlock.tools.approvals import ApprovalStore
 from interlock.tools.audit import AuditLog
 from mcp_testkit import order_status, token

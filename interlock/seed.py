@@ -1,0 +1,30 @@
+"""`interlock seed [--reset]`: the sample business systems' data and the sample help centre.
+
+It spans two layers that must not import each other (the MCP servers' databases and the graphs' knowledge
+base), so it lives here at the top, beside the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    seed = subparsers.add_parser("seed", help="create the sample business databases with two tenants of data")
+    seed.add_argument("--reset", action="store_true", help="delete and recreate the sample databases")
+    seed.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from interlock.graphs.knowledge import ingest_sample
+    from interlock.mcp_servers import sample_data
+
+    counts = sample_data.seed(reset=args.reset)
+    for system, n in counts.items():
+        print(f"{system}: {n} rows inserted -> {sample_data.db_path(system)}")
+    # The sample company's help centre, so the RAG path has something to ground answers in.
+    reports = asyncio.run(ingest_sample())
+    for name, report in reports.items():
+        print(f"knowledge {name}: {report}")
+    return 0
