@@ -9,6 +9,8 @@ import sys
 
 from interlock.tools import endpoints
 
+from interlock.kernel.settings import mask_url
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     mcp = subparsers.add_parser("mcp", help="run a business system's MCP server")
@@ -31,7 +33,7 @@ def _run_mcp(args: argparse.Namespace) -> int:
     from interlock.mcp_servers.hosting import load_system, run
 
     if args.transport == "http":
-        print(f"{args.system}: {endpoints.canonical_url(args.system, args.port)}", file=sys.stderr)
+        print(f"{args.system}: {mask_url(endpoints.canonical_url(args.system, args.port))}", file=sys.stderr)
     run(load_system(args.system), args.transport, args.port)
     return 0
 
