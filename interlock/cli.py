@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -37,8 +38,35 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a newcomer gets one line and a hint; INTERLOCK_DEBUG=1 shows the traceback
+        if os.environ.get("INTERLOCK_DEBUG") == "1":
+            raise
+        print(f"interlock {args.command}: {describe_failure(exc, args)}", file=sys.stderr)
+        return 1
     return int(result or 0)
+
+
+def describe_failure(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line saying what failed and what to try, for the errors people meet in their first hour."""
+    import httpx
+
+    url = getattr(args, "url", None)
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return (f"cannot reach the server at {url or 'the configured URL'} ({exc}); is `interlock serve` "
+                "running there? Pass --url or set INTERLOCK_URL.")
+    if isinstance(exc, httpx.TimeoutException):
+        return f"the server at {url} did not answer in time; check it is healthy (GET {url}/ok)."
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return f"{url!r} is not a valid server URL; it looks like http://127.0.0.1:2024"
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {exc.filename}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename}"
+    return f"{type(exc).__name__}: {exc} (set INTERLOCK_DEBUG=1 for the traceback)"
 
 
 if __name__ == "__main__":
