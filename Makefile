@@ -1,5 +1,6 @@
 # A newcomer needs two commands: `make run` and `make test`. Both start from nothing.
 PY ?= python3
+PORT ?= 2024
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,6 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test layers lint bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "==> creating $(VENV) and installing Interlock with its dependencies (a few minutes the first time)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
@@ -17,8 +19,9 @@ install: $(STAMP)
 # Seeds the sample business systems and help centre (idempotent), then serves the graphs with the sample
 # MCP servers alongside.
 run: $(STAMP)
+	@echo "==> seeding the sample tenants (acme, globex) and their help centre"
 	$(BIN)/interlock seed
-	$(BIN)/interlock serve --config langgraph.json --host 127.0.0.1 --port 2024 --with-mcp
+	$(BIN)/interlock serve --config langgraph.json --host 127.0.0.1 --port $(PORT) --with-mcp
 
 # Lint, the whole suite, then the evaluation gate (router, retrieval, groundedness, refusal, injection,
 # approval and safety invariants against committed baselines; offline, no key).

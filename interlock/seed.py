@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,10 +21,12 @@ def run(args: argparse.Namespace) -> int:
     from interlock.graphs.knowledge import ingest_sample
     from interlock.mcp_servers import sample_data
 
+    print("seeding the sample business systems (orders, crm, billing, tickets)...", file=sys.stderr)
     counts = sample_data.seed(reset=args.reset)
     for system, n in counts.items():
         print(f"{system}: {n} rows inserted -> {sample_data.db_path(system)}")
     # The sample company's help centre, so the RAG path has something to ground answers in.
+    print("ingesting the sample help centre (embedding every chunk; a few seconds)...", file=sys.stderr)
     reports = asyncio.run(ingest_sample())
     for name, report in reports.items():
         print(f"knowledge {name}: {report}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
+import threading
 
 from interlock.tools import endpoints
 
@@ -31,7 +31,9 @@ def _run_mcp(args: argparse.Namespace) -> int:
             return 2
         return _run_all()
     from interlock.mcp_servers.hosting import load_system, run
+    from interlock.mcp_servers.supervision import die_with_parent
 
+    die_with_parent()
     if args.transport == "http":
         print(f"{args.system}: {mask_url(endpoints.canonical_url(args.system, args.port))}", file=sys.stderr)
     run(load_system(args.system), args.transport, args.port)
@@ -39,25 +41,24 @@ def _run_mcp(args: argparse.Namespace) -> int:
 
 
 def _run_all() -> int:
-    """One process per system (each its own database, audience and failure domain)."""
+    """One process per system (each its own database, audience and failure domain), supervised."""
+    from interlock.mcp_servers.supervision import Supervisor
+
+    stopped = threading.Event()
+
     def stop(_signum: int, _frame: object) -> None:
-        raise SystemExit(0)  # run the `finally` below so no child outlives us
+        stopped.set()
 
     signal.signal(signal.SIGTERM, stop)
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "interlock", "mcp", s, "--transport", "http"])
-        for s in endpoints.SYSTEMS
-    ]
+    signal.signal(signal.SIGINT, stop)
+    supervisor = Supervisor()
+    print("starting the MCP servers: " + ", ".join(endpoints.canonical_url(s) for s in endpoints.SYSTEMS),
+          file=sys.stderr)
     try:
-        return max(p.wait() for p in procs)
-    except (KeyboardInterrupt, SystemExit):
-        return 0
+        late = supervisor.start()
+        if not late:
+            print("MCP servers ready", file=sys.stderr)
+        stopped.wait()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        supervisor.stop()
+    return 0

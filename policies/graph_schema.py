@@ -79,20 +79,33 @@ class IntentSpec(_Strict):
 
 
 class IntentsPolicy(_Strict):
-    """Labelled examples for the nearest-centroid router, and how confident it must be."""
+    """Labelled examples for the zero-key router, and how confident it must be."""
 
-    # Below this cosine margin the classifier is not trusted alone (a model is asked, if any).
+    # Below this probability margin (best minus runner-up) the classifier is not trusted alone: a model is
+    # asked if one is configured, and an unsure knowledge-or-refusal call is settled by retrieval evidence.
     min_confidence: float = Field(default=0.35, ge=-1, le=1)
-    # With no model, a message below `min_similarity` to every intent goes here.
+    # A message whose cosine to every intent's centroid is below `min_similarity` goes to `fallback_intent`.
     fallback_intent: str = "out_of_scope"
     min_similarity: float = Field(default=0.25, ge=-1, le=1)
+    # More labelled messages (a YAML file beside this one: {intent: [message, ...]}), trained on together
+    # with `examples`; the evaluation measures the router on them with cross-validation.
+    training_set: str | None = None
+    training: dict[str, list[str]] = Field(default_factory=dict)
     intents: dict[str, IntentSpec]
 
     @model_validator(mode="after")
     def _fallback_known(self) -> IntentsPolicy:
         if self.fallback_intent not in self.intents:
             raise ValueError(f"fallback_intent {self.fallback_intent!r} is not a declared intent")
+        unknown = sorted(set(self.training) - set(self.intents))
+        if unknown:
+            raise ValueError(f"the training set names undeclared intents: {unknown}")
         return self
+
+    def labelled(self) -> list[tuple[str, str]]:
+        """Every (message, intent) the classifier learns from: the examples, then the training set."""
+        rows = [(text, name) for name, spec in self.intents.items() for text in spec.examples]
+        return rows + [(text, name) for name, texts in self.training.items() for text in texts]
 
 
 # --- playbooks.yaml ----------------------------------------------------------------------------
@@ -155,7 +168,10 @@ def load_models_policy(directory: Path | None = None) -> ModelsPolicy:
 
 
 def load_intents_policy(directory: Path | None = None) -> IntentsPolicy:
-    return IntentsPolicy.model_validate(load_yaml("intents.yaml", directory))
+    data = load_yaml("intents.yaml", directory)
+    if data.get("training_set"):
+        data["training"] = load_yaml(str(data["training_set"]), directory)
+    return IntentsPolicy.model_validate(data)
 
 
 def load_playbooks_policy(directory: Path | None = None) -> PlaybooksPolicy:

@@ -8,20 +8,37 @@ import sys
 
 import httpx
 
-from interlock.kernel.settings import get_settings
+from interlock.kernel.settings import DEFAULT_URL, get_settings
+
+
+def _connection_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--url/--tenant/--token, accepted before or after the subcommand (`approvals list --tenant acme`).
+
+    On the subcommands the defaults are suppressed, so an option given before the subcommand is not reset.
+    """
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    settings = get_settings()
+    token = settings.token.get_secret_value() if settings.token else None
+    parser.add_argument("--url", default=default(settings.url),
+                        help=f"server URL (default: $INTERLOCK_URL or {DEFAULT_URL})")
+    parser.add_argument("--tenant", default=default(None),
+                        help="tenant (local development mode only; with auth it comes from the token)")
+    parser.add_argument("--token", default=default(token),
+                        help="bearer token for an auth-enabled server (default: $INTERLOCK_TOKEN)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("approvals", help="list and decide approvals waiting for an operator")
-    settings = get_settings()
-    p.add_argument("--url", default=settings.url)
-    p.add_argument("--tenant", help="tenant (local development mode only; with auth it comes from the token)")
-    p.add_argument("--token", default=settings.token.get_secret_value() if settings.token else None, help="bearer token for an auth-enabled server")
+    _connection_options(p, top=True)
     sub = p.add_subparsers(dest="approvals_command", required=True)
     ls = sub.add_parser("list", help="list approvals")
-    ls.add_argument("--status", default="pending")
+    _connection_options(ls, top=False)
+    ls.add_argument("--status", default="pending", help="pending, approved, rejected, ... (default: pending)")
     ls.set_defaults(func=_list)
     dec = sub.add_parser("decide", help="approve, reject or edit one approval; resumes the waiting run")
+    _connection_options(dec, top=False)
     dec.add_argument("approval_id")
     dec.add_argument("decision", choices=["approve", "reject", "edit"])
     dec.add_argument("--args", help="edited arguments as JSON (with 'edit')")

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="serve a LangGraph project over the Agent Server API")
     p.add_argument("--config", default="langgraph.json", help="path to langgraph.json")
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; 0.0.0.0 needs auth configured)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "2024")))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "2024")),
+                   help="port to listen on (default: $PORT or 2024)")
     p.add_argument("--workers", type=int, default=1, help="server processes sharing the database")
     p.add_argument("--concurrency", type=int, default=None,
                    help="runs executed at once per process (default $INTERLOCK_RUN_CONCURRENCY or 10)")
@@ -65,20 +66,48 @@ def serve(args: argparse.Namespace) -> int:
     os.environ["INTERLOCK_CONFIG"] = str(project.config_path)
     os.environ["INTERLOCK_RUN_CONCURRENCY"] = str(args.concurrency)
     os.environ["INTERLOCK_WORKERS"] = str(args.workers)
-    mcp = None
+    busy = _busy(host, args.port)
+    if busy:
+        print(f"interlock serve: port {args.port} on {host} is already in use ({busy}); pick another with "
+              f"--port N (or `make run PORT=N`)", file=sys.stderr)
+        return 2
+    supervisor = None
     if args.with_mcp:
-        import subprocess
+        from interlock.mcp_servers.supervision import Supervisor
+        from interlock.tools import endpoints
 
-        mcp = subprocess.Popen([sys.executable, "-m", "interlock", "mcp", "all", "--transport", "http"])
+        for system in endpoints.SYSTEMS:
+            url = endpoints.canonical_url(system)
+            busy = _busy(endpoints.bind_host(), endpoints.port_of(url))
+            if busy:
+                print(f"interlock serve: the {system} MCP server's port {endpoints.port_of(url)} is already in use "
+                      f"({busy}); stop what holds it, or set INTERLOCK_MCP_{system.upper()}_URL", file=sys.stderr)
+                return 2
+        print("starting the sample MCP servers...", file=sys.stderr)
+        supervisor = Supervisor()
+        supervisor.start()
     try:
         return _run(args, host)
     finally:
-        if mcp is not None and mcp.poll() is None:
-            mcp.terminate()
-            try:
-                mcp.wait(15)
-            except subprocess.TimeoutExpired:
-                mcp.kill()
+        if supervisor is not None:
+            supervisor.stop()
+
+
+def _busy(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be bound, or None when it can (checked before a newcomer meets a traceback)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "address already in use"
+            return exc.strerror or str(exc)
+    return None
 
 
 def _run(args: argparse.Namespace, host: str) -> int:

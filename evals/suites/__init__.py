@@ -9,10 +9,11 @@ from interlock.evals.suites.injection import InjectionSuite
 from interlock.evals.suites.refusal import RefusalSuite
 from interlock.evals.suites.retrieval import RetrievalSuite
 from interlock.evals.suites.router import RouterSuite
+from interlock.evals.suites.router_cv import RouterCvSuite
 from interlock.evals.suites.safety import SafetySuite
 
 SUITES: dict[str, type[Suite]] = {s.name: s for s in (
-    RouterSuite, RetrievalSuite, GroundednessSuite, RefusalSuite, InjectionSuite, ApprovalSuite, SafetySuite)}
+    RouterSuite, RouterCvSuite, RetrievalSuite, GroundednessSuite, RefusalSuite, InjectionSuite, ApprovalSuite, SafetySuite)}
 
 
 def get_suite(name: str) -> Suite:

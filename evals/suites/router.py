@@ -32,10 +32,11 @@ class RouterSuite(Suite):
 
     async def prepare(self, env: Any, cases: list[Case]) -> None:
         policy = env.classifier().policy
-        known = {e.strip().lower() for spec in policy.intents.values() for e in spec.examples}
+        known = {text.strip().lower() for text, _ in policy.labelled()}
         leaked = [c.text for c in cases if isinstance(c, RouterCase) and c.text.strip().lower() in known]
         if leaked:
-            raise DatasetError(f"{len(leaked)} router cases also appear in intents.yaml, e.g. {leaked[0]!r}")
+            raise DatasetError(f"{len(leaked)} router cases are also training messages (intents.yaml or its "
+                               f"training set), e.g. {leaked[0]!r}")
         self._graph = await env.router(knowledge=False)
 
     async def run(self, env: Any, case: Case) -> dict[str, Any]:

@@ -1,18 +1,64 @@
-"""Zero-key intent routing: nearest centroid over embeddings of the labelled examples.
+"""Zero-key intent routing: a logistic-regression classifier over embeddings of the labelled messages.
 
-Each intent's centroid is the normalised mean of its examples' embeddings (policies/intents.yaml).
-A message goes to the closest centroid by cosine; the margin over the runner-up is the confidence.
-With a model configured, a confident classifier answer is still used first because it is free.
+Chosen on cross-validated evidence (`interlock eval router-cv`, a new set of messages written without looking
+at the examples): nearest centroid fitted its own examples (0.94 on them, 0.86 on unseen messages) where a
+softmax regression over the same MiniLM embeddings generalises (about 0.96 under 5-fold cross-validation).
+A few surface features (an order, invoice or ticket id, an email or phone number) sit beside the embedding,
+because "how do refunds work" and "refund ORD-1005" differ mostly by the id.
+
+The probability margin over the runner-up is the confidence. A message far from every intent (cosine to
+each centroid below `min_similarity`) goes to the fallback intent. With a model configured, a confident
+classifier answer is still used first because it is free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from interlock.policies.graph_schema import IntentsPolicy, load_intents_policy
+
+# Weights trained on the shipped policy, so a server does not embed ~500 messages before its first answer.
+# Another policy (edited intents, INTERLOCK_POLICY_DIR) trains in memory at first use instead.
+SHIPPED_MODEL = Path(__file__).with_name("intent_model.npz")
+_VERSION = "logreg-v2"
+FEATURES = (r"\bORD-?\s?\d{3,}", r"\bINV-?\d{3,}", r"\b(?:TCK|T)-\d{3,}", r"<EMAIL>", r"<PHONE>", r"\bticket\b")
+FEATURE_WEIGHT = 0.5
+# The router classifies after the input guard, which has replaced emails and phone numbers with placeholders
+# (<EMAIL_1>); training messages hold real values. Both are mapped to one token, so they look alike.
+_EMAIL = re.compile(r"<EMAIL_\d+>|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"<PHONE_\d+>|\+?\d[\d\s().-]{6,}\d")
+
+
+def normalise(text: str) -> str:
+    return _PHONE.sub("<PHONE>", _EMAIL.sub("<EMAIL>", text))
+
+
+def surface_features(texts: list[str]) -> np.ndarray:
+    return np.array([[FEATURE_WEIGHT if re.search(p, t, re.IGNORECASE) else 0.0 for p in FEATURES] for t in texts],
+                    dtype=np.float32)
+
+
+def train_softmax(x: np.ndarray, y: np.ndarray, classes: int, *, l2: float = 1e-4, iterations: int = 1000,
+                  rate: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression by full-batch gradient descent (deterministic, numpy only)."""
+    weights = np.zeros((x.shape[1], classes), dtype=np.float32)
+    bias = np.zeros(classes, dtype=np.float32)
+    onehot = np.eye(classes, dtype=np.float32)[y]
+    for _ in range(iterations):
+        logits = x @ weights + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        grad = (probs - onehot) / len(x)
+        weights -= rate * (x.T @ grad + l2 * weights)
+        bias -= rate * grad.sum(axis=0)
+    return weights, bias
 
 
 @dataclass(frozen=True)
@@ -25,12 +71,21 @@ class IntentPrediction:
     scores: dict[str, float]
 
 
+@dataclass(frozen=True)
+class IntentModel:
+    names: list[str]
+    weights: np.ndarray
+    bias: np.ndarray
+    centroids: np.ndarray
+    digest: str
+
+
 class IntentClassifier:
     def __init__(self, policy: IntentsPolicy | None = None, embedder: object | None = None) -> None:
         self.policy = policy or load_intents_policy()
         self._embedder = embedder
         self._names: list[str] = list(self.policy.intents)
-        self._centroids: np.ndarray | None = None
+        self._model: IntentModel | None = None
         self._lock = threading.Lock()
 
     @property
@@ -42,39 +97,77 @@ class IntentClassifier:
         return self._embedder
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)  # type: ignore[attr-defined]
+        vectors = np.asarray(self.embedder.embed([normalise(t) for t in texts]), dtype=np.float32)  # type: ignore[attr-defined]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 
-    def centroids(self) -> np.ndarray:
-        if self._centroids is None:
+    def digest(self) -> str:
+        """Identifies what the weights were trained on: the labelled messages, the intents and the method."""
+        h = hashlib.sha256(_VERSION.encode())
+        h.update(repr(FEATURES).encode())
+        for text, name in self.policy.labelled():
+            h.update(f"{name}\x1f{text}\x1e".encode())
+        h.update("|".join(self._names).encode())
+        return h.hexdigest()
+
+    def fit(self, rows: list[tuple[str, str]], vectors: np.ndarray | None = None) -> IntentModel:
+        """Train on (message, intent) rows; `vectors` are their embeddings when already computed."""
+        texts = [t for t, _ in rows]
+        emb = self._embed(texts) if vectors is None else vectors
+        y = np.array([self._names.index(name) for _, name in rows])
+        x = np.hstack([emb, surface_features([normalise(t) for t in texts])])
+        weights, bias = train_softmax(x, y, len(self._names))
+        centroids = []
+        for i in range(len(self._names)):
+            mean = emb[y == i].mean(axis=0) if (y == i).any() else np.zeros(emb.shape[1], dtype=np.float32)
+            centroids.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        return IntentModel(self._names, weights, bias, np.stack(centroids).astype(np.float32), self.digest())
+
+    def model(self) -> IntentModel:
+        if self._model is None:
             with self._lock:
-                if self._centroids is None:
-                    rows = []
-                    for name in self._names:
-                        mean = self._embed(self.policy.intents[name].examples).mean(axis=0)
-                        rows.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-                    self._centroids = np.stack(rows)
-        return self._centroids
+                if self._model is None:
+                    self._model = self._load_shipped() or self.fit(self.policy.labelled())
+        return self._model
+
+    def _load_shipped(self) -> IntentModel | None:
+        if not SHIPPED_MODEL.exists():
+            return None
+        with np.load(SHIPPED_MODEL, allow_pickle=False) as data:
+            if str(data["digest"]) != self.digest():
+                return None
+            return IntentModel(self._names, data["weights"], data["bias"], data["centroids"], str(data["digest"]))
+
+    def save(self, path: Path = SHIPPED_MODEL) -> None:
+        model = self.model()
+        np.savez_compressed(path, weights=model.weights, bias=model.bias, centroids=model.centroids,
+                            digest=np.array(model.digest))
 
     def classify(self, text: str) -> IntentPrediction:
         return self.classify_many([text])[0]
 
     def classify_many(self, texts: list[str]) -> list[IntentPrediction]:
-        centroids = self.centroids()
+        model = self.model()
         cleaned = [t.strip()[:2000] or "(empty)" for t in texts]
-        sims = self._embed(cleaned) @ centroids.T
+        emb = self._embed(cleaned)
+        logits = np.hstack([emb, surface_features([normalise(t) for t in cleaned])]) @ model.weights + model.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        nearest = (emb @ model.centroids.T).max(axis=1)
         out = []
-        for row in sims:
+        for row, similarity in zip(probs, nearest, strict=True):
             order = np.argsort(-row)
-            best, second = float(row[order[0]]), float(row[order[1]]) if len(order) > 1 else -1.0
+            best = float(row[order[0]])
+            second = float(row[order[1]]) if len(order) > 1 else 0.0
             name = self._names[int(order[0])]
             margin = best - second
-            if best < self.policy.min_similarity:
+            far = float(similarity) < self.policy.min_similarity
+            if far:
                 name = self.policy.fallback_intent
             out.append(IntentPrediction(
                 intent=name, route=self.policy.intents[name].route, score=round(best, 4), margin=round(margin, 4),
-                confident=best >= self.policy.min_similarity and margin >= self.policy.min_confidence,
+                confident=not far and margin >= self.policy.min_confidence,
                 scores={n: round(float(s), 4) for n, s in zip(self._names, row, strict=True)}))
         return out
 
@@ -94,3 +187,10 @@ def default_classifier() -> IntentClassifier:
             if _default is None:
                 _default = IntentClassifier()
     return _default
+
+
+if __name__ == "__main__":  # python -m interlock.graphs.nodes.intent: retrain the shipped weights
+    classifier = IntentClassifier(load_intents_policy())
+    classifier._model = classifier.fit(classifier.policy.labelled())
+    classifier.save()
+    print(f"wrote {SHIPPED_MODEL} ({len(classifier.policy.labelled())} messages)")

@@ -126,8 +126,34 @@ def validate_args(args: dict[str, Any], schema: dict[str, Any] | None,
     validator = jsonschema.Draft202012Validator(schema)
     real = rehydrate(args) if rehydrate is not None else args
     # The error names the argument and the rule, not the rejected value (it may be PII).
-    return [f"{'.'.join(str(p) for p in e.absolute_path) or 'arguments'} is not valid ({e.validator})"
-            for e in validator.iter_errors(real)]
+    return [describe_error(e) for e in validator.iter_errors(real)]
+
+
+_EXAMPLE = re.compile(r"\be\.g\.,?\s*([^\s,;)]+)", re.IGNORECASE)
+
+
+def describe_error(error: jsonschema.ValidationError) -> str:
+    """A schema error in the user's words ("order ids look like ORD-1001"), never echoing the value."""
+    name = ".".join(str(p) for p in error.absolute_path) or "arguments"
+    label = name.rsplit(".", 1)[-1].replace("_", " ")
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    examples = schema.get("examples") or []
+    match = _EXAMPLE.search(str(schema.get("description") or ""))
+    example = str(examples[0]) if examples else (match.group(1) if match else None)
+    if error.validator == "pattern":
+        return f"{label}s look like {example}" if example else f"that {label} is not in the expected format"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "an argument"
+        return f"{missing.replace('_', ' ')} is missing"
+    if error.validator == "type":
+        return f"{label} should be {'a number' if error.validator_value in ('integer', 'number') else 'text'}"
+    if error.validator == "enum":
+        return f"{label} must be one of {', '.join(map(str, error.validator_value))}"
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        return f"{label} is out of range"
+    if error.validator in ("minLength", "maxLength"):
+        return f"{label} is too {'short' if error.validator == 'minLength' else 'long'}"
+    return f"{label} is not valid ({error.validator})"
 
 
 def _lookup(path: str, context: dict[str, Any]) -> Any:

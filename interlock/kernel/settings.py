@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     reranker: str = Field("", description="`mmr` reranks by maximal marginal relevance; unset: fusion order")
     cross_encoder_dir: Path | None = Field(None, description="directory of an ONNX cross-encoder to rerank with")
 
+    # -- command line and supervision -------------------------------------------------------------------------
+    debug: bool = Field(False, description="CLI failures print their traceback instead of one line with a hint")
+    supervisor_pid: int | None = Field(
+        None, description="set by Interlock on the MCP servers it supervises: the parent process they exit with")
+
     # -- evaluation -------------------------------------------------------------------------------------------
     bipia_dir: Path | None = Field(None, description="BIPIA data for the guardrails benchmark (`python -m interlock.evals.guardrails.run`)")
 

@@ -54,7 +54,7 @@ def test_full_gate_passes_on_the_current_code(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     rows = table_rows(done.stdout)
     suites = {suite for suite, _ in rows}
-    assert suites == {"router", "retrieval", "groundedness", "refusal", "injection", "approval", "safety"}
+    assert suites == {"router", "router_cv", "retrieval", "groundedness", "refusal", "injection", "approval", "safety"}
     assert all(status == "pass" for *_, status in rows.values()), done.stdout
     for name in ("approval", "safety"):
         invariants = [m for s, m in rows if s == name and m.startswith("invariant ")]
@@ -71,9 +71,10 @@ def test_router_examples_degraded_fails_the_gate_and_names_the_cases(tmp_path: P
     policies = policy_copy(tmp_path)
 
     def degrade(data: dict) -> None:
-        # Every intent gets the same three examples: the router can no longer tell them apart.
+        # Every intent gets the same three examples and no training set: the router can no longer tell them apart.
         for spec in data["intents"].values():
             spec["examples"] = ["hello", "I have a question", "can you help me"]
+        data.pop("training_set", None)
 
     edit_yaml(policies / "intents.yaml", degrade)
     done = interlock_eval("router", "--policy-dir", str(policies), "--results-dir", str(tmp_path / "results"),

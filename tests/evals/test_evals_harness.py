@@ -186,7 +186,7 @@ async def test_router_cases_may_not_repeat_the_labelled_examples(tmp_path: Path)
     leaked.write_text('{"text": "How long does standard shipping take?", "intent": "knowledge", "route": "rag"}\n')
     suite = RouterSuite(leaked)
     async with EvalEnvironment() as env:
-        with pytest.raises(DatasetError, match="also appear in intents.yaml"):
+        with pytest.raises(DatasetError, match="also training messages"):
             await suite.prepare(env, suite.load())
 
 
