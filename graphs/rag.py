@@ -85,6 +85,24 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
+def source_name(chunk: RetrievedChunk) -> str:
+    """What a reader recognises: the document's title and section ("Refunds › Timing"), not a chunk id."""
+    title = str(chunk.get("title") or chunk.get("source") or "help centre").strip()
+    section = str(chunk.get("section") or "").split(" > ")[-1].strip()
+    return f"{title} › {section}" if section and section.lower() != title.lower() else title
+
+
+def name_sources(answer: str, chunks: list[RetrievedChunk]) -> str:
+    """Name the document and section before each verified `[#id]` marker (the id stays for checking)."""
+    by_short = {short_id(c["chunk_id"]): c for c in chunks}
+
+    def named(match: re.Match[str]) -> str:
+        chunk = by_short.get(match.group(1)[:SHORT_ID])
+        return f"({source_name(chunk)}) {match.group(0)}" if chunk is not None else match.group(0)
+
+    return CITE.sub(named, answer)
+
+
 def verify_citations(answer: str, chunks: list[RetrievedChunk]) -> tuple[list[Citation], list[str]]:
     """The answer's citations, and the problems found (empty when every citation checks out)."""
     by_short = {short_id(c["chunk_id"]): c for c in chunks}
@@ -123,6 +141,27 @@ def _terms(text: str) -> set[str]:
 
 def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
+
+
+async def knowledge_evidence(retriever: Any, embedder: Any, question: str, *, tenant: str,
+                             groups: list[str], k: int = 5) -> float:
+    """How well the tenant's own documents match `question`: the best cosine between it and a sentence of the
+    top passages (the measure the extractive answer quotes by), 0.0 when nothing is retrieved.
+
+    The router asks this before refusing a message as out of scope: whatever a tenant has ingested widens
+    what counts as a knowledge question, and RAG still refuses when the passages do not answer it.
+    """
+    if retriever is None or not question.strip():
+        return 0.0
+    hits = await retriever.search(" ".join(question.split())[:MAX_QUERY_CHARS], tenant=tenant, groups=groups,
+                                  k=k, mode="hybrid")
+    sentences = [s for h in hits if (h.get("tenant") if isinstance(h, dict) else getattr(h, "tenant", tenant)) == tenant
+                 for s in split_sentences(h.get("text", "") if isinstance(h, dict) else getattr(h, "text", ""))]
+    if not sentences:
+        return 0.0
+    vectors = np.asarray(await asyncio.to_thread(embedder.embed, [question, *sentences]), dtype=np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return float((vectors[1:] @ vectors[0]).max())
 
 
 def _get_embedder(deps: RagDeps) -> Any:
@@ -224,7 +263,7 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
         lines, citations = [], {}
         for i in sorted(order, key=lambda i: -sims[i]):
             sentence, chunk = candidates[i]
-            lines.append(f"- “{sentence}” [#{short_id(chunk['chunk_id'])}]")
+            lines.append(f"- “{sentence}” ({source_name(chunk)}) [#{short_id(chunk['chunk_id'])}]")
             citations.setdefault(chunk["chunk_id"], {"chunk_id": chunk["chunk_id"], "quote": sentence,
                                                      "title": chunk.get("title", ""),
                                                      "source": chunk.get("source", ""), "verified": True})
@@ -253,6 +292,7 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
                     return _refusal("model", state)
                 citations, problems = verify_citations(text, chunks)
                 if not problems:
+                    text = name_sources(text, chunks)
                     return {"messages": [AIMessage(content=text, name="interlock", response_metadata={
                         "interlock_mode": "model", "provider": provider, "outcome": "answered",
                         "citations": citations})], "citations": citations, "mode": "model", "outcome": "answered"}

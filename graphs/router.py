@@ -23,7 +23,7 @@ from interlock.graphs.planner import (
     guards_module,
     recursion_budget,
 )
-from interlock.graphs.rag import RagConfig, RagDeps, build_rag
+from interlock.graphs.rag import RagConfig, RagDeps, build_rag, knowledge_evidence
 from interlock.graphs.state import InterlockState, identify, last_user_text
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
@@ -96,7 +96,20 @@ def build_router(deps: RouterDeps) -> Any:
                     intent, route = answer, classifier.policy.intents[answer].route
             except ModelsUnavailable:
                 mode = "degraded"
+        if route == "refuse" and deps.retriever is not None:
+            principal = state.get("principal") or {}
+            evidence = await knowledge_evidence(deps.retriever, _embedder(), text, tenant=state.get("tenant", ""),
+                                                groups=list(principal.get("groups") or []))
+            if evidence >= classifier.policy.knowledge_evidence:
+                intent, route = "knowledge", classifier.policy.intents["knowledge"].route
         return {"intent": intent, "route": route, "confidence": confidence, "mode": mode}
+
+    def _embedder() -> Any:
+        if deps.embedder is None:
+            from interlock.graphs.retrieval.embeddings import get_embedder
+
+            deps.embedder = get_embedder()
+        return deps.embedder
 
     def refuse(state: InterlockState) -> dict[str, Any]:
         msg = final_message("Sorry, I can only help with this company's orders, deliveries, returns, billing and "

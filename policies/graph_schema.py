@@ -87,6 +87,10 @@ class IntentsPolicy(_Strict):
     # A message whose cosine to every intent's centroid is below `min_similarity` goes to `fallback_intent`.
     fallback_intent: str = "out_of_scope"
     min_similarity: float = Field(default=0.25, ge=-1, le=1)
+    # A message classified out of scope goes to RAG instead when the tenant's documents hold a sentence at least
+    # this similar to it (cosine; RAG's extractive answer quotes from 0.45), so ingesting knowledge widens what
+    # the router answers. RAG still refuses when its passages do not answer the question.
+    knowledge_evidence: float = Field(default=0.45, ge=0, le=1)
     # More labelled messages (a YAML file beside this one: {intent: [message, ...]}), trained on together
     # with `examples`; the evaluation measures the router on them with cross-validation.
     training_set: str | None = None

@@ -11,9 +11,10 @@ from interlock.evals.suites.retrieval import RetrievalSuite
 from interlock.evals.suites.router import RouterSuite
 from interlock.evals.suites.router_cv import RouterCvSuite
 from interlock.evals.suites.safety import SafetySuite
+from interlock.evals.suites.tenant_knowledge import TenantKnowledgeSuite
 
 SUITES: dict[str, type[Suite]] = {s.name: s for s in (
-    RouterSuite, RouterCvSuite, RetrievalSuite, GroundednessSuite, RefusalSuite, InjectionSuite, ApprovalSuite, SafetySuite)}
+    RouterSuite, RouterCvSuite, RetrievalSuite, GroundednessSuite, RefusalSuite, InjectionSuite, ApprovalSuite, SafetySuite, TenantKnowledgeSuite)}
 
 
 def get_suite(name: str) -> Suite:

@@ -54,7 +54,8 @@ def test_full_gate_passes_on_the_current_code(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     rows = table_rows(done.stdout)
     suites = {suite for suite, _ in rows}
-    assert suites == {"router", "router_cv", "retrieval", "groundedness", "refusal", "injection", "approval", "safety"}
+    assert suites == {"router", "router_cv", "retrieval", "groundedness", "refusal", "injection", "approval", "safety",
+                      "tenant_knowledge"}
     assert all(status == "pass" for *_, status in rows.values()), done.stdout
     for name in ("approval", "safety"):
         invariants = [m for s, m in rows if s == name and m.startswith("invariant ")]
