@@ -38,3 +38,29 @@ def sqlite_path(url: str) -> str:
 
 def redis_url() -> str | None:
     return os.environ.get("INTERLOCK_REDIS_URL") or None
+
+
+# --- request authorization and browser access (read here only; see README "Security") -----------------
+def _csv(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def cors_origins() -> list[str]:
+    """`$INTERLOCK_CORS_ORIGINS`: comma-separated browser origins allowed to call the API (none by default)."""
+    return _csv("INTERLOCK_CORS_ORIGINS")
+
+
+def cors_private_network() -> bool:
+    """`$INTERLOCK_CORS_PRIVATE_NETWORK=1`: answer Private-Network-Access preflights from the allowed origins."""
+    return os.environ.get("INTERLOCK_CORS_PRIVATE_NETWORK", "").lower() in ("1", "true", "yes")
+
+
+def allowed_hosts() -> list[str]:
+    """`$INTERLOCK_ALLOWED_HOSTS`: Host header values accepted in local mode besides loopback names."""
+    return _csv("INTERLOCK_ALLOWED_HOSTS")
+
+
+def local_operator() -> str:
+    """`$INTERLOCK_LOCAL_OPERATOR`: who decides approvals on a server without auth (local development)."""
+    return os.environ.get("INTERLOCK_LOCAL_OPERATOR", "").strip() or "operator@local"
+

@@ -22,13 +22,15 @@ log = logging.getLogger("interlock.graphs.approval")
 
 
 class ResumeDecision(BaseModel):
-    """What an operator sends back: `{"decision": "approve"|"reject"|"edit", "args": {...}, "reason": "..."}`."""
+    """What an operator sends back: `{"decision": "approve"|"reject"|"edit", "args": {...}, "reason": "..."}`.
+
+    Any identity in the value (`by`, ...) is ignored: who decided is the resuming run's authenticated principal
+    (`decider`), which the server puts in the run's config."""
 
     model_config = ConfigDict(extra="ignore")
     decision: Literal["approve", "reject", "edit"]
     args: dict[str, Any] | None = None
     reason: str | None = Field(default=None, max_length=2000)
-    by: str | None = Field(default=None, max_length=200)
 
     @classmethod
     def parse(cls, value: Any) -> ResumeDecision:
@@ -42,6 +44,40 @@ class ResumeDecision(BaseModel):
         if decision.decision == "edit" and not decision.args:
             raise ValueError("an edit needs the edited 'args'")
         return decision
+
+
+# Arguments that name the record or tenant a call acts on: an edit may change a call's parameters, never its target.
+def _is_target(arg: str) -> bool:
+    return arg in ("id", "tenant", "tenant_id") or arg.endswith("_id")
+
+
+def edit_problem(tool: str | None, original: dict[str, Any], edited: dict[str, Any]) -> str | None:
+    """Why an operator's edit of a pending call is refused, or None. The edit keeps the tool (it is bound to the
+    approval), adds no argument the original call did not have, keeps every argument's JSON type and never
+    changes the record or tenant the call targets."""
+    extra = sorted(set(edited) - set(original))
+    if extra:
+        return f"{tool} was not called with {extra}"
+    for arg, value in edited.items():
+        before = original[arg]
+        if type(value) is not type(before) and not (isinstance(value, (int, float)) and isinstance(before, (int, float))):
+            return f"'{arg}' must stay a {type(before).__name__}"
+        if _is_target(arg) and value != before:
+            return f"'{arg}' names the record the call acts on and cannot be changed"
+    return None
+
+
+def decider(config: RunnableConfig) -> str:
+    """Who decided: the authenticated principal of the run that resumed the graph; without auth (local
+    development) the configured local operator. Never a value from the resume body."""
+    configurable = (config or {}).get("configurable") or {}
+    user = configurable.get("langgraph_auth_user")
+    identity = (user.get("identity") if isinstance(user, dict) else getattr(user, "identity", None)) if user else None
+    if identity:
+        return str(identity)
+    from interlock.server.settings import local_operator
+
+    return local_operator()
 
 
 def approval_store() -> Any:
@@ -95,6 +131,10 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
         raw = interrupt({**value, "error": error} if error else value)
         try:
             decision = ResumeDecision.parse(raw)
+            if decision.decision == "edit":
+                problem = edit_problem(pending.get("tool"), dict(pending.get("args") or {}), decision.args or {})
+                if problem:
+                    raise ValueError(f"edit refused: {problem}")
             break
         except (ValidationError, ValueError, TypeError) as exc:
             # Bad operator input: ask again with the reason instead of crashing the run.
@@ -117,7 +157,7 @@ async def decide_and_run(state: InterlockState, config: RunnableConfig, call_too
     try:
         if decision.decision == "reject":
             try:
-                await store.decide(approval_id, "reject", decided_by=decision.by or "operator", reason=decision.reason)
+                await store.decide(approval_id, "reject", decided_by=decider(config), reason=decision.reason)
             except Exception as exc:  # already decided by the operator endpoint is fine
                 log.info("approval %s reject: %s", approval_id, exc)
             message = ToolMessage(content=f"Not executed: the operator rejected {pending.get('tool')}"
@@ -128,7 +168,7 @@ async def decide_and_run(state: InterlockState, config: RunnableConfig, call_too
         if decision.decision == "edit" and decision.args is not None:
             args = dict(decision.args)
         try:
-            await store.decide(approval_id, "approve", decided_by=decision.by or "operator", reason=decision.reason,
+            await store.decide(approval_id, "approve", decided_by=decider(config), reason=decision.reason,
                                args=args if decision.decision == "edit" else None)
         except Exception as exc:
             current = await store.get(approval_id)
