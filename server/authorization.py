@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from interlock.server.assistants import system_assistant_id
 from interlock.server.auth import Filter, User, equality_part, matches, request_user
 from interlock.server.errors import NotFound
 from interlock.server.serialization import loads
@@ -35,7 +36,8 @@ ROUTE_RULES: dict[str, str] = {
     "POST /assistants": "auth hook `assistants:create`; metadata stamped with the hook's filter",
     "POST /assistants/search": "auth hook `assistants:search` filter (system assistants visible to all)",
     "POST /assistants/count": "auth hook `assistants:search` filter",
-    "GET /assistants/{assistant_id}": "assistant visible under `assistants:read` filter, else 404",
+    "GET /assistants/{assistant_id}": "assistant visible under `assistants:read` filter and of the caller's tenant, "
+    "else 404 (a graph's system assistant is readable by every authenticated caller)",
     "PATCH /assistants/{assistant_id}": "assistant visible under `assistants:update` filter, else 404",
     "DELETE /assistants/{assistant_id}": "assistant visible under `assistants:delete` filter, else 404",
     "POST /assistants/{assistant_id}/versions": "assistant visible under `assistants:read` filter, else 404",
@@ -180,9 +182,11 @@ class Access:
 
     # -- assistants ---------------------------------------------------------------------------------
     async def assistant(self, assistant_id: str, action: str = "read", **value: Any) -> dict[str, Any]:
-        filt = await self.filter("assistants", action, {"assistant_id": assistant_id, **value})
-        found = await self.svc.assistants.get(assistant_id, filt)
-        if not self.same_tenant(found["metadata"].get("tenant")):
+        found = await self.svc.assistants.get(assistant_id)
+        if action == "read" and found["assistant_id"] == system_assistant_id(found["graph_id"]):
+            return found  # each served graph's own assistant is readable by every authenticated caller
+        filt = await self.filter("assistants", action, {"assistant_id": found["assistant_id"], **value})
+        if not matches(found["metadata"], filt) or not self.same_tenant(found["metadata"].get("tenant")):
             raise NotFound(f"Assistant {found['assistant_id']} not found")
         return found
 
