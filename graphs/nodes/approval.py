@@ -46,24 +46,42 @@ class ResumeDecision(BaseModel):
         return decision
 
 
-# Arguments that name the record or tenant a call acts on: an edit may change a call's parameters, never its target.
-def _is_target(arg: str) -> bool:
-    return arg in ("id", "tenant", "tenant_id") or arg.endswith("_id")
+TENANT_ARGS = ("tenant", "tenant_id")
 
 
-def edit_problem(tool: str | None, original: dict[str, Any], edited: dict[str, Any]) -> str | None:
-    """Why an operator's edit of a pending call is refused, or None. The edit keeps the tool (it is bound to the
-    approval), adds no argument the original call did not have, keeps every argument's JSON type and never
-    changes the record or tenant the call targets."""
-    extra = sorted(set(edited) - set(original))
-    if extra:
-        return f"{tool} was not called with {extra}"
-    for arg, value in edited.items():
-        before = original[arg]
-        if type(value) is not type(before) and not (isinstance(value, (int, float)) and isinstance(before, (int, float))):
-            return f"'{arg}' must stay a {type(before).__name__}"
-        if _is_target(arg) and value != before:
-            return f"'{arg}' names the record the call acts on and cannot be changed"
+def edit_problem(tool: str | None, original: dict[str, Any], edited: dict[str, Any],
+                 input_schema: dict[str, Any] | None = None) -> str | None:
+    """Why an operator's edit of a pending call is refused, or None. The tool stays the same (the approval is
+    bound to it); the edited arguments must fit the tool's input schema (without one: only the arguments of
+    the original call, with their JSON types), must not name another tenant, and must pass the tool's policy
+    constraints. The MCP server still scopes the record to the caller's tenant when the call executes."""
+    for arg in TENANT_ARGS:
+        if arg in edited and edited.get(arg) != original.get(arg):
+            return f"'{arg}' cannot be changed by an edit"
+    if input_schema:
+        from interlock.graphs.nodes.playbooks import validate_args
+
+        problems = validate_args(dict(edited), input_schema)
+        if problems:
+            return "; ".join(problems)
+    else:
+        extra = sorted(set(edited) - set(original))
+        if extra:
+            return f"{tool} was not called with {extra}"
+        for arg, value in edited.items():
+            before = original[arg]
+            numbers = isinstance(value, (int, float)) and isinstance(before, (int, float))
+            if type(value) is not type(before) and not numbers:
+                return f"'{arg}' must stay a {type(before).__name__}"
+    from interlock.policies.loader import get_policies
+    from interlock.policies.tool_rules import _check_constraint
+
+    rule = get_policies().tools.tools.get(tool or "")
+    for constraint in rule.constraints if rule else []:
+        if constraint.ref is None:  # facts-based constraints are checked again when the call executes
+            outcome = _check_constraint(constraint, edited, {})
+            if outcome is not None and outcome[0] == "deny":
+                return f"the policy for {tool} refuses it ({outcome[1]})"
     return None
 
 
@@ -120,6 +138,7 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
         "tool": pending.get("tool"),
         "server": pending.get("server"),
         "args": pending.get("args"),
+        "input_schema": pending.get("input_schema"),
         "requester": (state.get("principal") or {}).get("sub"),
         "tenant": state.get("tenant"),
         "risk": pending.get("risk"),
@@ -132,7 +151,8 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
         try:
             decision = ResumeDecision.parse(raw)
             if decision.decision == "edit":
-                problem = edit_problem(pending.get("tool"), dict(pending.get("args") or {}), decision.args or {})
+                problem = edit_problem(pending.get("tool"), dict(pending.get("args") or {}), decision.args or {},
+                                       pending.get("input_schema"))
                 if problem:
                     raise ValueError(f"edit refused: {problem}")
             break

@@ -58,6 +58,15 @@ async def get_approval(request: Request) -> Response:
     return JSONResponse(_out(approval))
 
 
+def _waiting_value(thread: dict[str, Any], approval_id: str) -> dict[str, Any]:
+    for items in (thread.get("interrupts") or {}).values():
+        for item in items:
+            value = item.get("value")
+            if isinstance(value, dict) and value.get("approval_id") == approval_id:
+                return value
+    return {}
+
+
 def _waiting_interrupt(thread: dict[str, Any], approval_id: str) -> str | None:
     for items in (thread.get("interrupts") or {}).values():
         for item in items:
@@ -81,10 +90,6 @@ async def decide(request: Request) -> Response:
     access.check_decision(
         tool=approval.tool, requester=approval.principal, tenant=approval.tenant, what=f"Approval {approval_id}"
     )
-    if body.decision == "edit":
-        problem = edit_problem(approval.tool, approval.args or {}, body.args or {})
-        if problem:
-            raise Invalid(f"edit refused: {problem}")
     if approval.status != "pending":
         raise Conflict(f"Approval {approval_id} is already {approval.status}")
     if not approval.thread_id:
@@ -93,6 +98,11 @@ async def decide(request: Request) -> Response:
     interrupt_id = _waiting_interrupt(thread, approval_id) if thread else None
     if thread is None or interrupt_id is None:
         raise Conflict(f"No run is waiting on approval {approval_id}")
+    if body.decision == "edit":
+        schema = _waiting_value(thread, approval_id).get("input_schema")
+        problem = edit_problem(approval.tool, approval.args or {}, body.args or {}, schema)
+        if problem:
+            raise Invalid(f"edit refused: {problem}")
     assistant_id = thread["metadata"].get("assistant_id") or thread["metadata"].get("graph_id")
     # No identity in the resume value: the approval node records the run's authenticated principal.
     resume = {"decision": body.decision, "args": body.args, "reason": body.reason}

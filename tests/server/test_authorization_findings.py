@@ -206,24 +206,27 @@ async def test_a_confirm_tool_may_be_confirmed_by_its_requester_only_in_their_te
         assert resp.status_code == 403, resp.text
 
 
-async def test_an_edit_cannot_retarget_the_call(tenant_server) -> None:
+async def test_an_edit_keeps_the_tool_tenant_argument_types_and_policy(tenant_server) -> None:
     async with Caller(tenant_server, "bob") as bob, Caller(tenant_server, "olga") as olga:
         tid, value = await _request(bob, "refund_order", {"order_id": "ORD-1001", "amount_cents": 900})
         for edit, needle in (
-            ({"order_id": "ORD-1003", "amount_cents": 900}, "order_id"),
             ({"order_id": "ORD-1001", "amount_cents": 900, "tenant": "globex"}, "tenant"),
+            ({"order_id": "ORD-1001", "amount_cents": 900, "tool": "issue_credit"}, "not called with"),
             ({"order_id": "ORD-1001", "amount_cents": "all"}, "amount_cents"),
+            ({"order_id": "ORD-1001", "amount_cents": -500}, "policy"),
         ):
             resp = await olga.http.post(f"/approvals/{value['approval_id']}", json={"decision": "edit", "args": edit})
-            assert resp.status_code == 422 and needle in resp.json()["detail"], resp.text
+            assert resp.status_code == 422 and needle in resp.json()["detail"], (edit, resp.text)
         # Through the runs API the graph itself refuses the edit and keeps waiting: nothing executed.
         out = await olga.ok("POST", f"/threads/{tid}/runs/wait",
-                            json=_resume({"decision": "edit", "args": {"order_id": "ORD-1003", "amount_cents": 900}}))
+                            json=_resume({"decision": "edit", "args": {"order_id": "ORD-1001", "tenant_id": "globex"}}))
         [pending] = out["__interrupt__"]
         assert "edit refused" in pending["value"]["error"] and not out.get("executed")
+        # Another record of the same tenant is a legitimate correction (the MCP server scopes it to the tenant).
         done = await olga.ok("POST", f"/approvals/{value['approval_id']}",
-                             json={"decision": "edit", "args": {"order_id": "ORD-1001", "amount_cents": 400}})
-        assert done["output"]["executed"]["call-1"]["args"] == {"order_id": "ORD-1001", "amount_cents": 400}
+                             json={"decision": "edit", "args": {"order_id": "ORD-1003", "amount_cents": 400}})
+        assert done["output"]["executed"]["call-1"]["args"] == {"order_id": "ORD-1003", "amount_cents": 400}
+        assert done["approval"]["decided_by"] == "olga@acme"
 
 
 # -- metrics ----------------------------------------------------------------------------------------------
