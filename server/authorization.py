@@ -243,6 +243,14 @@ class Access:
             raise HTTPException(403, f"reading or deciding approvals needs the '{OPERATOR_PERMISSION}' permission")
         return tenant
 
+    def decision_tenant(self, requested: str | None) -> str | None:
+        """The tenant the caller decides in: their own; in local mode the one they name (`?tenant=`)."""
+        if not self.enabled:
+            if not requested:
+                raise HTTPException(422, "query parameter 'tenant' is required in local development mode")
+            return requested
+        return user_tenant(self.user)
+
     def check_decision(self, *, tool: str | None, requester: str | None, tenant: str | None, what: str) -> None:
         """May the caller decide this approval? Policy per tool (policies/tools.yaml `decision`):
         `operator` (default) needs `approvals:decide` in the approval's tenant, and for a destructive tool the

@@ -85,7 +85,7 @@ async def decide(request: Request) -> Response:
     store = _store(request)
     approval_id = request.path_params["approval_id"]
     approval = await store.get(approval_id)
-    if approval is None or not access.same_tenant(approval.tenant):
+    if approval is None or approval.tenant != access.decision_tenant(request.query_params.get("tenant")):
         raise NotFound(f"Approval {approval_id} not found")
     access.check_decision(
         tool=approval.tool, requester=approval.principal, tenant=approval.tenant, what=f"Approval {approval_id}"
