@@ -158,6 +158,10 @@ class Access:
         filt = await self.filter("threads", action, {"thread_id": thread_id, **value})
         return await self.svc.threads.get(thread_id, filt)
 
+    def may_reuse(self, thread: Mapping[str, Any], filt: Filter | None) -> bool:
+        """`if_exists: do_nothing` returns an existing thread only to a caller who could read it."""
+        return matches(thread["metadata"], filt)
+
     async def run_visible(self, run: Mapping[str, Any], action: str) -> bool:
         kwargs = loads(run["kwargs"]) if isinstance(run.get("kwargs"), (str, bytes)) else (run.get("kwargs") or {})
         creator = kwargs.get("user") or {}

@@ -43,6 +43,8 @@ async def create(request: Request) -> Response:
         metadata.setdefault("graph_id", body.graph_id)
     svc = services(request)
     thread = await svc.threads.create(body.thread_id, metadata, body.if_exists, _ttl_minutes(body.ttl))
+    if not Access.of(request).may_reuse(thread, filt):
+        raise Conflict(f"Thread {thread['thread_id']} already exists")  # someone else's: never returned
     if body.supersteps:
         await _apply_supersteps(svc, thread["thread_id"], body.graph_id, body.supersteps)
         thread = await svc.threads.get(thread["thread_id"])

@@ -238,3 +238,18 @@ async def test_metrics_need_a_token_when_auth_is_configured(tenant_server) -> No
     async with Caller(tenant_server, "gus") as gus:
         text = (await gus.http.get("/metrics")).text
         assert "interlock_runs_total" in text and 'tenant="acme"' not in text
+
+
+async def test_creating_a_thread_with_another_tenants_id_neither_returns_nor_writes_it(tenant_server) -> None:
+    async with Caller(tenant_server, "ann") as ann, Caller(tenant_server, "gus") as gus:
+        tid = await ann.thread()
+        await ann.ok("POST", f"/threads/{tid}/runs/wait", json={"assistant_id": "two_node", "input": {"n": 1}})
+        before = await ann.state(tid)
+        for body in (
+            {"thread_id": tid, "if_exists": "do_nothing"},
+            {"thread_id": tid, "if_exists": "do_nothing", "graph_id": "two_node",
+             "supersteps": [{"updates": [{"values": {"n": 666}, "as_node": "b"}]}]},
+        ):
+            resp = await gus.http.post("/threads", json=body)
+            assert resp.status_code == 409 and "values" not in resp.json(), resp.text
+        assert (await ann.state(tid))["values"] == before["values"]
