@@ -284,3 +284,19 @@ def test_authorization_matrix(tenant_server: ServerProcess) -> None:
         item = world.owner("GET", "/store/items", params={"namespace": "notes", "key": "matrix"})
         assert item["value"] == {"text": world.marker}
     assert failures == [], "\n".join(failures)
+
+
+def markdown() -> str:
+    """The route table of the issue note: `python tests/server/test_authorization_matrix.py`."""
+    from interlock.server.authorization import ROUTE_RULES
+
+    lines = ["| Route | Rule | owner | same-tenant user | other tenant's user | other tenant's operator | no token |",
+             "|---|---|---|---|---|---|---|"]
+    for key in sorted(MATRIX, key=lambda k: (k.split()[1], k.split()[0])):
+        rule = ROUTE_RULES[key].replace("|", "\\|")
+        lines.append(f"| `{key}` | {rule} | " + " | ".join(str(c) for c in MATRIX[key].expect) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())
