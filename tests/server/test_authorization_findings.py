@@ -253,3 +253,25 @@ async def test_creating_a_thread_with_another_tenants_id_neither_returns_nor_wri
             resp = await gus.http.post("/threads", json=body)
             assert resp.status_code == 409 and "values" not in resp.json(), resp.text
         assert (await ann.state(tid))["values"] == before["values"]
+
+
+def test_metrics_show_tenant_series_only_to_that_tenant() -> None:
+    """The scrape filter on real prometheus output (the server tests produce no model usage, hence no tenant series)."""
+    from interlock.server import metrics
+    from interlock.server.auth import ANONYMOUS, User
+    from interlock.server.metrics import TOKENS, _for_caller
+    from prometheus_client import generate_latest
+    from starlette.requests import Request
+
+    TOKENS.labels("acme", "router", "m").inc(3)
+    TOKENS.labels("globex", "router", "m").inc(5)
+    text = generate_latest(metrics.REGISTRY)
+    assert b'tenant="acme"' in text and b'tenant="globex"' in text
+
+    def scrape(user: User) -> str:
+        return _for_caller(text, Request({"type": "http", "state": {"user": user}, "headers": []})).decode()
+
+    acme = scrape(User(identity="olga@acme", extra={"tenant": "acme"}))
+    assert 'tenant="acme"' in acme and "globex" not in acme and "interlock_tokens_total" in acme
+    anonymous = scrape(ANONYMOUS)
+    assert "acme" not in anonymous and "globex" not in anonymous and "interlock_runs_total" in anonymous
