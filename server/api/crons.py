@@ -49,10 +49,12 @@ async def patch(request: Request) -> Response:
     body = await parse(request, schemas.CronPatch)
     if body.webhook:
         check_url(body.webhook)
-    cron = await Access.of(request).cron(request.path_params["cron_id"], "update")
-    if body.metadata:
-        body.metadata = {**body.metadata, **{k: v for k, v in cron["metadata"].items() if k in ("tenant", "owner")}}
-    return JSONResponse(await services(request).crons.patch(cron["cron_id"], body))
+    access = Access.of(request)
+    cron = await access.cron(request.path_params["cron_id"], "update")
+    if body.metadata:  # the owner keys stay what the hook's filter says: a patch cannot move a cron to another owner
+        filt = await access.filter("crons", "update", {"cron_id": cron["cron_id"], **body.model_dump()})
+        body.metadata = {**body.metadata, **access.owner(filt)}
+    return JSONResponse(await access.svc.crons.patch(cron["cron_id"], body))
 
 
 async def delete(request: Request) -> Response:

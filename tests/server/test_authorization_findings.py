@@ -275,3 +275,13 @@ def test_metrics_show_tenant_series_only_to_that_tenant() -> None:
     assert 'tenant="acme"' in acme and "globex" not in acme and "interlock_tokens_total" in acme
     anonymous = scrape(ANONYMOUS)
     assert "acme" not in anonymous and "globex" not in anonymous and "interlock_runs_total" in anonymous
+
+
+async def test_a_cron_patch_cannot_move_the_cron_to_another_tenant(tenant_server) -> None:
+    async with Caller(tenant_server, "ann") as ann, Caller(tenant_server, "gus") as gus:
+        cron = await ann.ok("POST", "/runs/crons", json={"assistant_id": "two_node", "schedule": "0 0 1 1 *"})
+        patched = await ann.ok("PATCH", f"/runs/crons/{cron['cron_id']}", json={"metadata": {"tenant": "globex", "x": 1}})
+        assert patched["metadata"]["tenant"] == "acme" and patched["metadata"]["x"] == 1
+        assert (await gus.http.get(f"/runs/crons/{cron['cron_id']}")).status_code == 404
+        listed = await gus.ok("POST", "/runs/crons/search", json={"limit": 100})
+        assert cron["cron_id"] not in [c["cron_id"] for c in listed]
