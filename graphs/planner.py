@@ -265,7 +265,8 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
                 return Command(goto="limit", update={**update, "outcome": "limit_tool_calls"})
             call, info, reasons = gated[0]
             update["pending_approval"] = {"call_id": call["id"], "tool": call["tool"], "args": call["args"],
-                                          "server": info.server, "risk": info.risk, "policy_reasons": reasons}
+                                          "server": info.server, "risk": info.risk, "policy_reasons": reasons,
+                                          "input_schema": info.input_schema}  # an operator's edit must fit it
             return Command(goto="request_approval", update=update)
         return Command(goto="observe", update=update)
 

@@ -102,8 +102,23 @@ class InterlockState(TypedDict, total=False):
     awaiting_input: dict[str, Any] | None
 
 
+_AUTH_REQUIRED = False
+
+
+def require_authenticated_principal() -> None:
+    """Called by a server with auth configured: from now on a run without an authenticated principal that
+    names its tenant fails instead of falling back to the development identity (INTERLOCK_DEV_TENANT, ...)."""
+    global _AUTH_REQUIRED
+    _AUTH_REQUIRED = True
+
+
+class NoPrincipal(PermissionError):
+    """Auth is configured but the run carries no authenticated principal with a tenant."""
+
+
 def principal_from_config(config: RunnableConfig | None) -> PrincipalInfo:
-    """The run's principal from the server's auth context, else dev settings, else the dev default."""
+    """The run's principal from the server's auth context, else dev settings, else the dev default.
+    The fallbacks apply only when no auth is configured (see `require_authenticated_principal`)."""
     configurable = (config or {}).get("configurable") or {}
     user = configurable.get("langgraph_auth_user")
     if user is not None:
@@ -125,6 +140,8 @@ def principal_from_config(config: RunnableConfig | None) -> PrincipalInfo:
             return PrincipalInfo(sub=str(sub), tenant=str(tenant),
                                  scopes=list(get("scopes", "permissions") or []),
                                  groups=list(get("groups") or []), display_name=get("display_name"))
+    if _AUTH_REQUIRED:
+        raise NoPrincipal("auth is configured: the run has no authenticated principal with a tenant")
     raw = configurable.get("principal")
     if isinstance(raw, PrincipalInfo):
         return raw

@@ -62,6 +62,15 @@ class ToolRule(_Strict):
     constraints: list[ArgConstraint] = Field(default_factory=list)
     provenance: list[ProvenanceRule] = Field(default_factory=list)
     description: str = ""
+    # Who may decide its approval: `operator` (approvals:decide in the tenant; for a destructive tool never the
+    # requester) or `confirm` (the requesting user may also confirm their own call; never for destructive tools).
+    decision: Literal["operator", "confirm"] = "operator"
+
+    @model_validator(mode="after")
+    def _separation_of_duties(self) -> ToolRule:
+        if self.decision == "confirm" and self.risk == "destructive":
+            raise ValueError("a destructive tool cannot be confirmed by its requester (decision: confirm)")
+        return self
 
 
 class Allowlists(_Strict):

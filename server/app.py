@@ -13,9 +13,11 @@ from interlock.server import errors, metrics
 from interlock.server.api import approvals, assistants, crons, meta, runs, store, threads, traces
 from interlock.server.assistants import Assistants
 from interlock.server.auth import PUBLIC_PATHS, Authorizer
+from interlock.server.authorization import check_routes
 from interlock.server.checkpoints import open_persistence
 from interlock.server.crons import Crons, Scheduler
 from interlock.server.engine import Engine
+from interlock.server.origins import LocalModeGuard
 from interlock.server.project import bind_graphs, load_object, load_project
 from interlock.server.runs import Runs
 from interlock.server.services import Services
@@ -36,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from interlock.kernel.settings import database_url, redis_url
+from interlock.kernel.settings import database_url, get_settings, redis_url
 
 log = logging.getLogger("interlock.server")
 
@@ -48,12 +50,15 @@ class AuthenticationMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
         services: Services | None = getattr(request.app.state, "services", None)
-        if services is None:
+        public = scope["path"] in PUBLIC_PATHS
+        if scope["path"] == "/metrics" and services is not None and services.authorizer.enabled:
+            public = False  # with auth configured, metrics need a token too
+        if services is None or public:
             await self.app(scope, receive, send)
             return
         try:
@@ -83,6 +88,20 @@ def _build_limiter() -> Any:
     return build_limiter(get_policies().limits, redis_url())
 
 
+async def _refuse_fallback_identities(crons_: Crons) -> None:
+    """With auth configured nothing may run as the development identity: graphs refuse a run without an
+    authenticated principal, and the server refuses to start while enabled crons lack their creator's."""
+    from interlock.graphs import state
+
+    state.require_authenticated_principal()
+    unowned = await crons_.unowned()
+    if unowned:
+        raise RuntimeError(
+            f"auth is configured but {unowned} enabled cron(s) have no recorded creator and would run as the "
+            "development identity: delete them or disable them (UPDATE crons SET enabled = 0 WHERE principal IS NULL)"
+        )
+
+
 def create_app(
     config_path: str | Path,
     *,
@@ -99,6 +118,9 @@ def create_app(
         await migrate(db)
         async with open_persistence(url) as (checkpointer, long_term_store):
             auth_obj = load_object(project.root, project.auth_target) if project.auth_target else None
+            crons_ = Crons(db)
+            if auth_obj is not None:
+                await _refuse_fallback_identities(crons_)
             assistants_ = Assistants(db, set(project.graphs))
             await assistants_.ensure_system()
             threads_ = Threads(db)
@@ -145,7 +167,7 @@ def create_app(
                 streams=streams,
                 engine=engine,
                 authorizer=Authorizer(auth_obj),
-                crons=Crons(db),
+                crons=crons_,
                 db_url=url,
                 limiter=limiter,
             )
@@ -178,15 +200,17 @@ def create_app(
         *metrics.routes,
         *(extra_routes or []),
     ]
+    check_routes(routes)
     middleware = [
         Middleware(
             CORSMiddleware,
-            allow_origins=["*"],
+            allow_origins=get_settings().cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=["Location", "Content-Location", "X-Pagination-Next"],
-            allow_private_network=True,
+            allow_private_network=get_settings().cors_private_network,
         ),
+        Middleware(LocalModeGuard),
         Middleware(AuthenticationMiddleware),
     ]
     return Starlette(

@@ -1,10 +1,12 @@
-"""Request body parsing: JSON (also when sent as text/plain, as Studio does), size-limited, validated."""
+"""Request body parsing: JSON (text/plain only from a configured CORS origin, as Studio sends), size-limited,
+validated."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
 import orjson
+from interlock.server.origins import json_content_type
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,11 +32,10 @@ async def read_json(request: Request, *, default: Any = None) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         return default
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "text/plain", "", "application/x-www-form-urlencoded") and not ctype.endswith(
-        "+json"
-    ):
-        raise HTTPException(415, f"unsupported content type '{ctype}', send application/json")
+    ctype = request.headers.get("content-type", "")
+    if not json_content_type(ctype, request.headers.get("origin")):
+        detail = f"unsupported content type '{ctype.split(';')[0].strip()}', send application/json"
+        raise HTTPException(415, detail)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

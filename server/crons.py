@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,9 +19,10 @@ from interlock.server.serialization import dumps_str, loads
 from interlock.server.storage import Database
 
 log = logging.getLogger("interlock.crons")
+Visible = Callable[[dict[str, Any]], Awaitable[bool]]
 COLUMNS = (
     "cron_id, assistant_id, thread_id, schedule, timezone, payload, metadata, enabled, end_time, next_run_date, "
-    "on_run_completed, user_id, created_at, updated_at"
+    "on_run_completed, user_id, created_at, updated_at, principal"
 )
 
 
@@ -55,6 +57,11 @@ def cron_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cron_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The API shape plus the recorded principal, which authorization and the scheduler read (never returned)."""
+    return {**cron_out(row), "principal": loads(row["principal"]) if row.get("principal") else None}
+
+
 PAYLOAD_FIELDS = (
     "input",
     "config",
@@ -75,13 +82,15 @@ class Crons:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, *, assistant_id: str, thread_id: str | None, body: Any, user: User) -> dict[str, Any]:
+    async def create(
+        self, *, assistant_id: str, thread_id: str | None, body: Any, user: User, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
         enabled = True if body.enabled is None else body.enabled
         nxt = next_run(body.schedule, body.timezone)
         payload = {k: getattr(body, k) for k in PAYLOAD_FIELDS if getattr(body, k, None) is not None}
         ts = clock.iso()
         rows = await self.db.fetchall(
-            f"INSERT INTO crons ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}",
+            f"INSERT INTO crons ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}",
             [
                 clock.new_id(),
                 assistant_id,
@@ -89,7 +98,7 @@ class Crons:
                 body.schedule,
                 body.timezone,
                 dumps_str(payload),
-                dumps_str(body.metadata or {}),
+                dumps_str(metadata),
                 1 if enabled else 0,
                 body.end_time,
                 nxt.isoformat(),
@@ -97,15 +106,25 @@ class Crons:
                 user.identity if user.is_authenticated else None,
                 ts,
                 ts,
+                dumps_str(user.dict()) if user.is_authenticated else None,
             ],
         )
         return cron_out(rows[0])
+
+    async def find(self, cron_id: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone(f"SELECT {COLUMNS} FROM crons WHERE cron_id = ?", [cron_id])
+        return cron_row(row) if row else None
 
     async def get(self, cron_id: str) -> dict[str, Any]:
         row = await self.db.fetchone(f"SELECT {COLUMNS} FROM crons WHERE cron_id = ?", [cron_id])
         if row is None:
             raise NotFound(f"Cron {cron_id} not found")
         return cron_out(row)
+
+    async def unowned(self) -> int:
+        """Enabled crons without a recorded principal: they cannot run on a server with auth configured."""
+        row = await self.db.fetchone("SELECT COUNT(*) AS n FROM crons WHERE enabled = 1 AND principal IS NULL")
+        return int(row["n"]) if row else 0
 
     async def patch(self, cron_id: str, body: Any) -> dict[str, Any]:
         current = await self.get(cron_id)
@@ -155,23 +174,27 @@ class Crons:
             params += p
         return (" AND ".join(clauses) or "1=1"), params
 
-    async def search(self, body: Any) -> list[dict[str, Any]]:
+    async def _visible(self, body: Any, visible: Visible | None) -> list[dict[str, Any]]:
         where, params = self._where(body.assistant_id, body.thread_id, body.enabled, body.metadata)
-        order = "ASC" if (body.sort_order or "desc").lower() == "asc" else "DESC"
+        sort_by = getattr(body, "sort_by", None) or "created_at"
+        order = "ASC" if (getattr(body, "sort_order", None) or "desc").lower() == "asc" else "DESC"
         rows = await self.db.fetchall(
-            f"SELECT {COLUMNS} FROM crons WHERE {where} ORDER BY {body.sort_by or 'created_at'} {order}, cron_id "
-            "LIMIT ? OFFSET ?",
-            [*params, body.limit, body.offset],
+            f"SELECT {COLUMNS} FROM crons WHERE {where} ORDER BY {sort_by} {order}, cron_id", params
         )
-        items = [cron_out(r) for r in rows]
+        # Authorization decides per cron (tenant, thread, hook filter), so it filters before paging.
+        return [c for c in map(cron_row, rows) if visible is None or await visible(c)]
+
+    async def search(self, body: Any, visible: Visible | None = None) -> list[dict[str, Any]]:
+        items = [
+            {k: v for k, v in c.items() if k != "principal"}
+            for c in (await self._visible(body, visible))[body.offset : body.offset + body.limit]
+        ]
         if body.select:
             items = [{k: v for k, v in c.items() if k in body.select} for c in items]
         return items
 
-    async def count(self, body: Any) -> int:
-        where, params = self._where(body.assistant_id, body.thread_id, body.enabled, body.metadata)
-        row = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM crons WHERE {where}", params)
-        return int(row["n"]) if row else 0
+    async def count(self, body: Any, visible: Visible | None = None) -> int:
+        return len(await self._visible(body, visible))
 
     async def claim_due(self) -> list[dict[str, Any]]:
         """Advance every due cron to its next tick; only the replica whose update wins fires it."""
@@ -190,7 +213,7 @@ class Crons:
                 [nxt, row["cron_id"], row["next_run_date"]],
             )
             if won:
-                fired.append(cron_out(row))
+                fired.append(cron_row(row))
         return fired
 
 

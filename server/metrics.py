@@ -3,6 +3,7 @@ database (queue depth, approvals pending) are read at scrape time."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prometheus_client import (
@@ -73,7 +74,25 @@ async def metrics(request: Request) -> Response:
         APPROVALS_PENDING.set(int(rows[0]["n"]) if rows else 0)
     except Exception:  # noqa: BLE001 - the approvals table appears with the MCP layer's first use
         APPROVALS_PENDING.set(0)
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(_for_caller(generate_latest(REGISTRY), request), media_type=CONTENT_TYPE_LATEST)
+
+
+_TENANT_LABEL = re.compile(rb'tenant="((?:[^"\\]|\\.)*)"')
+
+
+def _for_caller(text: bytes, request: Request) -> bytes:
+    """Series labelled with a tenant are shown only to a caller of that tenant: never to anonymous callers
+    (local mode), never another tenant's."""
+    from interlock.server.auth import request_user
+    from interlock.server.authorization import user_tenant
+
+    own = user_tenant(request_user(request))
+    keep = []
+    for line in text.split(b"\n"):
+        found = _TENANT_LABEL.search(line)
+        if found is None or (own is not None and found.group(1).decode() == own):
+            keep.append(line)
+    return b"\n".join(keep)
 
 
 routes = [Route("/metrics", metrics, methods=["GET"])]

@@ -22,13 +22,15 @@ log = logging.getLogger("interlock.graphs.approval")
 
 
 class ResumeDecision(BaseModel):
-    """What an operator sends back: `{"decision": "approve"|"reject"|"edit", "args": {...}, "reason": "..."}`."""
+    """What an operator sends back: `{"decision": "approve"|"reject"|"edit", "args": {...}, "reason": "..."}`.
+
+    Any identity in the value (`by`, ...) is ignored: who decided is the resuming run's authenticated principal
+    (`decider`), which the server puts in the run's config."""
 
     model_config = ConfigDict(extra="ignore")
     decision: Literal["approve", "reject", "edit"]
     args: dict[str, Any] | None = None
     reason: str | None = Field(default=None, max_length=2000)
-    by: str | None = Field(default=None, max_length=200)
 
     @classmethod
     def parse(cls, value: Any) -> ResumeDecision:
@@ -42,6 +44,58 @@ class ResumeDecision(BaseModel):
         if decision.decision == "edit" and not decision.args:
             raise ValueError("an edit needs the edited 'args'")
         return decision
+
+
+TENANT_ARGS = ("tenant", "tenant_id")
+
+
+def edit_problem(tool: str | None, original: dict[str, Any], edited: dict[str, Any],
+                 input_schema: dict[str, Any] | None = None) -> str | None:
+    """Why an operator's edit of a pending call is refused, or None. The tool stays the same (the approval is
+    bound to it); the edited arguments must fit the tool's input schema (without one: only the arguments of
+    the original call, with their JSON types), must not name another tenant, and must pass the tool's policy
+    constraints. The MCP server still scopes the record to the caller's tenant when the call executes."""
+    for arg in TENANT_ARGS:
+        if arg in edited and edited.get(arg) != original.get(arg):
+            return f"'{arg}' cannot be changed by an edit"
+    if input_schema:
+        from interlock.graphs.nodes.playbooks import validate_args
+
+        problems = validate_args(dict(edited), input_schema)
+        if problems:
+            return "; ".join(problems)
+    else:
+        extra = sorted(set(edited) - set(original))
+        if extra:
+            return f"{tool} was not called with {extra}"
+        for arg, value in edited.items():
+            before = original[arg]
+            numbers = isinstance(value, (int, float)) and isinstance(before, (int, float))
+            if type(value) is not type(before) and not numbers:
+                return f"'{arg}' must stay a {type(before).__name__}"
+    from interlock.policies.loader import get_policies
+    from interlock.policies.tool_rules import _check_constraint
+
+    rule = get_policies().tools.tools.get(tool or "")
+    for constraint in rule.constraints if rule else []:
+        if constraint.ref is None:  # facts-based constraints are checked again when the call executes
+            outcome = _check_constraint(constraint, edited, {})
+            if outcome is not None and outcome[0] == "deny":
+                return f"the policy for {tool} refuses it ({outcome[1]})"
+    return None
+
+
+def decider(config: RunnableConfig) -> str:
+    """Who decided: the authenticated principal of the run that resumed the graph; without auth (local
+    development) the configured local operator. Never a value from the resume body."""
+    configurable = (config or {}).get("configurable") or {}
+    user = configurable.get("langgraph_auth_user")
+    identity = (user.get("identity") if isinstance(user, dict) else getattr(user, "identity", None)) if user else None
+    if identity:
+        return str(identity)
+    from interlock.kernel.settings import get_settings
+
+    return get_settings().local_operator
 
 
 def approval_store() -> Any:
@@ -84,6 +138,7 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
         "tool": pending.get("tool"),
         "server": pending.get("server"),
         "args": pending.get("args"),
+        "input_schema": pending.get("input_schema"),
         "requester": (state.get("principal") or {}).get("sub"),
         "tenant": state.get("tenant"),
         "risk": pending.get("risk"),
@@ -95,6 +150,11 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
         raw = interrupt({**value, "error": error} if error else value)
         try:
             decision = ResumeDecision.parse(raw)
+            if decision.decision == "edit":
+                problem = edit_problem(pending.get("tool"), dict(pending.get("args") or {}), decision.args or {},
+                                       pending.get("input_schema"))
+                if problem:
+                    raise ValueError(f"edit refused: {problem}")
             break
         except (ValidationError, ValueError, TypeError) as exc:
             # Bad operator input: ask again with the reason instead of crashing the run.
@@ -117,7 +177,7 @@ async def decide_and_run(state: InterlockState, config: RunnableConfig, call_too
     try:
         if decision.decision == "reject":
             try:
-                await store.decide(approval_id, "reject", decided_by=decision.by or "operator", reason=decision.reason)
+                await store.decide(approval_id, "reject", decided_by=decider(config), reason=decision.reason)
             except Exception as exc:  # already decided by the operator endpoint is fine
                 log.info("approval %s reject: %s", approval_id, exc)
             message = ToolMessage(content=f"Not executed: the operator rejected {pending.get('tool')}"
@@ -128,7 +188,7 @@ async def decide_and_run(state: InterlockState, config: RunnableConfig, call_too
         if decision.decision == "edit" and decision.args is not None:
             args = dict(decision.args)
         try:
-            await store.decide(approval_id, "approve", decided_by=decision.by or "operator", reason=decision.reason,
+            await store.decide(approval_id, "approve", decided_by=decider(config), reason=decision.reason,
                                args=args if decision.decision == "edit" else None)
         except Exception as exc:
             current = await store.get(approval_id)

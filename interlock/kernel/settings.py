@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated webhook hosts allowed even though they resolve to "
         "internal addresses")
 
+    # -- browsers and operators (README "Security") -------------------------------------------------------------
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated browser origins allowed to call the API (none by default)")
+    cors_private_network: bool = Field(
+        False, description="`1` answers Private-Network-Access preflights from the allowed origins")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated Host header values accepted in local mode besides loopback")
+    local_operator: str = Field(
+        "operator@local", description="who decides approvals on a server without auth (local development)")
+
     # -- clients of a running server (`interlock approvals`, `interlock eval --url`) ----------------------------
     url: str = Field(DEFAULT_URL, description="the server the CLI talks to")
     token: SecretStr | None = Field(None, description="bearer token the CLI sends to an auth-enabled server")
@@ -133,7 +143,7 @@ class Settings(BaseSettings):
             return {k: v for k, v in data.items() if v != "" or k in _EMPTY_IS_A_VALUE}
         return data
 
-    @field_validator("webhook_allow_hosts", "dev_scopes", mode="before")
+    @field_validator("webhook_allow_hosts", "dev_scopes", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         return _comma_list(value)

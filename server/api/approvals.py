@@ -6,20 +6,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from interlock.graphs.nodes.approval import edit_problem
 from interlock.server import schemas
 from interlock.server.api.runs import create_run
-from interlock.server.auth import User, request_user
+from interlock.server.authorization import Access
 from interlock.server.bodies import parse
 from interlock.server.errors import Conflict, Invalid, NotFound
 from interlock.server.serialization import jsonable
 from interlock.server.services import Services, services
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-OPERATOR_PERMISSION = "approvals:decide"
 
 
 class DecisionBody(BaseModel):
@@ -39,29 +37,12 @@ def _store(request: Request) -> Any:
     return store
 
 
-def _operator(request: Request) -> tuple[User, str]:
-    """The deciding user and their tenant. With auth on, the tenant comes only from the authenticated user."""
-    svc = services(request)
-    user = request_user(request)
-    if not svc.authorizer.enabled:
-        tenant = request.query_params.get("tenant")
-        if not tenant:
-            raise Invalid("query parameter 'tenant' is required in local development mode")
-        return User(identity="local-operator"), tenant
-    tenant = user.extra.get("tenant_id") or user.extra.get("tenant")
-    if not tenant:
-        raise HTTPException(403, "the authenticated user has no tenant")
-    if OPERATOR_PERMISSION not in user.permissions:
-        raise HTTPException(403, f"deciding approvals needs the '{OPERATOR_PERMISSION}' permission")
-    return user, str(tenant)
-
-
 def _out(approval: Any) -> dict[str, Any]:
     return jsonable(approval)
 
 
 async def list_approvals(request: Request) -> Response:
-    _, tenant = _operator(request)
+    tenant = Access.of(request).operator_tenant(request.query_params.get("tenant"))
     status = request.query_params.get("status")
     if status and status not in ("pending", "approved", "rejected", "consumed", "expired"):
         raise Invalid(f"unknown approval status '{status}'")
@@ -70,11 +51,20 @@ async def list_approvals(request: Request) -> Response:
 
 
 async def get_approval(request: Request) -> Response:
-    _, tenant = _operator(request)
+    tenant = Access.of(request).operator_tenant(request.query_params.get("tenant"))
     approval = await _store(request).get(request.path_params["approval_id"])
     if approval is None or approval.tenant != tenant:
         raise NotFound(f"Approval {request.path_params['approval_id']} not found")
     return JSONResponse(_out(approval))
+
+
+def _waiting_value(thread: dict[str, Any], approval_id: str) -> dict[str, Any]:
+    for items in (thread.get("interrupts") or {}).values():
+        for item in items:
+            value = item.get("value")
+            if isinstance(value, dict) and value.get("approval_id") == approval_id:
+                return value
+    return {}
 
 
 def _waiting_interrupt(thread: dict[str, Any], approval_id: str) -> str | None:
@@ -87,7 +77,7 @@ def _waiting_interrupt(thread: dict[str, Any], approval_id: str) -> str | None:
 
 
 async def decide(request: Request) -> Response:
-    operator, tenant = _operator(request)
+    access = Access.of(request)
     body = await parse(request, DecisionBody, empty_ok=False)
     if body.decision == "edit" and not body.args:
         raise Invalid("an edit needs the edited 'args'")
@@ -95,8 +85,11 @@ async def decide(request: Request) -> Response:
     store = _store(request)
     approval_id = request.path_params["approval_id"]
     approval = await store.get(approval_id)
-    if approval is None or approval.tenant != tenant:
+    if approval is None or approval.tenant != access.decision_tenant(request.query_params.get("tenant")):
         raise NotFound(f"Approval {approval_id} not found")
+    access.check_decision(
+        tool=approval.tool, requester=approval.principal, tenant=approval.tenant, what=f"Approval {approval_id}"
+    )
     if approval.status != "pending":
         raise Conflict(f"Approval {approval_id} is already {approval.status}")
     if not approval.thread_id:
@@ -105,14 +98,20 @@ async def decide(request: Request) -> Response:
     interrupt_id = _waiting_interrupt(thread, approval_id) if thread else None
     if thread is None or interrupt_id is None:
         raise Conflict(f"No run is waiting on approval {approval_id}")
+    if body.decision == "edit":
+        schema = _waiting_value(thread, approval_id).get("input_schema")
+        problem = edit_problem(approval.tool, approval.args or {}, body.args or {}, schema)
+        if problem:
+            raise Invalid(f"edit refused: {problem}")
     assistant_id = thread["metadata"].get("assistant_id") or thread["metadata"].get("graph_id")
-    resume = {"decision": body.decision, "args": body.args, "reason": body.reason, "by": operator.identity}
+    # No identity in the resume value: the approval node records the run's authenticated principal.
+    resume = {"decision": body.decision, "args": body.args, "reason": body.reason}
     run_body = schemas.RunCreate(
         assistant_id=assistant_id,
         command=schemas.CommandBody(resume={interrupt_id: {k: v for k, v in resume.items() if v is not None}}),
         multitask_strategy="reject",
     )
-    run, stream = await create_run(svc, operator, approval.thread_id, run_body, affinity=True)
+    run, stream = await create_run(svc, access.user, approval.thread_id, run_body, affinity=True)
     await svc.engine.wait_finished(run["run_id"])
     decided = await store.get(approval_id)
     return JSONResponse(

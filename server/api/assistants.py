@@ -6,6 +6,7 @@ from typing import Any
 
 from interlock.server import schemas
 from interlock.server.auth import request_user
+from interlock.server.authorization import Access
 from interlock.server.bodies import parse
 from interlock.server.errors import Invalid, NotFound
 from interlock.server.project import graph_for_run
@@ -26,7 +27,7 @@ async def create(request: Request) -> Response:
     value = body.model_dump()
     value["metadata"] = value.get("metadata") or {}
     filt = await _authorize(request, "create", value)
-    metadata = {**value["metadata"], **{k: v for k, v in (filt or {}).items() if not isinstance(v, dict)}}
+    metadata = {**value["metadata"], **Access.of(request).owner(filt)}
     out = await services(request).assistants.create(
         graph_id=body.graph_id,
         assistant_id=body.assistant_id,
@@ -41,14 +42,13 @@ async def create(request: Request) -> Response:
 
 
 async def get(request: Request) -> Response:
-    aid = request.path_params["assistant_id"]
-    filt = await _authorize(request, "read", {"assistant_id": aid})
-    return JSONResponse(await services(request).assistants.get(aid, filt))
+    return JSONResponse(await Access.of(request).assistant(request.path_params["assistant_id"], "read"))
 
 
 async def patch(request: Request) -> Response:
     aid = request.path_params["assistant_id"]
     body = await parse(request, schemas.AssistantPatch)
+    await Access.of(request).assistant(aid, "update")
     filt = await _authorize(request, "update", {"assistant_id": aid, **body.model_dump()})
     out = await services(request).assistants.patch(aid, **body.model_dump(), auth_filter=filt)
     return JSONResponse(out)
@@ -58,7 +58,7 @@ async def delete(request: Request) -> Response:
     aid = request.path_params["assistant_id"]
     filt = await _authorize(request, "delete", {"assistant_id": aid})
     svc = services(request)
-    assistant = await svc.assistants.get(aid, filt)
+    assistant = await Access.of(request).assistant(aid, "delete")
     if request.query_params.get("delete_threads", "false").lower() in ("1", "true"):
         for thread in await svc.threads.search(metadata={"assistant_id": assistant["assistant_id"]}, limit=1000):
             await svc.engine.delete_thread(thread["thread_id"])
@@ -97,7 +97,7 @@ async def count(request: Request) -> Response:
 async def versions(request: Request) -> Response:
     aid = request.path_params["assistant_id"]
     body = await parse(request, schemas.AssistantVersionsSearch)
-    await _authorize(request, "read", {"assistant_id": aid})
+    aid = (await Access.of(request).assistant(aid, "read"))["assistant_id"]
     out = await services(request).assistants.versions(aid, metadata=body.metadata, limit=body.limit, offset=body.offset)
     return JSONResponse(out)
 
@@ -105,15 +105,13 @@ async def versions(request: Request) -> Response:
 async def set_latest(request: Request) -> Response:
     aid = request.path_params["assistant_id"]
     body = await parse(request, schemas.AssistantSetLatest, empty_ok=False)
-    await _authorize(request, "update", {"assistant_id": aid, "version": body.version})
+    aid = (await Access.of(request).assistant(aid, "update", version=body.version))["assistant_id"]
     return JSONResponse(await services(request).assistants.set_latest(aid, body.version))
 
 
 async def _graph(request: Request) -> tuple[Pregel, dict[str, Any]]:
-    aid = request.path_params["assistant_id"]
-    filt = await _authorize(request, "read", {"assistant_id": aid})
     svc = services(request)
-    assistant = await svc.assistants.get(aid, filt)
+    assistant = await Access.of(request).assistant(request.path_params["assistant_id"], "read")
     spec = svc.project.graphs.get(assistant["graph_id"])
     if spec is None:
         raise NotFound(f"Graph {assistant['graph_id']} not found")

@@ -2,70 +2,77 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from interlock.server import schemas
 from interlock.server.api.runs import create_run
-from interlock.server.auth import User, request_user
+from interlock.server.auth import User
+from interlock.server.authorization import Access
 from interlock.server.bodies import parse
 from interlock.server.services import Services, services
-from interlock.server.threads import check_uuid
 from interlock.server.webhooks import check_url
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-
-async def _authorize(request: Request, action: str, value: dict[str, Any]) -> None:
-    await services(request).authorizer.authorize(request_user(request), "crons", action, value)
+log = logging.getLogger("interlock.crons")
 
 
 async def create(request: Request) -> Response:
     body = await parse(request, schemas.CronCreate, empty_ok=False)
     if body.webhook:
         check_url(body.webhook)
-    svc = services(request)
+    access = Access.of(request)
     thread_id = request.path_params.get("thread_id")
     if thread_id:
-        check_uuid(thread_id, "thread ID")
-        await svc.threads.get(thread_id)
-    await _authorize(request, "create", {**body.model_dump(), "thread_id": thread_id})
-    assistant = await svc.assistants.resolve(body.assistant_id)
-    cron = await svc.crons.create(
-        assistant_id=assistant["assistant_id"], thread_id=thread_id, body=body, user=request_user(request)
+        await access.thread(thread_id, "update")  # never a cron on a thread the caller cannot change
+    value = {**body.model_dump(), "thread_id": thread_id, "metadata": dict(body.metadata or {})}
+    filt = await access.filter("crons", "create", value)
+    assistant = await access.assistant_for_run(body.assistant_id)
+    cron = await access.svc.crons.create(
+        assistant_id=assistant["assistant_id"],
+        thread_id=thread_id,
+        body=body,
+        user=access.user,
+        metadata={**value["metadata"], **access.owner(filt)},
     )
     return JSONResponse(cron)
 
 
 async def get(request: Request) -> Response:
-    await _authorize(request, "read", {"cron_id": request.path_params["cron_id"]})
-    return JSONResponse(await services(request).crons.get(request.path_params["cron_id"]))
+    cron = await Access.of(request).cron(request.path_params["cron_id"], "read")
+    return JSONResponse(await services(request).crons.get(cron["cron_id"]))
 
 
 async def patch(request: Request) -> Response:
     body = await parse(request, schemas.CronPatch)
     if body.webhook:
         check_url(body.webhook)
-    await _authorize(request, "update", {"cron_id": request.path_params["cron_id"], **body.model_dump()})
-    return JSONResponse(await services(request).crons.patch(request.path_params["cron_id"], body))
+    access = Access.of(request)
+    cron = await access.cron(request.path_params["cron_id"], "update")
+    if body.metadata:  # the owner keys stay what the hook's filter says: a patch cannot move a cron to another owner
+        filt = await access.filter("crons", "update", {"cron_id": cron["cron_id"], **body.model_dump()})
+        body.metadata = {**body.metadata, **access.owner(filt)}
+    return JSONResponse(await access.svc.crons.patch(cron["cron_id"], body))
 
 
 async def delete(request: Request) -> Response:
-    await _authorize(request, "delete", {"cron_id": request.path_params["cron_id"]})
-    await services(request).crons.delete(request.path_params["cron_id"])
+    cron = await Access.of(request).cron(request.path_params["cron_id"], "delete")
+    await services(request).crons.delete(cron["cron_id"])
     return Response(status_code=204)
 
 
 async def search(request: Request) -> Response:
     body = await parse(request, schemas.CronSearch)
-    await _authorize(request, "search", body.model_dump())
-    return JSONResponse(await services(request).crons.search(body))
+    access = Access.of(request)
+    return JSONResponse(await access.svc.crons.search(body, access.visible_crons("search")))
 
 
 async def count(request: Request) -> Response:
     body = await parse(request, schemas.CronCount)
-    await _authorize(request, "search", body.model_dump())
-    return JSONResponse(await services(request).crons.count(body))
+    access = Access.of(request)
+    return JSONResponse(await access.svc.crons.count(body, access.visible_crons("search")))
 
 
 def firer(svc: Services) -> Any:
@@ -79,7 +86,14 @@ def firer(svc: Services) -> Any:
             on_completion=None if cron["thread_id"] else (cron["on_run_completed"] or "delete"),
             **{k: v for k, v in payload.items() if k in schemas.RunCreate.model_fields},
         )
-        user = User(identity=cron["user_id"]) if cron["user_id"] else User(identity="cron", is_authenticated=False)
+        if cron.get("principal"):
+            user = User.from_dict(cron["principal"])  # the creator's identity, tenant and permissions
+        elif svc.authorizer.enabled:
+            # Never a development fallback identity on a server with auth configured.
+            log.error("cron %s has no recorded principal; not run", cron["cron_id"])
+            return
+        else:
+            user = User(identity="cron", is_authenticated=False)
         await create_run(svc, user, cron["thread_id"], body, affinity=False)
 
     return fire

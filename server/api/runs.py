@@ -8,6 +8,7 @@ from typing import Any
 
 from interlock.server import clock, schemas
 from interlock.server.auth import User, matches, request_user
+from interlock.server.authorization import Access
 from interlock.server.bodies import parse, parse_list
 from interlock.server.engine import EPHEMERAL, run_tenant
 from interlock.server.errors import Conflict, Invalid, NotFound
@@ -49,7 +50,8 @@ async def create_run(
         raise Invalid("'checkpoint' needs a thread")
     if body.webhook:
         check_url(body.webhook)
-    assistant = await svc.assistants.resolve(body.assistant_id)
+    access = Access(svc, user)
+    assistant = await access.assistant_for_run(body.assistant_id)
     temporary = thread_id is None
     run_id = clock.new_id()
     value = {
@@ -72,7 +74,9 @@ async def create_run(
         thread_id = clock.new_id()  # ephemeral: no thread row, in-memory checkpoints, deleted on completion
     elif temporary:
         thread = await svc.threads.create(
-            None, {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}, None
+            None,
+            {**access.owner(filt), "graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]},
+            None,
         )
         thread_id = thread["thread_id"]
     else:
@@ -86,6 +90,8 @@ async def create_run(
             thread = await svc.threads.create(thread_id, owner, "do_nothing")
         elif not matches(thread["metadata"], filt):
             raise NotFound(f"Thread {thread_id} not found")
+        if body.command is not None:
+            access.check_thread_command(thread)
         if body.strict_resume and body.command and isinstance(body.command.resume, dict):
             pending = {i["id"] for items in thread["interrupts"].values() for i in items}
             unknown = sorted(set(body.command.resume) - pending)
@@ -126,6 +132,7 @@ async def create_run(
         "on_disconnect": on_disconnect,
         "on_completion": body.on_completion or ("delete" if temporary else "keep"),
         "user": user.dict() if user.is_authenticated else None,
+        "owner": access.owner(filt),
         "webhook": body.webhook,
     }
     stream = svc.streams.open(run_id, body.stream_resumable)
@@ -299,16 +306,9 @@ async def create_batch(request: Request) -> Response:
 
 
 async def _thread_run(request: Request, action: str = "read") -> tuple[Services, dict[str, Any]]:
-    svc = services(request)
-    tid = request.path_params.get("thread_id")
-    rid = request.path_params["run_id"]
-    check_uuid(rid, "run ID")
-    if tid is not None:
-        check_uuid(tid, "thread ID")
-        filt = await svc.authorizer.authorize(request_user(request), "threads", action, {"thread_id": tid, "run_id": rid})
-        await svc.threads.get(tid, filt)
-    run = await svc.runs.get(tid, rid)
-    return svc, run
+    access = Access.of(request)
+    run = await access.run(request.path_params["run_id"], request.path_params.get("thread_id"), action)
+    return access.svc, run
 
 
 async def list_runs(request: Request) -> Response:
@@ -378,13 +378,12 @@ async def cancel_many(request: Request) -> Response:
         run_ids = [r["run_id"] for r in await svc.runs.active_for_thread(body.thread_id)]
     else:
         run_ids = body.run_ids or []
+    access = Access(svc, request_user(request))
     for rid in run_ids:
         run = await svc.runs.find(rid)
         if run is None or (body.thread_id and run["thread_id"] != body.thread_id):
             continue
-        filt = await svc.authorizer.authorize(request_user(request), "threads", "update", {"thread_id": run["thread_id"]})
-        thread = await svc.threads.find(run["thread_id"])
-        if thread is not None and not matches(thread["metadata"], filt):
+        if not await access.run_visible(run, "update"):
             continue
         if run["status"] in ("pending", "running"):
             await svc.engine.cancel(run, action)

@@ -6,6 +6,7 @@ from typing import Any
 
 from interlock.server import schemas
 from interlock.server.auth import matches, request_user
+from interlock.server.authorization import Access
 from interlock.server.bodies import parse
 from interlock.server.checkpoints import copy_thread
 from interlock.server.engine import build_command
@@ -42,6 +43,8 @@ async def create(request: Request) -> Response:
         metadata.setdefault("graph_id", body.graph_id)
     svc = services(request)
     thread = await svc.threads.create(body.thread_id, metadata, body.if_exists, _ttl_minutes(body.ttl))
+    if not Access.of(request).may_reuse(thread, filt):
+        raise Conflict(f"Thread {thread['thread_id']} already exists")  # someone else's: never returned
     if body.supersteps:
         await _apply_supersteps(svc, thread["thread_id"], body.graph_id, body.supersteps)
         thread = await svc.threads.get(thread["thread_id"])
@@ -267,6 +270,7 @@ async def update_state(request: Request) -> Response:
     svc, thread, spec = await _thread_graph(request, "update")
     if spec is None:
         raise Invalid("Thread has no graph yet: run it once, or create it with a graph_id")
+    Access.of(request).check_thread_command(thread)  # writing state past a waiting approval is deciding it
     if thread["status"] == "busy":
         raise Conflict("Thread is busy: wait for its run to finish before updating its state")
     configurable: dict[str, Any] = {"thread_id": thread["thread_id"]}

@@ -100,6 +100,11 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS run_traces_thread ON run_traces (thread_id, created_at);
         """,
     ),
+    (
+        3,
+        # The principal a cron runs as (identity, tenant, permissions), recorded when it was created.
+        "ALTER TABLE crons ADD COLUMN principal TEXT",
+    ),
 ]
 
 

@@ -59,3 +59,14 @@ def sync_client(server: ServerProcess):  # noqa: ANN201
     from langgraph_sdk import get_sync_client
 
     return get_sync_client(url=server.url, api_key=None)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def tenant_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with the two-tenant auth hook (tests/server/project/tenants_auth.py)."""
+    from server_testkit import PROJECT
+
+    url = request.getfixturevalue("pg_factory")() if request.param == "postgres" else None
+    proc = make_server(tmp_path_factory.mktemp(f"tenants-{request.param}"), url, config=PROJECT / "langgraph_tenants.json")
+    yield proc
+    proc.stop()

@@ -15,6 +15,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = Path(__file__).resolve().parent / "project"
+STUDIO_ORIGIN = "https://smith.langchain.com"
 PG_ADMIN = os.environ.get("INTERLOCK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -83,6 +84,8 @@ def make_server(tmp: Path, database_url: str | None, config: Path = PROJECT / "l
         "INTERLOCK_HEARTBEAT_SECONDS": "1",
         "INTERLOCK_MAX_BODY_BYTES": str(256 * 1024),
         "INTERLOCK_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # the tests' webhook receiver
+        "INTERLOCK_CORS_ORIGINS": STUDIO_ORIGIN,  # Studio, configured as an operator would
+        "INTERLOCK_CORS_PRIVATE_NETWORK": "1",
         "LANGGRAPH_API_KEY": "",
         "LANGSMITH_API_KEY": "",
         **env,

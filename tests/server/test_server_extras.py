@@ -9,7 +9,7 @@ import httpx
 import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
-from server_testkit import PROJECT, make_server
+from server_testkit import PROJECT, STUDIO_ORIGIN, make_server
 
 
 async def test_store_items_namespaces_ttl(client) -> None:
@@ -78,9 +78,14 @@ async def test_bad_input_is_4xx_json_and_server_keeps_serving(server) -> None:
         for resp, status, needle in cases:
             assert resp.status_code == status, (resp.status_code, resp.text)
             assert needle.lower() in resp.json()["detail"].lower(), resp.text
-        # Studio sends JSON as text/plain
-        plain = await http.post("/threads", content=b'{"metadata": {"via": "plain"}}', headers={"content-type": "text/plain"})
+        # Studio sends JSON as text/plain: accepted from the configured origin only (a CORS-simple request
+        # from any other page would otherwise change state without a preflight).
+        body = b'{"metadata": {"via": "plain"}}'
+        plain = await http.post("/threads", content=body, headers={"content-type": "text/plain", "origin": STUDIO_ORIGIN})
         assert plain.status_code == 200 and plain.json()["metadata"] == {"via": "plain"}
+        for headers in ({"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}):
+            refused = await http.post("/threads", content=body, headers=headers)
+            assert refused.status_code == 415 and "application/json" in refused.json()["detail"], refused.text
         assert (await http.get("/ok")).status_code == 200
 
 

@@ -32,6 +32,17 @@ async def test_meta_endpoints(server) -> None:
         )
         assert pre.status_code == 200
         assert pre.headers["access-control-allow-private-network"] == "true"
+        # Only configured origins get CORS: any other page's preflight is refused and grants nothing.
+        other = await http.options(
+            "/threads",
+            headers={
+                "Origin": "https://attacker.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Private-Network": "true",
+            },
+        )
+        assert other.status_code == 400
+        assert "access-control-allow-origin" not in other.headers  # so the browser refuses, PNA header or not
 
 
 async def test_system_assistants(client) -> None:

@@ -158,3 +158,97 @@ _w.add_node("whoami", _whoami)
 _w.add_edge(START, "whoami")
 _w.add_edge("whoami", END)
 whoami = _w.compile()
+
+
+# --- Interlock's own principal and approval nodes, for the authorization tests ------------------------------
+class PrincipalState(TypedDict, total=False):
+    sub: str
+    tenant: str
+    scopes: list[str]
+    ticks: Annotated[list[str], operator.add]
+
+
+def _principal(state: PrincipalState, config: RunnableConfig) -> dict:
+    from interlock.graphs.state import principal_from_config
+
+    found = principal_from_config(config)  # the graphs' own lookup: auth context, else the dev fallback
+    return {"sub": found.sub, "tenant": found.tenant, "scopes": found.scopes, "ticks": [found.sub]}
+
+
+_p = StateGraph(PrincipalState)
+_p.add_node("principal", _principal)
+_p.add_edge(START, "principal")
+_p.add_edge("principal", END)
+principal = _p.compile()
+
+
+def _merge(left: dict | None, right: dict | None) -> dict:
+    return {**(left or {}), **(right or {})}
+
+
+class ApprovalState(TypedDict, total=False):
+    call: dict  # the proposed call: {"tool": ..., "args": {...}}
+    principal: dict
+    tenant: str
+    pending_approval: dict | None
+    approval_decision: dict | None
+    executed: Annotated[dict, _merge]
+    messages: Annotated[list, operator.add]
+    outcome: str
+
+
+def _identify(state: ApprovalState, config: RunnableConfig) -> dict:
+    from interlock.graphs.state import principal_from_config
+
+    found = principal_from_config(config)
+    return {"principal": found.model_dump(), "tenant": found.tenant}
+
+
+def _propose(state: ApprovalState) -> dict:
+    from interlock.policies.loader import get_policies
+
+    call = state["call"]
+    risk = get_policies().tools.tools[call["tool"]].risk
+    return {"pending_approval": {"tool": call["tool"], "server": "orders", "args": call["args"], "risk": risk,
+                                 "call_id": "call-1"}}
+
+
+async def _decide(state: ApprovalState, config: RunnableConfig) -> dict:
+    from interlock.graphs.nodes.approval import decide_and_run
+
+    async def run_tool(tool: str, args: dict, approval_id: str, call_id: str) -> dict:
+        # Stands in for the MCP call: records exactly what would have been executed.
+        return {"executed": {call_id: {"tool": tool, "args": args, "approval_id": approval_id}}, "outcome": "executed"}
+
+    return await decide_and_run(state, config, run_tool)  # type: ignore[arg-type]
+
+
+async def _request(state: ApprovalState, config: RunnableConfig) -> dict:
+    from interlock.graphs.nodes.approval import request_approval
+
+    return await request_approval(state, config)  # type: ignore[arg-type]
+
+
+def _await(state: ApprovalState) -> dict:
+    from interlock.graphs.nodes.approval import await_approval
+
+    return await_approval(state)  # type: ignore[arg-type]
+
+
+def _build_approval() -> object:
+    g = StateGraph(ApprovalState)
+    g.add_node("identify", _identify)
+    g.add_node("propose", _propose)
+    g.add_node("request_approval", _request)
+    g.add_node("await_approval", _await)
+    g.add_node("decide", _decide)
+    g.add_edge(START, "identify")
+    g.add_edge("identify", "propose")
+    g.add_edge("propose", "request_approval")
+    g.add_edge("request_approval", "await_approval")
+    g.add_edge("await_approval", "decide")
+    g.add_edge("decide", END)
+    return g.compile()
+
+
+approval = _build_approval()
