@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from interlock.server import schemas
+from interlock.server.assistants import system_assistant_id
 from interlock.server.auth import request_user
 from interlock.server.bodies import parse
 from interlock.server.errors import Invalid, NotFound
@@ -110,9 +111,13 @@ async def set_latest(request: Request) -> Response:
 
 
 async def _graph(request: Request) -> tuple[Pregel, dict[str, Any]]:
-    aid = request.path_params["assistant_id"]
-    filt = await _authorize(request, "read", {"assistant_id": aid})
     svc = services(request)
+    aid = request.path_params["assistant_id"]
+    if aid in svc.project.graphs:
+        # The reference resolves a graph name to its system assistant here (Studio, RemoteGraph and the JS SDK
+        # ask for `/assistants/{graph_name}/graph`); `GET /assistants/{id}` itself stays UUID-only, as there.
+        aid = system_assistant_id(aid)
+    filt = await _authorize(request, "read", {"assistant_id": aid})
     assistant = await svc.assistants.get(aid, filt)
     spec = svc.project.graphs.get(assistant["graph_id"])
     if spec is None:
