@@ -162,6 +162,10 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
         raw = interrupt({**value, "error": error} if error else value)
         try:
             decision = ResumeDecision.parse(raw, pending.get("tool"))
+            if decision.by == CHAT_USER and not chat_may_decide(pending):
+                # The interrupt offered the chat user no control for this call; a hand-made resume gets the same
+                # answer instead of deciding it. (Who may resume a thread at all is the authorizer's job.)
+                raise ValueError("only an operator may decide this call, through the approvals API")
             break
         except (ValidationError, ValueError, TypeError) as exc:
             # Bad operator input: ask again with the reason instead of crashing the run.
