@@ -1,7 +1,7 @@
 """What Agent Chat UI sees (issue 13), through the real zero-key server: after an earlier turn, a cancel request
 pauses with the AI message carrying the pending tool call already in the ROOT graph's messages (the UI renders
 root `values` only), the interrupt is the HITL request the UI renders, and for an operator-only call the chat
-user's approve is refused while the operator's decision executes the call once."""
+user's approve is refused while the operator's decision is taken."""
 
 from __future__ import annotations
 
@@ -62,11 +62,13 @@ async def test_cancel_after_an_earlier_turn_shows_the_pending_call_at_the_root(
     assert "only an operator may decide" in again["__interrupt__"][0]["value"]["error"]
     assert e2e_env.order_status(order) != "cancelled"
 
+    # The operator's decision is taken (a reject here, so the shared sample order stays cancellable for others).
     async with httpx.AsyncClient(base_url=zero_key.url, timeout=60) as http:
         decided = await http.post(f"/approvals/{value['approval_id']}", params={"tenant": tenant},
-                                  json={"decision": "approve", "reason": "confirmed"})
+                                  json={"decision": "reject", "reason": "customer changed their mind"})
     assert decided.status_code == 200, decided.text
-    assert e2e_env.order_status(order) == "cancelled"
+    assert e2e_env.order_status(order) != "cancelled"
+    e2e_env.release_order(order)
     final = (await client.threads.get_state(tid))["values"]
-    tool_results = [m for m in final["messages"] if m["type"] == "tool" and m.get("tool_call_id") == call["id"]]
-    assert len(tool_results) == 1 and tool_results[0]["status"] == "success"
+    answers = [m for m in final["messages"] if m["type"] == "tool" and m.get("tool_call_id") == call["id"]]
+    assert len(answers) == 1 and answers[0]["status"] == "error" and "rejected" in answers[0]["content"]
