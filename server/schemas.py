@@ -94,12 +94,22 @@ def _store_filter(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 MetadataFilter = Annotated[dict[str, Any] | None, AfterValidator(_metadata_filter)]
+
+
+def _storable_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # Stored metadata is later cast to jsonb in searches: one NUL would break every search on PostgreSQL.
+    _no_nul(value, "metadata")
+    return value
+
+
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_storable_metadata)]
 StoreFilter = Annotated[dict[str, Any] | None, AfterValidator(_store_filter)]
 
 
 def _json_object_input(value: Any) -> Any:
     if value is not None and not isinstance(value, dict):
         raise ValueError(f"input must be a JSON object or null, got {type(value).__name__}")
+    _no_nul(value, "input")  # becomes thread values, which PostgreSQL searches as jsonb
     return value
 
 
@@ -112,7 +122,7 @@ class AssistantCreate(Body):
     assistant_id: str | None = None
     config: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     if_exists: Literal["raise", "do_nothing"] | None = None
     name: str | None = None
     description: str | None = None
@@ -122,7 +132,7 @@ class AssistantPatch(Body):
     graph_id: str | None = None
     config: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     name: str | None = None
     description: str | None = None
 
@@ -172,7 +182,7 @@ class ThreadTTL(Body):
 
 class ThreadCreate(Body):
     thread_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     if_exists: Literal["raise", "do_nothing"] | None = None
     supersteps: list[Superstep] | None = None
     graph_id: str | None = None
@@ -180,7 +190,7 @@ class ThreadCreate(Body):
 
 
 class ThreadPatch(Body):
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     ttl: ThreadTTL | TtlMinutes | None = None
 
 
@@ -252,7 +262,7 @@ class RunCreate(Body):
     command: CommandBody | None = None
     config: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     stream_mode: StreamMode | list[StreamMode] = "values"
     stream_subgraphs: bool = False
     stream_resumable: bool = False
@@ -296,7 +306,7 @@ class CronCreate(Body):
     assistant_id: str
     schedule: str
     input: RunInput = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     config: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
     interrupt_before: Literal["*"] | list[str] | None = None
@@ -318,7 +328,7 @@ class CronPatch(Body):
     schedule: str | None = None
     end_time: str | None = None
     input: RunInput = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     config: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
     interrupt_before: Literal["*"] | list[str] | None = None

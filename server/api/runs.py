@@ -321,6 +321,8 @@ async def list_runs(request: Request) -> Response:
         offset = int(request.query_params.get("offset", 0))
     except ValueError:
         raise Invalid("limit and offset must be integers") from None
+    if not (1 <= limit <= 1000 and 0 <= offset <= schemas.INT64_MAX):
+        raise Invalid("limit must be 1-1000 and offset 0 or more (64-bit)")
     status = request.query_params.get("status")
     if status and status not in ("pending", "running", "error", "success", "timeout", "interrupted"):
         raise Invalid(f"unknown run status '{status}'")

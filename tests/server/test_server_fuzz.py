@@ -1,7 +1,7 @@
 """No 5xx for any input: a property-based fuzz of the server's own /openapi.json with schemathesis, against a real
 `interlock serve` on SQLite. Every operation gets schema-valid (positive) and schema-invalid (negative) requests;
 a second pass puts real ids in the path so handlers past the id checks are reached. Bounded: at most
-INTERLOCK_FUZZ_EXAMPLES (default 25) examples per operation, mode and pass, so this takes a couple of minutes."""
+INTERLOCK_FUZZ_EXAMPLES (default 20) examples per operation, mode and pass, so this takes a couple of minutes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from server_testkit import ServerProcess, make_server
 
-EXAMPLES = int(os.environ.get("INTERLOCK_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("INTERLOCK_FUZZ_EXAMPLES", "20"))
 # Long-lived by design (they follow a thread until the client leaves), so not fuzzable request/response calls.
 SKIP = {("GET", "/threads/{thread_id}/stream")}
 

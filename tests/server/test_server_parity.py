@@ -165,3 +165,32 @@ async def test_semantic_store_search_uses_project_embedder(semantic_server) -> N
 async def test_query_without_index_is_422(client) -> None:
     with pytest.raises(UnprocessableEntityError, match="store.index"):
         await client.store.search_items(["kb"], query="anything")
+
+
+# -- the 5xx the issue's fuzz found, now 4xx naming the problem (both databases) ------------------------------------
+async def test_inputs_that_were_5xx_are_4xx_naming_the_problem(server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        tid = (await http.post("/threads", json={})).json()["thread_id"]
+        cases = [
+            (await http.put("/store/items", json={"namespace": [], "key": "k", "value": {}}), "namespace"),
+            (await http.post("/threads", json={"ttl": 1e300}), "ttl"),
+            (await http.patch(f"/threads/{tid}", json={"ttl": {"ttl": 1e300}}), "ttl"),
+            (await http.post("/threads/search", json={"offset": 10000000000000000000}), "offset"),
+            (await http.post("/store/namespaces", json={"suffix": [""]}), "namespace labels"),
+            (await http.post("/store/items/search", json={"filter": {"a b": 1}}), "filter key"),
+            (await http.post("/store/items/search", json={"filter": {"a": {"$regex": "x"}}}), "operators"),
+            (await http.post("/threads/count", json={"metadata": {'a"b': 1}}), "filter key"),
+            (await http.post("/threads/search", json={"values": {"k": "\u0000"}}), "NUL"),
+            (await http.post("/threads", json={"metadata": {"k": "\u0000"}}), "NUL"),
+            (await http.get(f"/threads/{tid}/runs", params={"limit": str(10**20)}), "limit"),
+            (await http.get(f"/threads/{tid}/history", params={"limit": "many"}), "limit"),
+            (await http.post("/assistants/00000000-0000-0000-0000-000000000000/latest",
+                             json={"version": 10**20}), "version"),
+            (await http.post("/runs", json={"assistant_id": "two_node", "after_seconds": 1e300}), "after_seconds"),
+        ]
+        for resp, needle in cases:
+            assert 400 <= resp.status_code < 500, (resp.request.url, resp.status_code, resp.text)
+            assert needle.lower() in resp.json()["detail"].lower(), resp.text
+        # Still serving, and the legitimate forms still work.
+        assert (await http.post("/threads/search", json={"metadata": {"a b.c": 1}})).status_code == 200
+        assert (await http.post("/threads", json={"ttl": 5})).status_code == 200
