@@ -291,6 +291,8 @@ async def create_wait(request: Request) -> Response:
 
 async def create_batch(request: Request) -> Response:
     bodies = await parse_list(request, schemas.RunCreate)
+    if len(bodies) > 100:
+        raise Invalid("a batch holds at most 100 runs")
     out = []
     for body in bodies:
         run, _ = await create_run(services(request), request_user(request), None, body, affinity=False)

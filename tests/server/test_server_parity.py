@@ -187,6 +187,7 @@ async def test_inputs_that_were_5xx_are_4xx_naming_the_problem(server) -> None:
             (await http.post("/assistants/00000000-0000-0000-0000-000000000000/latest",
                              json={"version": 10**20}), "version"),
             (await http.post("/runs", json={"assistant_id": "two_node", "after_seconds": 1e300}), "after_seconds"),
+            (await http.post("/runs/batch", json=[{"assistant_id": "nope"}] * 101), "at most 100"),
         ]
         for resp, needle in cases:
             assert 400 <= resp.status_code < 500, (resp.request.url, resp.status_code, resp.text)
