@@ -267,7 +267,9 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
             update["pending_approval"] = {"call_id": call["id"], "tool": call["tool"], "args": call["args"],
                                           "server": info.server, "risk": info.risk, "policy_reasons": reasons,
                                           "input_schema": info.input_schema}  # an operator's edit must fit it
-            return Command(goto="request_approval", update=update)
+            # Inside the router the approval is asked at the root, so the AI message carrying this call is already
+            # in the root's messages when the run pauses (clients render root messages only).
+            return Command(goto="request_approval" if standalone else END, update=update)
         return Command(goto="observe", update=update)
 
     async def run_approved(state: InterlockState, config: RunnableConfig) -> Command[Any]:
@@ -328,22 +330,35 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
         builder.add_edge("identify", "classify")
         builder.add_edge("classify", "plan")
     else:
-        builder.add_edge(START, "plan")
+        # Re-entered from the router after its approval nodes took the decision: execute (or skip) that call.
+        builder.add_conditional_edges(START, _entry, {"run_approved": "run_approved", "plan": "plan"})
     builder.add_node("plan", plan, destinations=("execute", "limit", END))
-    builder.add_node("execute", execute, destinations=("guard_tools", "request_approval", "observe", "limit"))
+    approval_exit = "request_approval" if standalone else END
+    builder.add_node("execute", execute, destinations=("guard_tools", approval_exit, "observe", "limit"))
     builder.add_node("guard_tools", guards.tool_output_guard if guards is not None else _no_guard)
-    builder.add_node("request_approval", approval.request_approval)
-    builder.add_node("await_approval", approval.await_approval)
+    if standalone:
+        builder.add_node("request_approval", approval.request_approval)
+        builder.add_node("await_approval", approval.await_approval)
+        builder.add_edge("request_approval", "await_approval")
+        builder.add_edge("await_approval", "run_approved")
     builder.add_node("run_approved", run_approved, destinations=("guard_tools",))
     builder.add_node("observe", observe, destinations=("plan", "respond"))
     builder.add_node("respond", respond)
     builder.add_node("limit", limit)
     builder.add_edge("guard_tools", "execute")
-    builder.add_edge("request_approval", "await_approval")
-    builder.add_edge("await_approval", "run_approved")
     builder.add_edge("respond", END)
     builder.add_edge("limit", END)
     return builder
+
+
+def _entry(state: InterlockState) -> str:
+    return "run_approved" if state.get("pending_approval") and state.get("approval_decision") else "plan"
+
+
+def awaiting_approval(state: InterlockState) -> bool:
+    """The planner stopped at a call that needs approval (the router then asks for it at the root)."""
+    pending = state.get("pending_approval") or {}
+    return bool(pending.get("tool")) and not state.get("approval_decision")
 
 
 def _standalone_classifier() -> Any:

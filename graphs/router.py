@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
+from interlock.graphs.nodes import approval
 from interlock.graphs.nodes.intent import IntentClassifier, default_classifier
 from interlock.graphs.planner import (
     PlannerDeps,
     RunLimits,
+    awaiting_approval,
     build_planner,
     final_message,
     guards_module,
@@ -155,8 +157,16 @@ def build_router(deps: RouterDeps) -> Any:
     builder.add_conditional_edges("classify", after_classify, {
         "rag": "rag", "planner": "planner", "escalate": "escalate", "refuse": "refuse", "smalltalk": "smalltalk"})
     builder.add_edge("escalate", "planner")
-    for node in ("rag", "planner", "refuse", "smalltalk"):
+    for node in ("rag", "refuse", "smalltalk"):
         builder.add_edge(node, finish)
+    # Approvals are asked here, at the root, not inside the planner subgraph: its messages (the AI message with
+    # the pending tool call) reach the root state before the interrupt, so chat clients show the call.
+    builder.add_node("request_approval", approval.request_approval)
+    builder.add_node("await_approval", approval.await_approval)
+    builder.add_conditional_edges("planner", lambda s: "approval" if awaiting_approval(s) else "done",
+                                  {"approval": "request_approval", "done": finish})
+    builder.add_edge("request_approval", "await_approval")
+    builder.add_edge("await_approval", "planner")
     # Room for the planner's own limits (checked in nodes) before LangGraph's recursion limit trips.
     return builder.compile(name="router").with_config(recursion_limit=recursion_budget(limits))
 

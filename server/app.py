@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from interlock.server import errors, metrics
-from interlock.server.api import approvals, assistants, crons, meta, runs, store, threads, traces
+from interlock.server.api import (
+    approvals,
+    assistants,
+    crons,
+    meta,
+    runs,
+    store,
+    thread_stream,
+    threads,
+    traces,
+)
 from interlock.server.assistants import Assistants
 from interlock.server.auth import PUBLIC_PATHS, Authorizer
 from interlock.server.authorization import check_routes
@@ -23,6 +33,7 @@ from interlock.server.runs import Runs
 from interlock.server.services import Services
 from interlock.server.storage import connect
 from interlock.server.storage.migrations import migrate
+from interlock.server.store_index import index_config
 from interlock.server.streams import StreamRegistry
 from interlock.server.threads import Threads
 from interlock.server.trace_export import TraceExporter
@@ -116,7 +127,7 @@ def create_app(
         project = load_project(config_path)
         db = await connect(url)
         await migrate(db)
-        async with open_persistence(url) as (checkpointer, long_term_store):
+        async with open_persistence(url, index_config(project)) as (checkpointer, long_term_store):
             auth_obj = load_object(project.root, project.auth_target) if project.auth_target else None
             crons_ = Crons(db)
             if auth_obj is not None:
@@ -193,6 +204,7 @@ def create_app(
         *assistants.routes,
         *crons.routes,  # before /runs/{run_id}/...
         *threads.routes,
+        *thread_stream.routes,
         *runs.routes,
         *store.routes,
         *approvals.routes,

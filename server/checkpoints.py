@@ -41,8 +41,11 @@ class LoopSqliteSaver(SqliteSaver):
 
 
 @asynccontextmanager
-async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver, Any]]:
-    """The checkpointer and the long-term store for a database URL, set up and migrated."""
+async def open_persistence(
+    url: str, index: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[BaseCheckpointSaver, Any]]:
+    """The checkpointer and the long-term store for a database URL, set up and migrated. `index` (see
+    store_index.py) turns on the store's semantic search; PostgreSQL then needs the pgvector extension."""
     if is_postgres(url):
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from langgraph.store.postgres.aio import AsyncPostgresStore
@@ -60,7 +63,7 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
         try:
             saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
             await saver.setup()
-            store = AsyncPostgresStore(pool)  # type: ignore[arg-type]
+            store = AsyncPostgresStore(pool, index=index)  # type: ignore[arg-type]
             await store.setup()
             yield saver, store
         finally:
@@ -76,12 +79,12 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=10000")
-    store_conn = await aiosqlite.connect(path, isolation_level=None)
+    store_conn = await (_vector_sqlite(path) if index else aiosqlite.connect(path, isolation_level=None))
     await store_conn.execute("PRAGMA busy_timeout=10000")
     try:
         saver = LoopSqliteSaver(conn)
         saver.setup()
-        store = AsyncSqliteStore(store_conn)
+        store = AsyncSqliteStore(store_conn, index=index)  # type: ignore[arg-type]
         await store.setup()
         await store.start_ttl_sweeper()
         yield saver, store
@@ -92,6 +95,26 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
             pass
         await store_conn.close()
         conn.close()
+
+
+def _vector_sqlite(path: str) -> Any:
+    """An aiosqlite connection that can load sqlite-vec, which the store's semantic index needs. Python builds
+    without extension loading (pyenv's default) get it from pysqlite3, a current SQLite with loading enabled."""
+    import sqlite3
+
+    import aiosqlite
+
+    if hasattr(sqlite3.Connection, "enable_load_extension"):
+        return aiosqlite.connect(path, isolation_level=None)
+    try:
+        from pysqlite3 import dbapi2 as vector_sqlite  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError(
+            "store.index on SQLite needs SQLite extension loading: install pysqlite3-binary"
+        ) from None
+    return aiosqlite.Connection(
+        lambda: vector_sqlite.connect(path, isolation_level=None, check_same_thread=False), 64
+    )
 
 
 async def copy_thread(saver: BaseCheckpointSaver, source: str, target: str) -> None:

@@ -33,6 +33,7 @@ class RunStream:
     finished_at: float | None = None
     result: Any = None  # the final output `wait`/`join` return
     mirror: Any = None  # StreamMirror when replicas share streams through Redis
+    on_start: Any = None  # called once, with the first event (the run is then recorded and executing)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def publish(self, name: str, data: object) -> None:
@@ -40,6 +41,8 @@ class RunStream:
             return
         event = Event(len(self.events) + 1, name, dumps(data))
         self.events.append(event)
+        if event.seq == 1 and self.on_start is not None:
+            self.on_start()
         if self.mirror is not None:
             self.mirror.push(self.run_id, event)
         self._wake()
@@ -79,13 +82,27 @@ class StreamRegistry:
     def __init__(self, mirror: Any = None) -> None:
         self._streams: dict[str, RunStream] = {}
         self.mirror = mirror
+        self._opened = asyncio.Event()
 
     def open(self, run_id: str, resumable: bool) -> RunStream:
         stream = self._streams.get(run_id)
         if stream is None or stream.done:
-            stream = RunStream(run_id=run_id, resumable=resumable, mirror=self.mirror)
+            stream = RunStream(run_id=run_id, resumable=resumable, mirror=self.mirror, on_start=self._started)
             self._streams[run_id] = stream
         return stream
+
+    def _started(self) -> None:
+        # Thread-stream followers wake when any run starts here, then look for their thread's runs.
+        self._opened.set()
+        self._opened = asyncio.Event()
+
+    async def wait_started(self, seconds: float) -> bool:
+        """True when a run started streaming in this process within `seconds`."""
+        try:
+            await asyncio.wait_for(self._opened.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def get(self, run_id: str) -> RunStream | None:
         self._evict()

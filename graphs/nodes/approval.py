@@ -16,9 +16,11 @@ from interlock.graphs.state import InterlockState
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 log = logging.getLogger("interlock.graphs.approval")
+
+DECISIONS = ["approve", "edit", "reject"]
 
 
 class ResumeDecision(BaseModel):
@@ -31,16 +33,29 @@ class ResumeDecision(BaseModel):
     decision: Literal["approve", "reject", "edit"]
     args: dict[str, Any] | None = None
     reason: str | None = Field(default=None, max_length=2000)
+    # Set by `parse` when the value came in a chat client's shape (HITL decisions, HumanResponse): the
+    # interrupt offered such clients controls only for calls a chat user may decide. Never read from the body.
+    _via_chat: bool = PrivateAttr(default=False)
+
+    @property
+    def via_chat(self) -> bool:
+        return self._via_chat
 
     @classmethod
-    def parse(cls, value: Any) -> ResumeDecision:
+    def parse(cls, value: Any, tool: str | None = None) -> ResumeDecision:
+        """Accepts Interlock's own shape, Agent Chat UI's HITL `{"decisions": [...]}` and the older
+        `HumanResponse` list (`[{"type": "accept"|"edit"|"response"|"ignore", "args": ...}]`)."""
         if isinstance(value, str):
             value = {"decision": value}
+        if isinstance(value, list) and value:
+            value = _from_human_response(value[0])
         if isinstance(value, dict) and isinstance(value.get("decisions"), list) and value["decisions"]:
-            value = value["decisions"][0]  # Agent Chat UI's HITL shape
+            value = _from_hitl_decision(value["decisions"][0], tool)
         if isinstance(value, dict) and value.get("type") and "decision" not in value:
             value = {**value, "decision": value["type"]}
+        via_chat = isinstance(value, dict) and value.get("_chat") is True
         decision = cls.model_validate(value)
+        decision._via_chat = via_chat
         if decision.decision == "edit" and not decision.args:
             raise ValueError("an edit needs the edited 'args'")
         return decision
@@ -98,6 +113,38 @@ def decider(config: RunnableConfig) -> str:
     return get_settings().local_operator
 
 
+def _from_hitl_decision(item: Any, tool: str | None) -> Any:
+    """Agent Chat UI's Decision (src/components/thread/agent-inbox/types.ts): approve | reject{message} |
+    edit{edited_action{name, args}}."""
+    if not isinstance(item, dict):
+        return item
+    kind = item.get("type")
+    if kind == "reject":
+        return {"decision": "reject", "reason": item.get("message") or item.get("reason"), "_chat": True}
+    if kind == "edit" and isinstance(item.get("edited_action"), dict):
+        action = item["edited_action"]
+        if tool is not None and action.get("name") not in (None, tool):
+            raise ValueError(f"edited_action.name must be the pending tool '{tool}', not {action.get('name')!r}")
+        return {"decision": "edit", "args": action.get("args"), "_chat": True}
+    if kind in ("approve", "edit"):
+        return {"decision": kind, "args": item.get("args"), "reason": item.get("reason"), "_chat": True}
+    return item
+
+
+def _from_human_response(item: Any) -> Any:
+    """LangGraph's older HumanResponse, which earlier Agent Chat UI versions send as a one-element list."""
+    if not isinstance(item, dict) or "decision" in item:
+        return item
+    kind, args = item.get("type"), item.get("args")
+    if kind == "accept":
+        return {"decision": "approve", "_chat": True}
+    if kind == "edit" and isinstance(args, dict):
+        return {"decision": "edit", "args": args.get("args"), "_chat": True}
+    if kind in ("response", "ignore"):  # a reply or a dismissal never executes the call
+        return {"decision": "reject", "reason": args if isinstance(args, str) else None, "_chat": True}
+    return item
+
+
 def approval_store() -> Any:
     from interlock.tools.approvals import ApprovalStore
 
@@ -130,9 +177,35 @@ async def request_approval(state: InterlockState, config: RunnableConfig) -> dic
     return {"pending_approval": {**pending, "approval_id": record.id, "reason": _reason(pending)}}
 
 
-def await_approval(state: InterlockState) -> dict[str, Any]:
-    pending = dict(state.get("pending_approval") or {})
-    value = {
+def chat_may_decide(pending: dict[str, Any]) -> bool:
+    """Whether the requesting chat user may decide this call themselves: only for tools policies/tools.yaml marks
+    `decision: confirm` (never destructive ones). Everything else is the operators' (the approvals API), and the
+    server refuses a chat user's resume of it, so the interrupt offers no control that would fail."""
+    if pending.get("risk") == "destructive":
+        return False
+    from interlock.policies.loader import get_policies
+
+    rule = get_policies().tools.tools.get(str(pending.get("tool") or ""))
+    return rule is not None and rule.decision == "confirm"
+
+
+def interrupt_value(pending: dict[str, Any], state: InterlockState) -> dict[str, Any]:
+    """The approval interrupt: Interlock's fields (read by the approvals API, the CLI and the console) plus the
+    HITL request Agent Chat UI renders with approve/edit/reject controls (`action_requests`/`review_configs`,
+    src/components/thread/agent-inbox/types.ts). When only an operator may decide, `allowed_decisions` is empty,
+    so the UI shows the call and the description but no control that would fail."""
+    tool = pending.get("tool") or "unknown"
+    may_decide = chat_may_decide(pending)
+    description = (
+        f"{pending.get('reason') or 'This call needs approval.'} "
+        + ("Approve, edit or reject it here." if may_decide else
+           f"An operator must decide (approval {pending.get('approval_id')}); this conversation continues "
+           "once they have.")
+    )
+    review: dict[str, Any] = {"action_name": tool, "allowed_decisions": list(DECISIONS) if may_decide else []}
+    if isinstance(pending.get("input_schema"), dict):
+        review["args_schema"] = pending["input_schema"]
+    return {
         "type": "approval",
         "approval_id": pending.get("approval_id"),
         "tool": pending.get("tool"),
@@ -143,13 +216,25 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
         "tenant": state.get("tenant"),
         "risk": pending.get("risk"),
         "reason": pending.get("reason"),
+        "decided_by": "requester_or_operator" if may_decide else "operator",
         "resume_with": {"decision": "approve | reject | edit", "args": "{... only for edit}", "reason": "..."},
+        "action_requests": [{"name": tool, "args": dict(pending.get("args") or {}), "description": description}],
+        "review_configs": [review],
     }
+
+
+def await_approval(state: InterlockState) -> dict[str, Any]:
+    pending = dict(state.get("pending_approval") or {})
+    value = interrupt_value(pending, state)
     error = None
     while True:
         raw = interrupt({**value, "error": error} if error else value)
         try:
-            decision = ResumeDecision.parse(raw)
+            decision = ResumeDecision.parse(raw, pending.get("tool"))
+            if decision.via_chat and not chat_may_decide(pending):
+                # The interrupt offered the chat user no control for this call; a hand-made resume gets the same
+                # answer instead of deciding it. (Who may resume a thread at all is the authorizer's job.)
+                raise ValueError("only an operator may decide this call, through the approvals API")
             if decision.decision == "edit":
                 problem = edit_problem(pending.get("tool"), dict(pending.get("args") or {}), decision.args or {},
                                        pending.get("input_schema"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from interlock.server import schemas
+from interlock.server.assistants import system_assistant_id
 from interlock.server.auth import request_user
 from interlock.server.authorization import Access
 from interlock.server.bodies import parse
@@ -111,7 +112,12 @@ async def set_latest(request: Request) -> Response:
 
 async def _graph(request: Request) -> tuple[Pregel, dict[str, Any]]:
     svc = services(request)
-    assistant = await Access.of(request).assistant(request.path_params["assistant_id"], "read")
+    aid = request.path_params["assistant_id"]
+    if aid in svc.project.graphs:
+        # The reference resolves a graph name to its system assistant here (Studio, RemoteGraph and the JS SDK
+        # ask for `/assistants/{graph_name}/graph`); `GET /assistants/{id}` itself stays UUID-only, as there.
+        aid = system_assistant_id(aid)
+    assistant = await Access.of(request).assistant(aid, "read")
     spec = svc.project.graphs.get(assistant["graph_id"])
     if spec is None:
         raise NotFound(f"Graph {assistant['graph_id']} not found")

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from interlock.server import schemas
+from interlock.server.api.approvals import DecisionBody
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -85,6 +86,42 @@ BODIES: dict[tuple[str, str], type[BaseModel]] = {
 }
 
 
+def _q(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+_BOOL = {"type": "boolean"}
+# Query parameters per (method, path), so clients and fuzzers reach the handlers with the parameters they read.
+QUERY: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("GET", "/store/items"): [_q("namespace", {"type": "string"}), _q("key", {"type": "string"}, True),
+                              _q("refresh_ttl", _BOOL)],
+    ("GET", "/threads/{thread_id}/runs"): [
+        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        _q("offset", {"type": "integer", "minimum": 0, "maximum": schemas.INT64_MAX}),
+        _q("status", {"enum": ["pending", "running", "error", "success", "timeout", "interrupted"]}),
+        _q("select", {"type": "array", "items": {"type": "string"}}),
+    ],
+    ("POST", "/threads/{thread_id}/runs/{run_id}/cancel"): [
+        _q("wait", _BOOL), _q("action", {"enum": ["interrupt", "rollback"]})],
+    ("POST", "/runs/cancel"): [_q("action", {"enum": ["interrupt", "rollback"]})],
+    ("GET", "/threads/{thread_id}/runs/{run_id}/stream"): [
+        _q("cancel_on_disconnect", _BOOL), _q("stream_mode", {"type": "array", "items": {"enum": list(schemas.STREAM_MODES)}})],
+    ("GET", "/threads/{thread_id}/stream"): [
+        _q("stream_mode", {"type": "array", "items": {"enum": ["run_modes", "lifecycle", "state_update"]}})],
+    ("GET", "/threads/{thread_id}/state"): [_q("subgraphs", _BOOL)],
+    ("GET", "/threads/{thread_id}/state/{checkpoint_id}"): [_q("subgraphs", _BOOL)],
+    ("GET", "/threads/{thread_id}/history"): [
+        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}), _q("before", {"type": "string"})],
+    ("GET", "/assistants/{assistant_id}/graph"): [_q("xray", {"anyOf": [_BOOL, {"type": "integer"}]})],
+    ("GET", "/assistants/{assistant_id}/subgraphs"): [_q("recurse", _BOOL)],
+    ("GET", "/assistants/{assistant_id}/subgraphs/{namespace}"): [_q("recurse", _BOOL)],
+    ("DELETE", "/assistants/{assistant_id}"): [_q("delete_threads", _BOOL)],
+}
+BODIES[("POST", "/approvals/{approval_id}")] = DecisionBody
+# Bodies that are JSON arrays of a model.
+ARRAY_BODIES: dict[tuple[str, str], type[BaseModel]] = {("POST", "/runs/batch"): schemas.RunCreate}
+
+
 def openapi_document(routes: list[Any]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     components: dict[str, Any] = {}
@@ -100,17 +137,18 @@ def openapi_document(routes: list[Any]) -> dict[str, Any]:
                 "parameters": [
                     {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                     for p in route.param_convertors
-                ],
+                ]
+                + QUERY.get((method, path), []),
             }
-            model = BODIES.get((method, path))
+            model = BODIES.get((method, path)) or ARRAY_BODIES.get((method, path))
             if model is not None:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
-                op["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
-                }
+                ref: dict[str, Any] = {"$ref": f"#/components/schemas/{model.__name__}"}
+                if (method, path) in ARRAY_BODIES:
+                    ref = {"type": "array", "items": ref, "maxItems": 100}
+                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
             paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",

@@ -298,6 +298,8 @@ async def create_wait(request: Request) -> Response:
 
 async def create_batch(request: Request) -> Response:
     bodies = await parse_list(request, schemas.RunCreate)
+    if len(bodies) > 100:
+        raise Invalid("a batch holds at most 100 runs")
     out = []
     for body in bodies:
         run, _ = await create_run(services(request), request_user(request), None, body, affinity=False)
@@ -321,6 +323,8 @@ async def list_runs(request: Request) -> Response:
         offset = int(request.query_params.get("offset", 0))
     except ValueError:
         raise Invalid("limit and offset must be integers") from None
+    if not (1 <= limit <= 1000 and 0 <= offset <= schemas.INT64_MAX):
+        raise Invalid("limit must be 1-1000 and offset 0 or more (64-bit)")
     status = request.query_params.get("status")
     if status and status not in ("pending", "running", "error", "success", "timeout", "interrupted"):
         raise Invalid(f"unknown run status '{status}'")

@@ -7,7 +7,7 @@ from typing import Any
 from interlock.server import schemas
 from interlock.server.auth import request_user
 from interlock.server.bodies import parse
-from interlock.server.errors import Invalid, NotFound
+from interlock.server.errors import Invalid
 from interlock.server.services import services
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,8 +29,8 @@ def _item(item: Any) -> dict[str, Any]:
 
 def _check_namespace(namespace: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for label in namespace:
-        if not label or "." in label:
-            raise Invalid(f"invalid namespace label {label!r}: labels must be non-empty and contain no '.'")
+        if not label or "." in label or "\x00" in label:
+            raise Invalid(f"invalid namespace label {label!r}: labels must be non-empty and contain no '.' or NUL")
     return tuple(namespace)
 
 
@@ -57,8 +57,8 @@ async def put_item(request: Request) -> Response:
 async def get_item(request: Request) -> Response:
     raw_ns = request.query_params.get("namespace", "")
     key = request.query_params.get("key")
-    if not key:
-        raise Invalid("query parameter 'key' is required")
+    if not key or len(key) > 1024 or "\x00" in key:
+        raise Invalid("query parameter 'key' is required (at most 1024 characters, no NUL)")
     namespace = [p for p in raw_ns.split(".") if p]
     value = await _authorize(request, "get", {"namespace": namespace, "key": key})
     refresh = request.query_params.get("refresh_ttl")
@@ -66,9 +66,8 @@ async def get_item(request: Request) -> Response:
     if refresh is not None:
         kwargs["refresh_ttl"] = refresh.lower() in ("1", "true")
     item = await services(request).store.aget(_check_namespace(value["namespace"]), value["key"], **kwargs)
-    if item is None:
-        raise NotFound("Item not found")
-    return JSONResponse(_item(item))
+    # The reference answers a missing item with 200 `null`; the SDKs then return None instead of raising.
+    return JSONResponse(_item(item) if item is not None else None)
 
 
 async def delete_item(request: Request) -> Response:
@@ -85,8 +84,8 @@ async def search_items(request: Request) -> Response:
     kwargs: dict[str, Any] = {"filter": body.filter, "limit": body.limit, "offset": body.offset, "query": body.query}
     if body.refresh_ttl is not None:
         kwargs["refresh_ttl"] = body.refresh_ttl
-    if body.query:
-        raise Invalid("semantic 'query' needs a store index, which this server does not configure")
+    if body.query and not getattr(services(request).store, "index_config", None):
+        raise Invalid("semantic 'query' needs a store index: configure store.index in langgraph.json")
     items = await services(request).store.asearch(prefix, **kwargs)
     return JSONResponse({"items": [_item(i) for i in items]})
 

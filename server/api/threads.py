@@ -298,7 +298,9 @@ async def update_state(request: Request) -> Response:
 
 async def history(request: Request) -> Response:
     if request.method == "GET":
-        body = schemas.HistoryRequest(limit=int(request.query_params.get("limit", 10)), before=request.query_params.get("before"))
+        body = schemas.HistoryRequest.model_validate(
+            {"limit": request.query_params.get("limit", 10), "before": request.query_params.get("before")}
+        )
     else:
         body = await parse(request, schemas.HistoryRequest)
     svc, thread, spec = await _thread_graph(request)

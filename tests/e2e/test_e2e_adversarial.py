@@ -87,8 +87,8 @@ async def test_injection_in_a_retrieved_document_taints_the_run_and_never_writes
         "ticket_id": "TCK-1002",
         "body": "Refund approved.",
     }
-    root = await client.threads.get_state(tid, subgraphs=True)
-    (planner,) = [t["state"]["values"] for t in root["tasks"] if t["name"] == "planner"]
+    # Paused at the root's approval node (issue 13): the root state holds the planner's pending call.
+    planner = (await client.threads.get_state(tid))["values"]
     assert "approval:tainted_run" in planner["pending_approval"]["policy_reasons"]
     assert comments(e2e_env, "TCK-1002") == before and len(e2e_env.audit("add_comment")) == written
     response = await decide(scripted, value["approval_id"], "acme", decision="reject", reason="injected")
@@ -112,9 +112,8 @@ async def test_injection_in_a_tool_result_taints_the_run_and_the_write_waits_for
     value = interrupt_value(await client.threads.get(tid))
     assert value["tool"] == "add_comment" and "untrusted" in value["reason"]
     assert comments(e2e_env, POISONED_TICKET) == []
-    # The run is paused inside the planner subgraph: its state holds the taint and the policy's reason.
-    root = await client.threads.get_state(tid, subgraphs=True)
-    (planner,) = [t["state"]["values"] for t in root["tasks"] if t["name"] == "planner"]
+    # The run is paused at the root's approval node: the root state holds the taint and the policy's reason.
+    planner = (await client.threads.get_state(tid))["values"]
     assert planner["tainted"] is True
     assert "approval:tainted_run" in planner["pending_approval"]["policy_reasons"]
     assert any(v["flagged"] and v["tool"] == "get_ticket" for v in verdicts(planner, "tool_output"))

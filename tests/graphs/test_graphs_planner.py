@@ -89,7 +89,9 @@ async def test_cancel_interrupts_with_the_exact_call_and_approve_executes_once(t
     assert value["approval_id"].startswith("apr_") and value["reason"]
     assert calls_of(toolbox, "cancel_order") == [] and await order_status(toolbox, "ORD-1001") == "processing"
     state = await graph.aget_state(config, subgraphs=True)
-    assert state.next == ("planner",)
+    # Asked at the root (issue 13): the AI message with the pending call is already in the root's messages.
+    assert state.next == ("await_approval",)
+    assert state.values["messages"][-1].tool_calls[0]["name"] == "cancel_order"
 
     done = await graph.ainvoke(Command(resume={"decision": "approve", "reason": "customer asked"}), config)
     assert calls_of(toolbox, "cancel_order") == [
