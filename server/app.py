@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from interlock.server import errors, metrics
+from interlock.server import console, errors, metrics
 from interlock.server.api import approvals, assistants, crons, meta, runs, store, threads, traces
+from interlock.server.approval_notices import ApprovalNotices
 from interlock.server.assistants import Assistants
-from interlock.server.auth import PUBLIC_PATHS, Authorizer
+from interlock.server.auth import Authorizer, is_public
 from interlock.server.checkpoints import open_persistence
 from interlock.server.crons import Crons, Scheduler
 from interlock.server.engine import Engine
@@ -47,7 +48,7 @@ class AuthenticationMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -166,10 +167,13 @@ def create_app(
             await engine.start()
             scheduler = Scheduler(svc.crons, crons.firer(svc))
             scheduler.start()
+            notices = ApprovalNotices(svc, webhooks)
+            notices.start()
             log.info("serving graphs %s on %s", sorted(project.graphs), db.dialect)
             try:
                 yield
             finally:
+                await notices.stop()
                 await scheduler.stop()
                 await engine.stop()
                 if mirror is not None:
@@ -186,6 +190,7 @@ def create_app(
         *runs.routes,
         *store.routes,
         *approvals.routes,
+        *console.routes,
         *traces.routes,
         *metrics.routes,
         *(extra_routes or []),

@@ -38,3 +38,19 @@ def sqlite_path(url: str) -> str:
 
 def redis_url() -> str | None:
     return os.environ.get("INTERLOCK_REDIS_URL") or None
+
+
+def approvals_webhook_url() -> str | None:
+    """`$INTERLOCK_APPROVALS_WEBHOOK_URL`: POSTed an `approval.requested` event for every new pending approval
+    (same SSRF guard as run webhooks: INTERLOCK_WEBHOOK_ALLOW_HOSTS)."""
+    return os.environ.get("INTERLOCK_APPROVALS_WEBHOOK_URL") or None
+
+
+def approvals_poll_seconds() -> float:
+    """`$INTERLOCK_APPROVALS_POLL_SECONDS` (default 1): how often the server looks for new, decided and expired
+    approvals (they are created by MCP servers in other processes too, so it reads the shared database)."""
+    try:
+        value = float(os.environ.get("INTERLOCK_APPROVALS_POLL_SECONDS") or 1.0)
+    except ValueError:
+        return 1.0
+    return min(max(value, 0.05), 60.0)
