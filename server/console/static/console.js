@@ -1,5 +1,5 @@
 // Interlock operator console. Plain DOM code, no framework, no build step.
-// Every value from the server is rendered with textContent (never innerHTML): approval arguments and
+// Every value from the server is rendered with textContent, never parsed as HTML: approval arguments and
 // conversation messages are attacker-influenced.
 "use strict";
 
