@@ -38,6 +38,7 @@ def requested_payload(approval: Any) -> dict[str, Any]:
         "risk": approval.risk,
         "reason": approval.reason,
         "thread_id": approval.thread_id,
+        "run_id": approval.run_id,
         "created_at": approval.created_at.isoformat(),
         "expires_at": approval.expires_at.isoformat(),
     }
@@ -78,7 +79,10 @@ class ApprovalNotices:
     async def tick(self) -> None:
         await self.store.expire_due()
         for approval in await self.store.unclaimed("run_ended", "expired"):
-            if await self.store.claim(approval.id, "run_ended") and approval.thread_id:
+            thread = await self.svc.threads.find(approval.thread_id) if approval.thread_id else None
+            if thread is not None and thread.get("status") == "busy":
+                continue  # the run is still on its way to the interrupt: end it on a later round
+            if await self.store.claim(approval.id, "run_ended") and thread is not None:
                 await self._end_run(approval)
         if self.webhook_url:
             for approval in await self.store.unclaimed("requested_webhook", "pending"):

@@ -403,16 +403,16 @@
   }
 
   function auditTable(d) {
-    const rows = (d.audit || []).map((e) => el("tr", {},
-      el("td", { text: when(e.at) }), el("td", {}, badge(e.kind)), el("td", { text: e.actor || "" }),
-      el("td", { text: e.reason || "" })));
+    const cells = (at, what, who, detail) => el("tr", {},
+      el("td", { "data-label": "When", text: at }), el("td", { "data-label": "What" }, what),
+      el("td", { "data-label": "Who", text: who || "" }), el("td", { "data-label": "Detail", text: detail || "" }));
+    const rows = (d.audit || []).map((e) => cells(when(e.at), badge(e.kind), e.actor, e.reason));
     for (const c of d.tool_calls || []) {
-      rows.push(el("tr", {}, el("td", { text: when(new Date(c.ts * 1000).toISOString()) }),
-        el("td", {}, badge(`tool call: ${c.outcome}`)), el("td", { text: c.principal || "" }),
-        el("td", { text: `${c.tool} on ${c.server} over ${c.transport || "?"}${c.reason ? ` (${c.reason})` : ""}` })));
+      rows.push(cells(when(new Date(c.ts * 1000).toISOString()), badge(`tool call: ${c.outcome}`), c.principal,
+        `${c.tool} on ${c.server} over ${c.transport || "?"}${c.reason ? ` (${c.reason})` : ""}`));
     }
     return el("section", { "aria-labelledby": "audit-title" }, el("h3", { id: "audit-title", text: "Audit trail" }),
-      el("div", { class: "table-wrap" }, el("table", { id: "audit" },
+      el("div", { class: "table-wrap" }, el("table", { id: "audit", class: "stack" },
         el("thead", {}, el("tr", {}, ["When", "What", "Who", "Reason / detail"].map((h) => el("th", { scope: "col", text: h })))),
         el("tbody", {}, rows))));
   }
