@@ -198,3 +198,23 @@ def test_policy_rejects_an_impossible_approval_lifetime(tmp_path: Path) -> None:
     (tmp_path / "tools.yaml").write_text(yaml.safe_dump(tools))
     with pytest.raises(PolicyError, match="approval_ttl_s"):
         load_policies(tmp_path)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+async def test_console_signs_in_as_the_local_operator_in_development_mode(short_lived: Server) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 390, "height": 800})
+            await page.goto(short_lived.url + "/console")
+            await expect(page.get_by_label("Operator token")).to_be_hidden(timeout=20_000)
+            await page.get_by_label("Tenant").fill("acme")
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#who-name")).to_have_text("local-operator · tenant acme", timeout=20_000)
+            await expect(page.locator("#live")).to_have_text("live", timeout=20_000)
+            await page.get_by_role("button", name="Sign out").click()
+            await expect(page.locator("#sign-in-error")).to_have_text("Signed out.")
+        finally:
+            await browser.close()

@@ -131,3 +131,33 @@ async def test_operator_rejection_keeps_the_desktop_call_refused(mcp_home: Path,
         again = pending_id(await client.call_tool("refund_order", args, raise_on_error=False))
         assert again != first
     assert order_status("ORD-1005")[1] == before
+
+
+async def test_approvals_api_answers_bad_input_with_4xx_naming_the_problem(mcp_home: Path, operator_api: str) -> None:
+    args = {"order_id": "ORD-1005", "amount_cents": 9, "reason": "bad input checks"}
+    config = desktop_config(mcp_home, token(ORDERS, ["orders:read", "orders:write"], sub="desk-user"))
+    async with Client(config) as client:
+        approval = pending_id(await client.call_tool("refund_order", args, raise_on_error=False))
+    async with httpx.AsyncClient(base_url=operator_api, params={"tenant": "acme"}, timeout=30) as api:
+        for params, needle in (({"limit": "0"}, "'limit'"), ({"limit": "x"}, "'limit'"), ({"offset": "-1"}, "'offset'"),
+                               ({"status": "nope"}, "unknown approval status")):
+            response = await api.get("/approvals", params=params)
+            assert response.status_code == 422 and needle in response.json()["detail"], response.text
+        async with httpx.AsyncClient(base_url=operator_api, timeout=30) as bare:
+            assert (await bare.get("/approvals/events")).status_code == 422
+        bad_edit = await api.post(f"/approvals/{approval}", json={"decision": "edit", "args": {**args, "amount_cents": "9"}})
+        assert bad_edit.status_code == 422 and "args.amount_cents" in bad_edit.json()["detail"]
+        extra = await api.post(f"/approvals/{approval}", json={"decision": "edit", "args": {**args, "note": "x"}})
+        assert extra.status_code == 422 and "note" in extra.json()["detail"]
+        assert (await api.post(f"/approvals/{approval}", json={"decision": "edit"})).status_code == 422
+        assert (await api.post(f"/approvals/{approval}", json={"decision": "maybe"})).status_code == 422
+        assert (await api.get("/approvals/apr_missing")).status_code == 404
+        # A valid edit is an approval of the edited call: only that call (by that principal) may now spend it.
+        edited = {**args, "amount_cents": 8}
+        ok = await api.post(f"/approvals/{approval}", json={"decision": "edit", "args": edited, "reason": "less"})
+        assert ok.status_code == 200 and ok.json()["approval"]["args"] == edited
+        assert [e["kind"] for e in (await api.get(f"/approvals/{approval}")).json()["audit"]] == ["requested", "edited"]
+        everything = (await api.get("/approvals", params={"status": "decided", "limit": "500"})).json()
+        page = await api.get("/approvals", params={"status": "decided", "limit": "1"})
+        assert page.status_code == 200 and [a["id"] for a in page.json()] == [everything[0]["id"]]
+        assert page.headers.get("x-pagination-next") == ("1" if len(everything) > 1 else None)
