@@ -60,6 +60,9 @@ class ToolRule(_Strict):
     risk: Risk = "read"
     approval: Approval | None = None  # None: derived from risk (see ToolsPolicy.default_approval)
     approval_ttl_s: int | None = Field(default=None, gt=0, le=30 * 86400)  # None: ToolsPolicy.approval_ttl_s
+    # An MCP client's user may confirm their own call through MCP elicitation instead of waiting for an operator
+    # (only where the client supports elicitation; the graph's runs always ask an operator).
+    self_confirm: bool = False
     constraints: list[ArgConstraint] = Field(default_factory=list)
     provenance: list[ProvenanceRule] = Field(default_factory=list)
     description: str = ""

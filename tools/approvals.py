@@ -112,6 +112,17 @@ def policy_ttl_s(tool: str) -> int:
     return int(rule.approval_ttl_s if rule is not None and rule.approval_ttl_s else policy.approval_ttl_s)
 
 
+def self_confirm_allowed(tool: str) -> bool:
+    """Whether tools.yaml lets an MCP client's user confirm their own `tool` call (default: no, an operator)."""
+    try:
+        from interlock.policies.loader import get_policies
+
+        rule = get_policies().tools.tools.get(tool)
+    except Exception:  # noqa: BLE001 - no readable policy: never self-confirm
+        return False
+    return bool(rule is not None and rule.self_confirm)
+
+
 class ApprovalEvent(BaseModel):
     """One row of an approval's audit trail."""
 

@@ -161,3 +161,62 @@ async def test_approvals_api_answers_bad_input_with_4xx_naming_the_problem(mcp_h
         page = await api.get("/approvals", params={"status": "decided", "limit": "1"})
         assert page.status_code == 200 and [a["id"] for a in page.json()] == [everything[0]["id"]]
         assert page.headers.get("x-pagination-next") == ("1" if len(everything) > 1 else None)
+
+
+@pytest.fixture
+def self_confirm_policies(tmp_path: Path) -> Path:
+    """The shipped policies, with cancel_order confirmable by its own requester."""
+    import yaml
+
+    for path in (ROOT / "policies").glob("*.yaml"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    tools = yaml.safe_load((tmp_path / "tools.yaml").read_text())
+    tools["tools"]["cancel_order"]["self_confirm"] = True
+    (tmp_path / "tools.yaml").write_text(yaml.safe_dump(tools, sort_keys=False))
+    return tmp_path
+
+
+async def test_desktop_user_confirms_their_own_call_through_elicitation_where_policy_allows(
+    mcp_home: Path, operator_api: str, self_confirm_policies: Path
+) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from mcp_testkit import order_status as status
+
+    with closing(sqlite3.connect(mcp_home / "systems" / "orders.db")) as conn:
+        # A cancellable acme order no other MCP test touches (they use ORD-1001 and ORD-1004).
+        (mine,) = conn.execute("SELECT id FROM orders WHERE tenant = 'acme' AND status IN ('processing', 'pending')"
+                               " AND id NOT IN ('ORD-1001', 'ORD-1004') ORDER BY id LIMIT 1").fetchone()
+
+    config = desktop_config(mcp_home, token(ORDERS, ["orders:read", "orders:write"], sub="desk-self"))
+    config["mcpServers"]["orders"]["env"]["INTERLOCK_POLICY_DIR"] = str(self_confirm_policies)
+    asked: list[str] = []
+
+    async def confirm(message: str, response_type: Any, params: Any, context: Any) -> Any:
+        asked.append(message)
+        return mine in message  # the user confirms only the order they meant
+
+    async with Client(config, elicitation_handler=confirm) as client:
+        declined = await client.call_tool("cancel_order", {"order_id": "ORD-1004", "reason": "not this one"},
+                                          raise_on_error=False)
+        assert declined.is_error and "you did not confirm it" in text(declined)
+        assert status("ORD-1004")[0] != "cancelled"
+        done = await client.call_tool("cancel_order", {"order_id": mine, "reason": "desk self confirm"},
+                                      raise_on_error=False)
+        assert not done.is_error, text(done)
+        # refund_order is operator-only under the same policy: no question, a pending approval instead.
+        refund = await client.call_tool("refund_order", {"order_id": "ORD-1005", "amount_cents": 1, "reason": "x y z"},
+                                        raise_on_error=False)
+        pending_id(refund)
+    assert status(mine)[0] == "cancelled"
+    assert len(asked) == 2 and "cannot be undone" in asked[0] and '"order_id": "ORD-1004"' in asked[0]
+    async with httpx.AsyncClient(base_url=operator_api, params={"tenant": "acme"}, timeout=30) as api:
+        own = [a for a in (await api.get("/approvals", params={"limit": "500"})).json()
+               if a["principal"] == "desk-self" and a["tool"] == "cancel_order"]
+        by_order = {a["args"]["order_id"]: a for a in own}
+        assert by_order["ORD-1004"]["status"] == "rejected" and by_order[mine]["status"] == "consumed"
+        trail = (await api.get(f"/approvals/{by_order[mine]['id']}")).json()["audit"]
+    assert [(e["kind"], e["actor"]) for e in trail] == [
+        ("requested", "desk-self"), ("approved", "desk-self"), ("consumed", "desk-self")]
+    assert "elicitation" in trail[1]["reason"]
