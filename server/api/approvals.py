@@ -221,7 +221,7 @@ async def decide(request: Request) -> Response:
     store = _store(request)
     approval = await _owned(request, tenant)
     if approval.status == "pending" and approval.expires_at.timestamp() <= time.time():
-        await store.list(tenant, status="expired", limit=1)  # records the expiry
+        await store.expire_due()  # records the expiry (and its audit event) now rather than on the next round
         raise Conflict(f"Approval {approval.id} has expired")
     if approval.status != "pending":
         raise Conflict(f"Approval {approval.id} is already {approval.status}")

@@ -9,7 +9,7 @@
   const state = {
     auth: null, token: null, tenant: null, who: null,
     view: "pending", pending: new Map(), history: [], historyNext: null,
-    selected: null, stream: null, retry: 0,
+    selected: null, stream: null, retry: 0, flash: null,
   };
 
   // --- small DOM helpers -----------------------------------------------------------------------
@@ -120,7 +120,7 @@
     sessionStorage.removeItem(KEY);
     if (state.stream) state.stream.abort();
     state.stream = null; state.token = null; state.tenant = null;
-    state.pending.clear(); state.history = []; state.selected = null;
+    state.pending.clear(); state.history = []; state.selected = null; state.flash = null;
     setLive(false);
     window.location.hash = "";
     showSignIn("Signed out.");
@@ -257,6 +257,13 @@
     const savedReason = keepForm && body.querySelector("#reason") ? body.querySelector("#reason").value : "";
     $("detail-title").textContent = `${d.tool} on ${d.server}`;
     clear(body);
+    if (state.flash && state.flash.id === d.id) {
+      const f = state.flash;
+      body.append(el("p", { class: "notice", role: "status", id: "decision-result", tabindex: "-1" }, f.text,
+        f.thread && f.run ? " " : null,
+        f.thread && f.run ? el("a", { href: `#/trace/${encodeURIComponent(f.thread)}/${encodeURIComponent(f.run)}`,
+          text: "Trace of the resumed run" }) : null));
+    }
     const traceLink = d.thread_id && d.run_id
       ? el("a", { href: `#/trace/${encodeURIComponent(d.thread_id)}/${encodeURIComponent(d.run_id)}`, text: "Open the run trace" })
       : (d.thread_id ? null : "none: requested directly by an MCP client");
@@ -383,16 +390,12 @@
         const { data } = await api(`/approvals/${encodeURIComponent(d.id)}`, { method: "POST", body });
         form.removeAttribute("data-busy");
         const outcome = data.output && data.output.outcome ? `; run outcome: ${data.output.outcome}` : "";
+        // Kept in state: a live update may re-render this approval at any moment and must show it too.
+        state.flash = { id: d.id, text: `${decision === "reject" ? "Rejected" : "Approved"} as ${data.approval.decided_by}${outcome}.`,
+          thread: data.thread_id, run: data.run_id };
         await showApproval(d.id, { keepFocus: true });
-        const done = $("detail-body");
-        const msg = el("p", { class: "notice", role: "status", id: "decision-result",
-          text: `${decision === "reject" ? "Rejected" : "Approved"} as ${data.approval.decided_by}${outcome}.` });
-        done.prepend(msg);
-        if (data.run_id && data.thread_id) {
-          msg.append(" ", el("a", { href: `#/trace/${encodeURIComponent(data.thread_id)}/${encodeURIComponent(data.run_id)}`,
-            text: "Trace of the resumed run" }));
-        }
-        msg.focus();
+        const msg = $("decision-result");
+        if (msg) msg.focus();
       } catch (err) {
         form.removeAttribute("data-busy");
         for (const b of form.querySelectorAll("button")) b.disabled = false;
