@@ -10,10 +10,10 @@ from langgraph_sdk import Auth
 auth = Auth()
 CUSTOMER_SCOPES = ["orders:read", "orders:write", "crm:read", "tickets:read"]
 USERS = {
-    "tok-customer-acme": {"identity": "CUS-101", "tenant": "acme", "permissions": CUSTOMER_SCOPES},
-    "tok-ops-ann": {"identity": "ops-ann", "tenant": "acme", "permissions": ["approvals:decide"]},
-    "tok-ops-bob": {"identity": "ops-bob", "tenant": "acme", "permissions": ["approvals:decide"]},
-    "tok-ops-globex": {"identity": "ops-gina", "tenant": "globex", "permissions": ["approvals:decide"]},
+    "tok-customer-globex": {"identity": "CUS-201", "tenant": "globex", "permissions": CUSTOMER_SCOPES},
+    "tok-ops-ann": {"identity": "ops-ann", "tenant": "globex", "permissions": ["approvals:decide"]},
+    "tok-ops-bob": {"identity": "ops-bob", "tenant": "globex", "permissions": ["approvals:decide"]},
+    "tok-ops-acme": {"identity": "ops-gina", "tenant": "acme", "permissions": ["approvals:decide"]},
 }
 
 

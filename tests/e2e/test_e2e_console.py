@@ -28,8 +28,8 @@ from e2e_testkit import ROOT, Environment, Server, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 HERE = Path(__file__).resolve().parent
-CUSTOMER = {"Authorization": "Bearer tok-customer-acme"}
-ANN, BOB, GINA = "tok-ops-ann", "tok-ops-bob", "tok-ops-globex"
+CUSTOMER = {"Authorization": "Bearer tok-customer-globex"}
+ANN, BOB, GINA = "tok-ops-ann", "tok-ops-bob", "tok-ops-acme"  # globex, globex, acme
 WAIT_MS = 20_000  # upper bound for anything the page waits on (live updates arrive in well under a second)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
@@ -106,8 +106,8 @@ async def operator_page(browser: Any, server: Server, token: str, width: int = 1
 
 
 async def ask_to_cancel(server: Server, env: Environment, extra: str = "") -> tuple[str, str]:
-    """The customer's chat run asking to cancel a fresh acme order, up to its interrupt: (order, thread)."""
-    _, order = env.claim_order("acme")
+    """The customer's chat run asking to cancel a fresh globex order, up to its interrupt: (order, thread)."""
+    _, order = env.claim_order("globex")
     async with httpx.AsyncClient(base_url=server.url, headers=CUSTOMER, timeout=120) as http:
         thread = (await http.post("/threads", json={})).json()["thread_id"]
         body = {"assistant_id": "router", "input": {"messages": [
@@ -157,10 +157,10 @@ async def test_operator_console_end_to_end(
     ann = await operator_page(browser, console_server, ANN)
     bob = await operator_page(browser, console_server, BOB)
     gina = await operator_page(browser, console_server, GINA)
-    await expect(ann.locator("#who-name")).to_have_text("ops-ann · tenant acme")
+    await expect(ann.locator("#who-name")).to_have_text("ops-ann · tenant globex")
     xss = ' <img src=x onerror="document.title=\'pwned\'">'
 
-    # A customer's chat run asks to cancel: the pending approval appears live in both acme consoles.
+    # A customer's chat run asks to cancel: the pending approval appears live in both globex consoles.
     order, thread = await ask_to_cancel(console_server, e2e_env, xss)
     pending = (await approvals_api(console_server, ANN, status="pending")).json()
     (approval,) = [a for a in pending if a["thread_id"] == thread]
@@ -175,7 +175,7 @@ async def test_operator_console_end_to_end(
     detail = ann.locator("#detail")
     await expect(detail.locator("#detail-title")).to_have_text("cancel_order on orders", timeout=WAIT_MS)
     await expect(detail.locator("#args")).to_contain_text(f'"order_id": "{order}"')
-    await expect(detail).to_contain_text("CUS-101")
+    await expect(detail).to_contain_text("CUS-201")
     await expect(detail).to_contain_text("cannot be undone")
     await expect(detail.locator(".messages")).to_contain_text(f"Please cancel order {order}")
     await expect(detail.locator(".messages")).to_contain_text('<img src=x onerror="document.title')
