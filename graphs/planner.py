@@ -298,7 +298,9 @@ def build_planner(deps: PlannerDeps, *, standalone: bool = False) -> Any:
             call = plan_calls[message.tool_call_id]
             if message.status == "error":
                 lines.append(str(message.content))
-                outcome = "rejected" if "rejected" in str(message.content) else "tool_error"
+                text = str(message.content)
+                outcome = ("rejected" if "rejected" in text else
+                           "expired" if "expired before an operator decided" in text else "tool_error")
                 continue
             try:  # the guarded content, never the raw result
                 result = json.loads(str(message.content))

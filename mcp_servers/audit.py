@@ -17,6 +17,7 @@ import mcp_types as mt
 from fastmcp.exceptions import ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
+from interlock.mcp_servers.approvals import SPENT_APPROVAL
 from interlock.mcp_servers.denials import Denied
 from interlock.mcp_servers.principals import PrincipalResolver, request_meta
 from interlock.tools.approvals import args_hash
@@ -51,6 +52,8 @@ class AuditTrail(Middleware):
         started = time.perf_counter()
         meta = request_meta(context)
         outcome, reason = "ok", None
+        spent: dict[str, str] = {}
+        token = SPENT_APPROVAL.set(spent)  # the gate fills in an approval it matched without `_meta`
         try:
             result = await call_next(context)
             if getattr(result, "is_error", False):
@@ -66,6 +69,9 @@ class AuditTrail(Middleware):
             outcome, reason = "error", type(exc).__name__
             raise
         finally:
+            SPENT_APPROVAL.reset(token)
+            if spent.get("approval_id") and not meta.get(META_APPROVAL):
+                meta = {**meta, META_APPROVAL: spent["approval_id"]}
             await self._record(context, meta, outcome, reason, (time.perf_counter() - started) * 1000)
 
     async def _record(

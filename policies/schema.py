@@ -59,6 +59,10 @@ class ProvenanceRule(_Strict):
 class ToolRule(_Strict):
     risk: Risk = "read"
     approval: Approval | None = None  # None: derived from risk (see ToolsPolicy.default_approval)
+    approval_ttl_s: int | None = Field(default=None, gt=0, le=30 * 86400)  # None: ToolsPolicy.approval_ttl_s
+    # An MCP client's user may confirm their own call through MCP elicitation instead of waiting for an operator
+    # (only where the client supports elicitation; the graph's runs always ask an operator).
+    self_confirm: bool = False
     constraints: list[ArgConstraint] = Field(default_factory=list)
     provenance: list[ProvenanceRule] = Field(default_factory=list)
     description: str = ""
@@ -92,6 +96,9 @@ class ToolsPolicy(_Strict):
     default_approval: dict[Risk, Approval] = Field(
         default_factory=lambda: {"read": "never", "write": "when_tainted", "destructive": "always"}
     )
+    # An approval not decided (or, once approved, not used) within this many seconds expires and the waiting
+    # run ends with outcome "expired".
+    approval_ttl_s: int = Field(default=24 * 3600, gt=0, le=30 * 86400)
     allowlists: Allowlists = Field(default_factory=Allowlists)
     tools: dict[str, ToolRule] = Field(default_factory=dict)
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from interlock.server import errors, metrics
+from interlock.server import console, errors, metrics
 from interlock.server.api import (
     approvals,
     assistants,
@@ -21,8 +21,9 @@ from interlock.server.api import (
     threads,
     traces,
 )
+from interlock.server.approval_notices import ApprovalNotices
 from interlock.server.assistants import Assistants
-from interlock.server.auth import PUBLIC_PATHS, Authorizer
+from interlock.server.auth import Authorizer, is_public
 from interlock.server.authorization import check_routes
 from interlock.server.checkpoints import open_persistence
 from interlock.server.crons import Crons, Scheduler
@@ -66,7 +67,7 @@ class AuthenticationMiddleware:
             return
         request = Request(scope, receive)
         services: Services | None = getattr(request.app.state, "services", None)
-        public = scope["path"] in PUBLIC_PATHS
+        public = is_public(scope["path"])
         if scope["path"] == "/metrics" and services is not None and services.authorizer.enabled:
             public = False  # with auth configured, metrics need a token too
         if services is None or public:
@@ -187,10 +188,13 @@ def create_app(
             await engine.start()
             scheduler = Scheduler(svc.crons, crons.firer(svc))
             scheduler.start()
+            notices = ApprovalNotices(svc, webhooks)
+            notices.start()
             log.info("serving graphs %s on %s", sorted(project.graphs), db.dialect)
             try:
                 yield
             finally:
+                await notices.stop()
                 await scheduler.stop()
                 await engine.stop()
                 if mirror is not None:
@@ -208,6 +212,7 @@ def create_app(
         *runs.routes,
         *store.routes,
         *approvals.routes,
+        *console.routes,
         *traces.routes,
         *metrics.routes,
         *(extra_routes or []),

@@ -1,10 +1,12 @@
-"""`interlock approvals list|decide`: the operator's commands, over the server's /approvals API."""
+"""`interlock approvals list|decide|watch`: the operator's commands, over the server's /approvals API."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from typing import Any
 
 import httpx
 
@@ -44,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dec.add_argument("--args", help="edited arguments as JSON (with 'edit')")
     dec.add_argument("--reason")
     dec.set_defaults(func=_decide)
+    watch = sub.add_parser("watch", help="print new pending approvals as they arrive (until interrupted)")
+    watch.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    watch.add_argument("--all", action="store_true", help="every change (decided, consumed, expired), not only new")
+    watch.set_defaults(func=_watch)
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
@@ -78,3 +84,41 @@ def _decide(args: argparse.Namespace) -> int:
         body["reason"] = args.reason
     with _client(args) as http:
         return _show(http.post(f"/approvals/{args.approval_id}", json=body))
+
+
+def _line(event: dict[str, Any]) -> str:
+    a = event.get("approval") or {}
+    text = (f"{event.get('kind', '?'):<9} {a.get('id')}  {a.get('tool')} on {a.get('server')}  "
+            f"by {a.get('principal')}  risk {a.get('risk')}  args {json.dumps(a.get('args'), sort_keys=True)}")
+    if a.get("decided_by"):
+        text += f"  decided by {a['decided_by']}"
+    # Arguments come from users and models: never let them drive the terminal.
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Stream /approvals/events; reconnects (with a short pause) when the server goes away."""
+    while True:
+        try:
+            with _client(args) as http, http.stream(
+                "GET", "/approvals/events", headers={"Accept": "text/event-stream"}, timeout=httpx.Timeout(30, read=None)
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    return _show(resp)
+                print("watching approvals (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                for line in resp.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    event = json.loads(line[5:])
+                    if not args.all and event.get("kind") != "requested":
+                        continue
+                    print(json.dumps(event) if args.json else _line(event), flush=True)
+        except KeyboardInterrupt:
+            return 0
+        except httpx.HTTPError as exc:
+            print(f"connection lost ({type(exc).__name__}); reconnecting", file=sys.stderr, flush=True)
+        try:
+            time.sleep(2)
+        except KeyboardInterrupt:
+            return 0

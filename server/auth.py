@@ -19,6 +19,12 @@ from starlette.requests import Request
 
 Filter = dict[str, Any]
 PUBLIC_PATHS = frozenset({"/ok", "/info", "/docs", "/openapi.json", "/.well-known/jwks.json", "/metrics"})
+# The operator console's page and static assets carry no data; every API call they make is authenticated.
+PUBLIC_PREFIXES = ("/console",)
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or any(path == p or path.startswith(p + "/") for p in PUBLIC_PREFIXES)
 
 
 @dataclass

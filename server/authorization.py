@@ -69,6 +69,7 @@ ROUTE_RULES: dict[str, str] = {
     "POST /threads/{thread_id}/state/checkpoint": "thread visible under `threads:read`, else 404",
     "POST /threads/{thread_id}/history": "thread visible under `threads:read`, else 404",
     "GET /threads/{thread_id}/history": "thread visible under `threads:read`, else 404",
+    "GET /threads/{thread_id}/stream": "thread visible under `threads:read`, else 404; then that thread's runs only",
     "POST /threads/{thread_id}/runs": "thread visible under `threads:create_run` (else 404), assistant visible under "
     "`assistants:read` (else 404); a command while an approval waits needs the right to decide it",
     "GET /threads/{thread_id}/runs": "thread visible under `threads:read`, else 404",
@@ -96,6 +97,12 @@ ROUTE_RULES: dict[str, str] = {
     "POST /store/namespaces": "auth hook `store:list_namespaces` (may rewrite the prefix)",
     "GET /approvals": "`approvals:decide` in the caller's tenant (403 otherwise); only that tenant's approvals",
     "GET /approvals/{approval_id}": "`approvals:decide`; approval of the caller's tenant, else 404",
+    "GET /approvals/events": "`approvals:decide` in the caller's tenant (403 otherwise); only that tenant's changes",
+    "GET /approvals/operator": "`approvals:decide` in the caller's tenant (403 otherwise); the caller's own identity",
+    "GET /console": "public page (no data); every API call it makes is authorized as above",
+    "GET /console/": "public page (no data)",
+    "GET /console/config.json": "public (whether auth is configured; no data)",
+    "GET /console/static/{name}": "public static assets shipped in the package",
     "POST /approvals/{approval_id}": "approval of the caller's tenant (else 404); decided per policies/tools.yaml "
     "(`approvals:decide`, separation of duties for destructive tools, `confirm` tools by their requester); "
     "decided_by is the authenticated principal",

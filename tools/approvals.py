@@ -8,7 +8,11 @@ with new arguments, re-hashed), and the MCP server's gate spends it (`consume`) 
 The `args` column is the ONLY place raw arguments are stored (for the operator's screen); the audit log
 keeps the hash only.
 
-Tables are created idempotently in `kernel.settings.database_url()` (SQLite file or PostgreSQL).
+Every change of state (requested, approved, rejected, edited, consumed, expired) is appended to
+`interlock_approval_events` with who did it, which is the approval's audit trail. Approvals expire after the
+tool policy's `approval_ttl_s` (policies/tools.yaml, default 24 h).
+
+Tables are created idempotently in `interlock.kernel.settings.database_url()` (SQLite file or PostgreSQL).
 
     store = ApprovalStore()
     a = await store.request(tool="cancel_order", server="orders", args={...}, principal="u1", tenant="acme")
@@ -32,7 +36,8 @@ from interlock.kernel.database import LazyDatabase
 Status = Literal["pending", "approved", "rejected", "consumed", "expired"]
 Decision = Literal["approve", "reject"]
 
-DEFAULT_TTL_S = 3600
+DEFAULT_TTL_S = 24 * 3600
+STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "consumed", "expired")
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS interlock_approvals (
@@ -57,6 +62,25 @@ _DDL = (
         created_at DOUBLE PRECISION NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS interlock_approvals_tenant ON interlock_approvals (tenant, status)",
+    # The audit trail: one row per change of state, never updated.
+    """CREATE TABLE IF NOT EXISTS interlock_approval_events (
+        approval_id TEXT NOT NULL,
+        seq DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT,
+        reason TEXT,
+        args_hash TEXT,
+        at DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS interlock_approval_events_id ON interlock_approval_events (approval_id, seq)",
+    # Claims for one-time side effects (the approval-requested webhook, ending an expired approval's run), so
+    # several server replicas polling the same database do each only once.
+    """CREATE TABLE IF NOT EXISTS interlock_approval_notices (
+        approval_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (approval_id, kind)
+    )""",
 )
 
 
@@ -75,6 +99,39 @@ class ApprovalError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def policy_ttl_s(tool: str) -> int:
+    """How long an approval for `tool` stays valid: tools.yaml `approval_ttl_s` (per tool, else global)."""
+    try:
+        from interlock.policies.loader import get_policies
+
+        policy = get_policies().tools
+    except Exception:  # noqa: BLE001 - policies unreadable here (a bare MCP server): the documented default
+        return DEFAULT_TTL_S
+    rule = policy.tools.get(tool)
+    return int(rule.approval_ttl_s if rule is not None and rule.approval_ttl_s else policy.approval_ttl_s)
+
+
+def self_confirm_allowed(tool: str) -> bool:
+    """Whether tools.yaml lets an MCP client's user confirm their own `tool` call (default: no, an operator)."""
+    try:
+        from interlock.policies.loader import get_policies
+
+        rule = get_policies().tools.tools.get(tool)
+    except Exception:  # noqa: BLE001 - no readable policy: never self-confirm
+        return False
+    return bool(rule is not None and rule.self_confirm)
+
+
+class ApprovalEvent(BaseModel):
+    """One row of an approval's audit trail."""
+
+    kind: str
+    actor: str | None = None
+    reason: str | None = None
+    args_hash: str | None = None
+    at: datetime
 
 
 class Approval(BaseModel):
@@ -125,6 +182,15 @@ class ApprovalStore:
     async def close(self) -> None:
         await self.db.close()
 
+    async def _event(self, approval_id: str, kind: str, actor: str | None, reason: str | None = None,
+                     digest: str | None = None, at: float | None = None) -> None:
+        at = self._clock() if at is None else at
+        await self.db.execute(
+            "INSERT INTO interlock_approval_events (approval_id, seq, kind, actor, reason, args_hash, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (approval_id, time.time(), kind, actor, reason, digest, at),
+        )
+
     async def request(
         self,
         *,
@@ -138,25 +204,28 @@ class ApprovalStore:
         interrupt_id: str | None = None,
         risk: str = "high",
         reason: str | None = None,
-        ttl_s: int = DEFAULT_TTL_S,
+        ttl_s: int | None = None,
     ) -> Approval:
-        """Record a pending approval for one exact call."""
+        """Record a pending approval for one exact call (expiry: `ttl_s`, else the tool policy's)."""
         if not tool or not server or not principal or not tenant:
             raise ValueError("tool, server, principal and tenant are required")
         if not isinstance(args, dict):
             raise ValueError("args must be a JSON object")
+        ttl_s = policy_ttl_s(tool) if ttl_s is None else ttl_s
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         await self.setup()
         now = self._clock()
         approval_id = f"apr_{uuid.uuid4().hex}"
+        digest = args_hash(args)
         await self.db.execute(
             "INSERT INTO interlock_approvals (id, tool, server, args_hash, args, principal, tenant, thread_id,"
             " run_id, interrupt_id, risk, reason, status, expires_at, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (approval_id, tool, server, args_hash(args), canonical_json(args), principal, tenant, thread_id,
+            (approval_id, tool, server, digest, canonical_json(args), principal, tenant, thread_id,
              run_id, interrupt_id, risk, reason, now + ttl_s, now),
         )
+        await self._event(approval_id, "requested", principal, reason, digest, now)
         approval = await self.get(approval_id)
         assert approval is not None
         return approval
@@ -166,26 +235,90 @@ class ApprovalStore:
         row = await self.db.fetchone("SELECT * FROM interlock_approvals WHERE id = ?", (approval_id,))
         return _row(row) if row else None
 
-    async def list(self, tenant: str, status: Status | None = None, limit: int = 100) -> list[Approval]:
+    async def list(
+        self, tenant: str, status: Status | None = None, limit: int = 100, offset: int = 0,
+        statuses: tuple[str, ...] | None = None,
+    ) -> list[Approval]:
+        """Newest first. `statuses` filters on several states (the console's decided history)."""
         await self.setup()
         await self._expire(tenant)
         sql = "SELECT * FROM interlock_approvals WHERE tenant = ?"
         params: list[Any] = [tenant]
-        if status:
-            sql += " AND status = ?"
-            params.append(status)
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        params.append(int(limit))
+        wanted = statuses or ((status,) if status else ())
+        if wanted:
+            sql += f" AND status IN ({', '.join('?' for _ in wanted)})"
+            params.extend(wanted)
+        sql += " ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
+        params += [int(limit), int(offset)]
         return [_row(r) for r in await self.db.fetchall(sql, params)]
 
-    async def _expire(self, tenant: str | None = None) -> None:
-        sql = ("UPDATE interlock_approvals SET status = 'expired'"
-               " WHERE status IN ('pending', 'approved') AND expires_at <= ?")
-        params: list[Any] = [self._clock()]
+    async def events(self, approval_id: str) -> list[ApprovalEvent]:
+        """The approval's audit trail, oldest first."""
+        await self.setup()
+        rows = await self.db.fetchall(
+            "SELECT kind, actor, reason, args_hash, at FROM interlock_approval_events WHERE approval_id = ?"
+            " ORDER BY seq", (approval_id,))
+        return [ApprovalEvent(**{**r, "at": _ts(r["at"])}) for r in rows]
+
+    async def changes(self, tenant: str, since: float, limit: int = 200) -> list[tuple[float, str, str]]:
+        """(seq, approval id, event kind) of the tenant's changes recorded after `since`, oldest first."""
+        await self.setup()
+        await self._expire(tenant)
+        rows = await self.db.fetchall(
+            "SELECT e.seq, e.approval_id, e.kind FROM interlock_approval_events e"
+            " JOIN interlock_approvals a ON a.id = e.approval_id"
+            " WHERE a.tenant = ? AND e.seq > ? ORDER BY e.seq LIMIT ?", (tenant, since, int(limit)))
+        return [(float(r["seq"]), str(r["approval_id"]), str(r["kind"])) for r in rows]
+
+    async def _expire(self, tenant: str | None = None) -> list[str]:
+        """Mark due approvals expired, one row at a time so each expiry is recorded once; returns their ids."""
+        now = self._clock()
+        sql = "SELECT id FROM interlock_approvals WHERE status IN ('pending', 'approved') AND expires_at <= ?"
+        params: list[Any] = [now]
         if tenant is not None:
             sql += " AND tenant = ?"
             params.append(tenant)
-        await self.db.execute(sql, params)
+        expired: list[str] = []
+        for row in await self.db.fetchall(sql, params):
+            changed = await self.db.execute(
+                "UPDATE interlock_approvals SET status = 'expired'"
+                " WHERE id = ? AND status IN ('pending', 'approved') AND expires_at <= ?", (row["id"], now))
+            if changed == 1:
+                await self._event(row["id"], "expired", None, "not decided in time", at=now)
+                expired.append(row["id"])
+        return expired
+
+    async def expire_due(self) -> list[str]:
+        """Expire every due approval (all tenants); returns the ids this call expired."""
+        await self.setup()
+        return await self._expire()
+
+    async def claim(self, approval_id: str, kind: str) -> bool:
+        """Claim a one-time side effect of an approval; True for exactly one caller across processes."""
+        await self.setup()
+        return await self.db.execute(
+            "INSERT INTO interlock_approval_notices (approval_id, kind, at) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING", (approval_id, kind, self._clock())) == 1
+
+    async def unclaimed(self, kind: str, status: Status, limit: int = 100) -> list[Approval]:
+        """Approvals in `status` whose side effect `kind` nobody has claimed yet (all tenants, oldest first)."""
+        await self.setup()
+        rows = await self.db.fetchall(
+            "SELECT a.* FROM interlock_approvals a LEFT JOIN interlock_approval_notices n"
+            " ON n.approval_id = a.id AND n.kind = ? WHERE a.status = ? AND n.approval_id IS NULL"
+            " ORDER BY a.created_at LIMIT ?", (kind, status, int(limit)))
+        return [_row(r) for r in rows]
+
+    async def find_call(
+        self, tool: str, server: str, args: dict[str, Any] | None, principal: str, tenant: str, status: Status,
+    ) -> list[Approval]:
+        """Live approvals in `status` for exactly this call by this principal (the desktop flow), oldest first."""
+        await self.setup()
+        rows = await self.db.fetchall(
+            "SELECT * FROM interlock_approvals WHERE tool = ? AND server = ? AND args_hash = ? AND principal = ?"
+            " AND tenant = ? AND status = ? AND expires_at > ? ORDER BY created_at",
+            (tool, server, args_hash(args), principal, tenant, status, self._clock()))
+        return [_row(r) for r in rows]
 
     async def decide(
         self,
@@ -232,6 +365,8 @@ class ApprovalStore:
             raise ApprovalError("already_decided", f"approval {approval_id} is already {current.status}")
         approval = await self.get(approval_id)
         assert approval is not None
+        kind = "rejected" if decision == "reject" else ("edited" if args is not None else "approved")
+        await self._event(approval_id, kind, decided_by, reason, approval.args_hash, now)
         return approval
 
     async def consume(
@@ -255,6 +390,7 @@ class ApprovalStore:
             sql += " AND server = ?"
             params.append(server)
         if await self.db.execute(sql, params) == 1:
+            await self._event(approval_id, "consumed", principal, None, digest, now)
             approval = await self.get(approval_id)
             assert approval is not None
             return approval

@@ -10,6 +10,7 @@ call, so a retry after a crash or a second resume cannot execute twice.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Literal
 
 from interlock.graphs.state import InterlockState
@@ -260,6 +261,15 @@ async def decide_and_run(state: InterlockState, config: RunnableConfig, call_too
     approval_id = pending.get("approval_id")
     args = dict(pending.get("args") or {})
     try:
+        current = await store.get(approval_id) if approval_id else None
+        if current is not None and (current.status == "expired" or (
+                current.status == "pending" and current.expires_at.timestamp() <= time.time())):
+            # Expired by policy (tools.yaml approval_ttl_s): whatever the resume says, nothing runs.
+            message = ToolMessage(content=f"Not executed: the approval for {pending.get('tool')} expired before an"
+                                  " operator decided. Ask again if it is still needed.",
+                                  tool_call_id=call_id, name=pending.get("tool"), status="error")
+            return {"messages": [message], "executed": {call_id: {"status": "expired"}},
+                    "pending_approval": None, "approval_decision": None, "outcome": "expired"}
         if decision.decision == "reject":
             try:
                 await store.decide(approval_id, "reject", decided_by=decider(config), reason=decision.reason)

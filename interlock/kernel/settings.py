@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     local_operator: str = Field(
         "operator@local", description="who decides approvals on a server without auth (local development)")
 
+    approvals_webhook_url: str | None = Field(
+        None, description="POSTed an `approval.requested` event for every new pending approval (same SSRF guard as "
+        "run webhooks)")
+    approvals_poll_seconds: float = Field(
+        1.0, ge=0.05, le=60, description="how often the server looks for new, decided and expired approvals")
+
     # -- clients of a running server (`interlock approvals`, `interlock eval --url`) ----------------------------
     url: str = Field(DEFAULT_URL, description="the server the CLI talks to")
     token: SecretStr | None = Field(None, description="bearer token the CLI sends to an auth-enabled server")

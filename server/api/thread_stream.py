@@ -15,7 +15,7 @@ from typing import Any
 
 from interlock.server import clock
 from interlock.server.api.runs import _until_finished, sse_response
-from interlock.server.auth import request_user
+from interlock.server.authorization import Access
 from interlock.server.errors import Invalid
 from interlock.server.serialization import dumps
 from interlock.server.services import Services, services
@@ -97,8 +97,7 @@ async def _thread_events(
 async def join_thread_stream(request: Request) -> Response:
     svc = services(request)
     tid = request.path_params["thread_id"]
-    filt = await svc.authorizer.authorize(request_user(request), "threads", "read", {"thread_id": tid})
-    await svc.threads.get(tid, filt)
+    await Access.of(request).thread(tid, "read")
     modes = _modes(request)
     since = clock.iso()  # fixed before the response starts: a run created after the client got headers is seen
     return sse_response(svc, {"run_id": None}, _thread_events(svc, tid, modes, since), with_ids=False, cancel_on_disconnect=False)

@@ -279,7 +279,7 @@ async def test_audit_has_one_row_per_call_including_denials_and_no_raw_arguments
     rows.sort(key=lambda r: r.ts)
     assert [(r.tool, r.outcome) for r in rows] == [
         ("get_order", "ok"), ("cancel_order", "denied"), ("refund_order", "denied"), ("get_order", "error")]
-    assert rows[1].reason == "approval_required" and rows[2].reason == "insufficient_scope"
+    assert rows[1].reason == "approval_pending" and rows[2].reason == "insufficient_scope"
     assert all(r.tenant == "acme" and r.server == "orders" and r.args_hash and len(r.args_hash) == 64 for r in rows)
     dumped = " ".join(r.model_dump_json() for r in rows)
     assert marker not in dumped and "ORD-1001" not in dumped

@@ -45,28 +45,29 @@ async def test_stdio_read_only_profile(mcp_home):
     assert order_status("ORD-1002")[1] == 0
 
 
-async def test_stdio_destructive_tool_needs_an_approval_even_without_http_auth(mcp_home):
+async def test_stdio_approval_id_in_meta_still_spends_exactly_that_approval(mcp_home):
     args = {"order_id": "ORD-1005", "amount_cents": 50, "reason": "desktop refund"}
     since = time.time()
     refunded_before = order_status("ORD-1005")[1]
     store = ApprovalStore()
     try:
-        approval = await store.request(tool="refund_order", server="orders", args=args, principal="desk",
+        approval = await store.request(tool="refund_order", server="orders", args=args, principal="desk-meta",
                                        tenant="acme")
         await store.decide(approval.id, "approve", decided_by="ops@test")
     finally:
         await store.close()
-    async with Client(desktop_config(mcp_home, token(ORDERS, ["orders:read", "orders:write"], sub="desk"))) as client:
-        refused = await client.call_tool("refund_order", args, raise_on_error=False)
-        assert refused.is_error and "needs an operator approval" in text(refused)
-        assert order_status("ORD-1005")[1] == refunded_before
+    async with Client(desktop_config(mcp_home, token(ORDERS, ["orders:read", "orders:write"],
+                                                     sub="desk-meta"))) as client:
         done = await client.call_tool("refund_order", args, raise_on_error=False,
                                       meta={"io.interlock/approval_id": approval.id})
         assert not done.is_error, text(done)
+        again = await client.call_tool("refund_order", args, raise_on_error=False,
+                                       meta={"io.interlock/approval_id": approval.id})
+        assert again.is_error and "already been used" in text(again)
     assert order_status("ORD-1005")[1] == refunded_before + 50
     log = AuditLog()
     try:
-        rows = await log.query(principal="desk", tool="refund_order", since=since)
+        rows = await log.query(principal="desk-meta", tool="refund_order", since=since)
     finally:
         await log.close()
     assert sorted((r.outcome, r.transport) for r in rows) == [("denied", "stdio"), ("ok", "stdio")]
