@@ -21,7 +21,7 @@ from interlock.server.runs import Runs
 from interlock.server.services import Services
 from interlock.server.settings import database_url, redis_url
 from interlock.server.storage import connect
-from interlock.server.storage.migrations import migrate
+from interlock.server.storage.migrations import migrate, setup_lock
 from interlock.server.streams import StreamRegistry
 from interlock.server.threads import Threads
 from interlock.server.trace_export import TraceExporter
@@ -107,7 +107,8 @@ def create_app(
         url = db_url or database_url()
         project = load_project(config_path)
         db = await connect(url)
-        await migrate(db)
+        async with setup_lock(url):
+            await migrate(db)
         async with open_persistence(url) as (checkpointer, long_term_store):
             auth_obj = load_object(project.root, project.auth_target) if project.auth_target else None
             assistants_ = Assistants(db, set(project.graphs))

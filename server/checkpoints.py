@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from interlock.server.settings import is_postgres, sqlite_path
+from interlock.server.storage.migrations import setup_lock
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -58,9 +59,10 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
         await pool.open(wait=True, timeout=15)
         try:
             saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-            await saver.setup()
             store = AsyncPostgresStore(pool)  # type: ignore[arg-type]
-            await store.setup()
+            async with setup_lock(url):
+                await saver.setup()
+                await store.setup()
             yield saver, store
         finally:
             await pool.close()

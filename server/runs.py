@@ -106,6 +106,22 @@ class Runs:
             "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, clock.iso(), run_id]
         )
 
+    async def cancel_pending(self, run_id: str, action: str) -> bool:
+        """Cancel a run still queued: rollback deletes it, interrupt marks it. False when it was claimed meanwhile."""
+        if action == "rollback":
+            return bool(await self.db.execute("DELETE FROM runs WHERE run_id = ? AND status = 'pending'", [run_id]))
+        return bool(
+            await self.db.execute(
+                "UPDATE runs SET status = 'interrupted', updated_at = ? WHERE run_id = ? AND status = 'pending'",
+                [clock.iso(), run_id],
+            )
+        )
+
+    async def ids_with_status(self, statuses: tuple[str, ...]) -> list[str]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = await self.db.fetchall(f"SELECT run_id FROM runs WHERE status IN ({marks})", list(statuses))
+        return [r["run_id"] for r in rows]
+
     async def request_cancel(self, run_id: str, action: str) -> None:
         await self.db.execute("UPDATE runs SET cancel_action = ? WHERE run_id = ?", [action, run_id])
 

@@ -8,6 +8,7 @@ import sys
 
 from interlock.server.project import ProjectError, load_project
 from interlock.server.settings import is_postgres
+from interlock.server.timeouts import shutdown_grace_seconds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,9 +79,22 @@ def serve(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, host: str) -> int:
     import uvicorn
 
+    grace = shutdown_grace_seconds()
     if args.workers > 1:
-        uvicorn.run("interlock.server.serve_cli:app_factory", factory=True, host=host, port=args.port, workers=args.workers,
-                    log_level=args.log_level, access_log=False, log_config=None)
+        from uvicorn.config import STARTUP_FAILURE
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config("interlock.server.serve_cli:app_factory", factory=True, host=host, port=args.port,
+                                workers=args.workers, log_level=args.log_level, access_log=False, log_config=None,
+                                timeout_graceful_shutdown=grace)
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+        # uvicorn stops every worker when one fails to start but returns normally; say so in the exit code.
+        failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+        if failed:
+            print(f"interlock serve: worker(s) {failed} failed to start", file=sys.stderr)
+            return STARTUP_FAILURE
         return 0
-    uvicorn.run(app_factory(), host=host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
+    uvicorn.run(app_factory(), host=host, port=args.port, log_level=args.log_level, access_log=False, log_config=None,
+                timeout_graceful_shutdown=grace)
     return 0

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from interlock.server import schemas
-from interlock.server.api.runs import create_run
 from interlock.server.auth import User, request_user
 from interlock.server.bodies import parse
 from interlock.server.errors import Conflict, Invalid, NotFound
+from interlock.server.run_service import create_run
 from interlock.server.serialization import jsonable
 from interlock.server.services import Services, services
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,11 +112,11 @@ async def decide(request: Request) -> Response:
         command=schemas.CommandBody(resume={interrupt_id: {k: v for k, v in resume.items() if v is not None}}),
         multitask_strategy="reject",
     )
-    run, stream = await create_run(svc, operator, approval.thread_id, run_body, affinity=True)
-    await svc.engine.wait_finished(run["run_id"])
+    run = await create_run(svc, operator, approval.thread_id, run_body, affinity=True)
+    await svc.engine.wait_finished(run.run_id)
     decided = await store.get(approval_id)
     return JSONResponse(
-        {"approval": _out(decided), "run_id": run["run_id"], "thread_id": approval.thread_id, "output": stream.result}
+        {"approval": _out(decided), "run_id": run.run_id, "thread_id": approval.thread_id, "output": run.stream.result}
     )
 
 

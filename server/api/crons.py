@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from interlock.server import schemas
-from interlock.server.api.runs import create_run
 from interlock.server.auth import User, request_user
 from interlock.server.bodies import parse
+from interlock.server.run_service import create_run
 from interlock.server.services import Services, services
 from interlock.server.threads import check_uuid
 from interlock.server.webhooks import check_url
