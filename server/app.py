@@ -15,6 +15,7 @@ from interlock.server.assistants import Assistants
 from interlock.server.auth import PUBLIC_PATHS, Authorizer
 from interlock.server.checkpoints import open_persistence
 from interlock.server.crons import Crons, Scheduler
+from interlock.server.dependencies import dependency_exception, dependency_exception_types
 from interlock.server.engine import Engine
 from interlock.server.project import bind_graphs, load_object, load_project
 from interlock.server.runs import Runs
@@ -209,6 +210,7 @@ def create_app(
         exception_handlers={
             HTTPException: errors.http_exception,
             ValidationError: errors.validation_exception,
+            **{exc_type: dependency_exception for exc_type in dependency_exception_types()},
             Exception: errors.unhandled_exception,
         },
     )

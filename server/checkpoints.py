@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from interlock.server.settings import is_postgres, sqlite_path
+from interlock.server.storage.database import connect_kwargs, pool_options
 from interlock.server.storage.migrations import setup_lock
+from interlock.server.timeouts import db_timeout_seconds
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -49,12 +51,14 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
+        timeout = db_timeout_seconds()
         pool = AsyncConnectionPool(
             url,
             min_size=2,
             max_size=20,
             open=False,
-            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, **connect_kwargs(timeout)},
+            **pool_options(timeout),
         )
         await pool.open(wait=True, timeout=15)
         try:
@@ -65,7 +69,7 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
                 await store.setup()
             yield saver, store
         finally:
-            await pool.close()
+            await pool.close(timeout=2)
         return
     import sqlite3
 

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from interlock.server import schemas
+from interlock.server.dependencies import ready
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -23,6 +24,7 @@ def _version(pkg: str) -> str | None:
 
 
 async def ok(request: Request) -> Response:
+    """Liveness: the process answers HTTP. Readiness (dependencies) is /ready."""
     return JSONResponse({"ok": True})
 
 
@@ -148,6 +150,7 @@ async def docs(request: Request) -> Response:
 
 routes = [
     Route("/ok", ok, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
     Route("/info", info, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),

@@ -240,17 +240,19 @@ async def join_stream(request: Request) -> Response:
             raise Invalid(f"unknown stream_mode {sorted(unknown)}")
         if "messages-tuple" in modes:
             modes.add("messages")
+    mirror = svc.streams.mirror
+    if stream is not None and mirror is not None and stream.base and last is not None and last < stream.base:
+        # Resumed here after a crash or takeover: earlier attempts' events are only in the shared copy.
+        stream = None
     if stream is not None:
-        after = last if (last is not None and stream.resumable) else len(stream.events)
+        after = last if (last is not None and stream.resumable) else stream.last_seq
         if last == 0:
             after = 0
         events = stream.follow(after)
         with_ids = stream.resumable
-    elif svc.streams.mirror is not None and (
-        run["status"] in ("pending", "running") or await svc.streams.mirror.exists(run["run_id"])
-    ):
+    elif mirror is not None and await mirror.has_copy(run["run_id"], active=run["status"] in ("pending", "running")):
         # Executing (or recently executed) on another replica: replay and follow its copy in Redis.
-        events = svc.streams.mirror.follow(run["run_id"], last or 0, HEARTBEAT_SECONDS)
+        events = mirror.follow(run["run_id"], last or 0, HEARTBEAT_SECONDS)
         with_ids = RunJob.from_row(run).options.resumable
     else:
         # Finished long ago, or on another replica with no shared stream copies: heartbeats until it ends.

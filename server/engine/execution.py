@@ -13,6 +13,7 @@ from typing import Any
 
 from interlock.server.assistants import Assistants
 from interlock.server.auth import User
+from interlock.server.dependencies import is_connection_error
 from interlock.server.engine.cancellation import Cancellation
 from interlock.server.engine.inflight import Inflight
 from interlock.server.engine.job import RunJob, build_command
@@ -24,13 +25,26 @@ from interlock.server.serialization import jsonable
 from interlock.server.state import interrupt_out, pending_interrupts
 from interlock.server.streams import RunStream, StreamRegistry
 from interlock.server.threads import Threads
+from interlock.server.timeouts import run_retries
 from interlock.server.traces import CURRENT_TRACE, Redactor, TraceRecorder, Traces
 
 log = logging.getLogger("interlock.engine")
 
 
+ATTEMPT_ID_SPAN = 1_000_000  # event ids reserved per attempt when no shared copy records the last one
+
+
 class RunFailed(Exception):
     """A run that cannot start (its assistant or graph is gone)."""
+
+
+@dataclass
+class Attempt:
+    """One execution of a run in this process: its SSE log and, once built, its graph (for the final state)."""
+
+    job: RunJob
+    stream: RunStream
+    graph: Any = None
 
 
 @dataclass
@@ -160,24 +174,86 @@ class RunExecutor:
         except Exception:  # noqa: BLE001 - a trace problem must not change the run's outcome
             log.exception("saving the trace of run %s failed", job.run_id)
 
-    async def _graph_input(self, job: RunJob, checkpointer: Any) -> Any:
-        """The input for this attempt: the caller's, or None (continue from the checkpoint) after a crash."""
+    async def _latest_checkpoint(self, job: RunJob, checkpointer: Any) -> str | None:
         latest = await checkpointer.aget_tuple({"configurable": {"thread_id": job.thread_id, "checkpoint_ns": ""}})
-        latest_id = latest.checkpoint["id"] if latest else None
+        return latest.checkpoint["id"] if latest else None
+
+    async def _run_graph(self, attempt: Attempt, spec: Any, config: dict[str, Any], checkpointer: Any) -> Any:
+        """Stream the graph to the run's SSE log; returns the final state snapshot.
+
+        The caller's input is consumed once: a new attempt after a crash, or a retry after a lost database
+        connection, continues from the last checkpoint the run wrote instead (its completed nodes do not repeat).
+        A connection error is retried (bounded, logged) before it becomes the run's error.
+        """
+        job, stream = attempt.job, attempt.stream
+        latest_id = await self._latest_checkpoint(job, checkpointer)
         if job.attempt <= 1:
+            base = latest_id
             if latest_id is not None:
                 await self.runs.set_checkpoint_before(job.run_id, latest_id)
-        elif latest_id != job.checkpoint_before:
-            return None  # restarted after a crash: the input was consumed before it, continue from the checkpoint
-        return build_command(job.options.command) or job.options.input
+        else:
+            base = job.checkpoint_before
+        retries = run_retries()
+        for retry in range(retries + 1):
+            try:
+                if retry:
+                    latest_id = await self._latest_checkpoint(job, checkpointer)
+                graph_input = (build_command(job.options.command) or job.options.input) if latest_id == base else None
+                async with graph_for_run(spec, config, checkpointer, self.store, ephemeral=job.ephemeral) as graph:
+                    attempt.graph = graph
+                    await stream_graph(graph, graph_input, config, job.options, stream, job.run_id)
+                    return await graph.aget_state({"configurable": {"thread_id": job.thread_id}})
+            except Exception as exc:
+                if retry >= retries or not is_connection_error(exc):
+                    raise
+                delay = min(0.5 * 2**retry, 4.0)
+                log.warning(
+                    "run %s lost a database connection (%s); retrying from its last checkpoint in %.1fs (%d/%d)",
+                    job.run_id, type(exc).__name__, delay, retry + 1, retries,
+                )
+                stream.publish("metadata", {"run_id": job.run_id, "attempt": job.attempt, "retry": retry + 1})
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _events_before(self, job: RunJob) -> int:
+        """The last event id of the run's earlier attempts: from the shared (Redis) copy when there is one, else a
+        span per attempt so a new attempt's ids never repeat ids a client already saw."""
+        if job.attempt <= 1:
+            return 0
+        mirror = self.streams.mirror
+        if mirror is not None:
+            try:
+                return await mirror.last_seq(job.run_id)
+            except Exception:  # noqa: BLE001 - Redis down: ids stay unique through the span, replay is local-only
+                log.warning("reading the stream copy of run %s from Redis failed", job.run_id)
+        return (job.attempt - 1) * ATTEMPT_ID_SPAN
+
+    async def _with_retries(self, job: RunJob, step: Callable[[], Awaitable[None]]) -> None:
+        """Recording a finished run survives a database blip (bounded, logged) rather than leaving it running."""
+        retries = run_retries()
+        for retry in range(retries + 1):
+            try:
+                await step()
+                return
+            except Exception as exc:
+                if retry >= retries or not is_connection_error(exc):
+                    raise
+                log.warning("recording run %s lost a database connection (%s); retrying", job.run_id, type(exc).__name__)
+                await asyncio.sleep(min(0.5 * 2**retry, 4.0))
 
     async def _attempt(self, job: RunJob, assistant: dict[str, Any] | None, recorder: TraceRecorder | None) -> Outcome:
         run_id, thread_id = job.run_id, job.thread_id
         checkpointer = self.ephemeral_checkpointer if job.ephemeral else self.checkpointer
-        stream = self.streams.open(run_id, job.options.resumable)
-        stream.publish("metadata", {"run_id": run_id, "attempt": job.attempt})
+        base = await self._events_before(job)
+        stream = self.streams.open(run_id, job.options.resumable, base)
+        if base:
+            # A resumed attempt: its ids continue after the earlier attempts' events; this event marks where the
+            # interrupted node's retry begins.
+            stream.publish("metadata", {"run_id": run_id, "attempt": job.attempt, "resumed_after": base})
+        else:
+            stream.publish("metadata", {"run_id": run_id, "attempt": job.attempt})
         status, error, snapshot, result = "error", None, None, None
-        graph = None
+        attempt = Attempt(job, stream)
         try:
             if assistant is None:
                 raise RunFailed(f"assistant {job.assistant_id} no longer exists")
@@ -187,18 +263,15 @@ class RunExecutor:
             config = run_config(job, assistant)
             if recorder is not None:
                 config["callbacks"] = [recorder]
-            graph_input = await self._graph_input(job, checkpointer)
-            async with graph_for_run(spec, config, checkpointer, self.store, ephemeral=job.ephemeral) as graph:
-                await stream_graph(graph, graph_input, config, job.options, stream, run_id)
-                snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+            snapshot = await self._run_graph(attempt, spec, config, checkpointer)
             status = "success"
         except asyncio.CancelledError:
             action = self.inflight.cancel_actions.pop(run_id, "interrupt")
             if action == "shutdown":
                 await self.runs.release(run_id)
-                stream.close()
+                stream.close(final=False)  # the next attempt continues the shared stream
                 raise
-            await self.cancellation.finish_cancelled(job, action, stream, graph)
+            await self.cancellation.finish_cancelled(job, action, stream, attempt.graph)
             return Outcome("interrupted", stream.result)
         except Exception as exc:  # noqa: BLE001 - a failing graph must not take the server down
             log.info("run %s failed: %s", run_id, type(exc).__name__)
@@ -209,11 +282,11 @@ class RunExecutor:
                 error = {"error": type(exc).__name__, "message": str(exc)}
             stream.publish("error", error)
             result = {"__error__": error}
-            if graph is not None:
+            if attempt.graph is not None:
                 with contextlib.suppress(Exception):
-                    snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+                    snapshot = await attempt.graph.aget_state({"configurable": {"thread_id": thread_id}})
         try:
-            await self._record(job, status, snapshot, error, stream, result)
+            await self._with_retries(job, lambda: self._record(job, status, snapshot, error, stream, result))
         finally:
             stream.close()
         return Outcome(status, stream.result)

@@ -102,6 +102,25 @@ _s.add_edge("slow", END)
 slow_graph = _s.compile()
 
 
+def _step(name: str):  # noqa: ANN202
+    async def step(state: State) -> dict:
+        await asyncio.sleep(float(state.get("n", 0.5) or 0.5))
+        return {"log": [name]}
+
+    return step
+
+
+# Three slow nodes in a row: crash, takeover and connection-loss tests interrupt it between and inside nodes.
+_t = StateGraph(State)
+for _name in ("n1", "n2", "n3"):
+    _t.add_node(_name, _step(_name))
+_t.add_edge(START, "n1")
+_t.add_edge("n1", "n2")
+_t.add_edge("n2", "n3")
+_t.add_edge("n3", END)
+steps = _t.compile()
+
+
 def boom(state: State) -> dict:
     raise ValueError("graph exploded on purpose")
 
