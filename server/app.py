@@ -3,6 +3,7 @@ opens storage, loads the project's graphs and starts the run engine and the cron
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -95,6 +96,18 @@ def _build_limiter() -> Any:
     return build_limiter(get_policies().limits, redis_url())
 
 
+async def _check_redis_at_start(mirror: Any) -> None:
+    """A configured Redis that does not answer is not fatal: the replica starts degraded, and says so."""
+    try:
+        await asyncio.wait_for(mirror.ping(), 3)
+    except Exception as exc:  # noqa: BLE001 - any failure means degraded mode
+        log.warning(
+            "Redis (INTERLOCK_REDIS_URL) unreachable at start (%s): degraded mode until it answers: tenant limits "
+            "refuse runs with 503 and Retry-After, streams replay only on the replica that runs them",
+            type(exc).__name__,
+        )
+
+
 def create_app(
     config_path: str | Path,
     *,
@@ -122,6 +135,7 @@ def create_app(
                 from interlock.server.streams import RESUMABLE_TTL_SECONDS
 
                 mirror = StreamMirror(redis_url(), RESUMABLE_TTL_SECONDS)
+                await _check_redis_at_start(mirror)
             streams = StreamRegistry(mirror)
             limiter = _build_limiter()
             exporter = TraceExporter()

@@ -198,10 +198,13 @@ class RunExecutor:
             try:
                 if retry:
                     latest_id = await self._latest_checkpoint(job, checkpointer)
-                graph_input = (build_command(job.options.command) or job.options.input) if latest_id == base else None
+                continuing = latest_id != base
+                graph_input = None if continuing else (build_command(job.options.command) or job.options.input)
                 async with graph_for_run(spec, config, checkpointer, self.store, ephemeral=job.ephemeral) as graph:
                     attempt.graph = graph
-                    await stream_graph(graph, graph_input, config, job.options, stream, job.run_id)
+                    await stream_graph(
+                        graph, graph_input, config, job.options, stream, job.run_id, continuing=continuing
+                    )
                     return await graph.aget_state({"configurable": {"thread_id": job.thread_id}})
             except Exception as exc:
                 if retry >= retries or not is_connection_error(exc):

@@ -12,8 +12,18 @@ from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
 
 
 async def stream_graph(
-    graph: Any, graph_input: Any, config: dict[str, Any], options: RunOptions, stream: RunStream, run_id: str
+    graph: Any,
+    graph_input: Any,
+    config: dict[str, Any],
+    options: RunOptions,
+    stream: RunStream,
+    run_id: str,
+    *,
+    continuing: bool = False,
 ) -> None:
+    """`continuing`: the run resumes from its own last checkpoint after a crash or a lost connection. LangGraph
+    then first re-emits that checkpoint's values, which the run's stream already carries; they are skipped so a
+    rejoining client sees each state once."""
     requested: list[str] = options.stream_mode or ["values"]
     subgraphs = options.subgraphs
     internal = {m for m in requested if m not in ("events", "messages-tuple")}
@@ -24,8 +34,14 @@ async def stream_graph(
     tuple_messages = "messages-tuple" in requested
     legacy_messages = "messages" in requested
     accumulated: dict[str, BaseMessageChunk] = {}
+    skip_restored_values = continuing
 
     def emit(ns: tuple[str, ...], mode: str, chunk: Any) -> None:
+        nonlocal skip_restored_values
+        if skip_restored_values and not ns:
+            skip_restored_values = False
+            if mode == "values":
+                return
         suffix = ("|" + "|".join(ns)) if (ns and subgraphs) else ""
         if mode == "messages":
             if tuple_messages:
