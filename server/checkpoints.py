@@ -42,11 +42,35 @@ class LoopSqliteSaver(SqliteSaver):
         return self.get_delta_channel_history(*args, **kwargs)
 
 
+def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
+    """LangGraph's PostgreSQL saver over a connection pool, without its process-wide lock.
+
+    AsyncPostgresSaver serialises every checkpoint read and write of the process behind one asyncio.Lock (needed
+    when it shares a single connection); with a pool each call checks out its own connection, so the lock only
+    queues concurrent runs. Its pipelined writes (blobs, checkpoint, task writes) also run one autocommit
+    transaction per statement; here each call is one transaction, which is atomic and cheaper.
+    """
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+
+    class PooledPostgresSaver(AsyncPostgresSaver):
+        @asynccontextmanager
+        async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
+            async with self.conn.connection() as conn:  # type: ignore[union-attr]
+                if pipeline:
+                    async with conn.transaction(), conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                        yield cur
+                else:
+                    async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                        yield cur
+
+    return PooledPostgresSaver(pool)
+
+
 @asynccontextmanager
 async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver, Any]]:
     """The checkpointer and the long-term store for a database URL, set up and migrated."""
     if is_postgres(url):
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from langgraph.store.postgres.aio import AsyncPostgresStore
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
@@ -62,7 +86,7 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
         )
         await pool.open(wait=True, timeout=15)
         try:
-            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            saver = pooled_postgres_saver(pool)
             store = AsyncPostgresStore(pool)  # type: ignore[arg-type]
             async with setup_lock(url):
                 await saver.setup()
@@ -150,7 +174,7 @@ async def delete_after(saver: BaseCheckpointSaver, thread_id: str, checkpoint_id
                 )
             await conn.commit()
         return
-    if name == "AsyncPostgresSaver":
+    if name in ("AsyncPostgresSaver", "PooledPostgresSaver"):
         if checkpoint_id is None:
             await saver.adelete_thread(thread_id)
             return

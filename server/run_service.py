@@ -104,19 +104,21 @@ async def create_run(
         await _prepare_thread(svc, thread_id, body, assistant, filt, strategy)
     options = run_options(body, user, temporary=temporary)
     stream = svc.streams.open(run_id, body.stream_resumable)
-    row = await svc.runs.insert(
-        run_id=run_id,
-        thread_id=thread_id,
-        assistant_id=assistant["assistant_id"],
-        metadata=body.metadata or {},
-        kwargs=options.model_dump(),
-        multitask_strategy=strategy,
-        after_seconds=body.after_seconds,
-        temporary=(EPHEMERAL if not keep_thread else 1) if temporary else 0,
-        affinity=svc.engine.worker_id if affinity else None,
-    )
-    if not temporary or keep_thread:
-        await svc.threads.set_status(thread_id, "busy")
+    async with svc.db.transaction() as tx:  # the run and its thread's busy status in one transaction
+        row = await svc.runs.insert(
+            run_id=run_id,
+            thread_id=thread_id,
+            assistant_id=assistant["assistant_id"],
+            metadata=body.metadata or {},
+            kwargs=options.model_dump(),
+            multitask_strategy=strategy,
+            after_seconds=body.after_seconds,
+            temporary=(EPHEMERAL if not keep_thread else 1) if temporary else 0,
+            affinity=svc.engine.worker_id if affinity else None,
+            tx=tx,
+        )
+        if not temporary or keep_thread:
+            await svc.threads.set_status(thread_id, "busy", tx=tx)
     svc.engine.wake()
     return SubmittedRun(row, options, stream)
 

@@ -106,8 +106,9 @@ class Threads:
         await self.db.execute("DELETE FROM runs WHERE thread_id = ?", [thread_id])
         return await self.db.execute("DELETE FROM threads WHERE thread_id = ?", [thread_id]) > 0
 
-    async def set_status(self, thread_id: str, status: str) -> None:
-        await self.db.execute(
+    async def set_status(self, thread_id: str, status: str, *, tx: Any = None) -> None:
+        """`tx`: an open transaction to write in (batched with the run's own writes), else autocommit."""
+        await (tx or self.db).execute(
             "UPDATE threads SET status = ?, updated_at = ? WHERE thread_id = ?", [status, clock.iso(), thread_id]
         )
 
@@ -120,9 +121,10 @@ class Threads:
         interrupts: dict[str, Any],
         error: Any = None,
         config: dict[str, Any] | None = None,
+        tx: Any = None,
     ) -> None:
         ts = clock.iso()
-        await self.db.execute(
+        await (tx or self.db).execute(
             "UPDATE threads SET status = ?, state_values = ?, interrupts = ?, error = ?, updated_at = ?, "
             "state_updated_at = ?, config = COALESCE(?, config) WHERE thread_id = ?",
             [

@@ -315,7 +315,11 @@ class RunExecutor:
             await self.ephemeral_checkpointer.adelete_thread(thread_id)
             await self.runs.delete(run_id)
             return
-        await self.runs.set_status(run_id, status)
-        await self.threads.record_state(thread_id, status=thread_status, values=values, interrupts=interrupts, error=error)
-        if await self.runs.active_for_thread(thread_id):
-            await self.threads.set_status(thread_id, "busy")
+        # One transaction for the run's outcome and its thread's state (a queued run keeps the thread busy).
+        async with self.runs.db.transaction() as tx:
+            await self.runs.set_status(run_id, status, tx=tx)
+            if await self.runs.active_for_thread(thread_id, tx=tx):
+                thread_status = "busy"
+            await self.threads.record_state(
+                thread_id, status=thread_status, values=values, interrupts=interrupts, error=error, tx=tx
+            )

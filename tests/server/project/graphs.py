@@ -177,3 +177,30 @@ _w.add_node("whoami", _whoami)
 _w.add_edge(START, "whoami")
 _w.add_edge("whoami", END)
 whoami = _w.compile()
+
+
+_dropped_once: set[str] = set()
+
+
+def _n1(state: State) -> dict:
+    return {"log": ["n1"]}
+
+
+def _drops_connection_once(state: State, config: RunnableConfig) -> dict:
+    """Fails the first time per thread with the error a dropped PostgreSQL connection raises."""
+    import psycopg
+
+    thread_id = config["configurable"]["thread_id"]
+    if thread_id not in _dropped_once:
+        _dropped_once.add(thread_id)
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+    return {"log": ["n2"]}
+
+
+_f = StateGraph(State)
+_f.add_node("n1", _n1)
+_f.add_node("n2", _drops_connection_once)
+_f.add_edge(START, "n1")
+_f.add_edge("n1", "n2")
+_f.add_edge("n2", END)
+flaky_connection = _f.compile()
