@@ -72,6 +72,9 @@ class Cancellation:
                 row = await self.runs.find(run_id)
                 if row is None or row["status"] not in ("pending", "running"):
                     return
+                if run_id in self.inflight.tasks:
+                    await event.wait()  # executing here: its task sets the event when it ends, no need to poll
+                    return
                 # Woken at once when it finishes here; the periodic re-read covers other replicas.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), self.poll_seconds)
