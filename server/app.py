@@ -3,6 +3,7 @@ opens storage, loads the project's graphs and starts the run engine and the cron
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,13 +28,14 @@ from interlock.server.auth import Authorizer, is_public
 from interlock.server.authorization import check_routes
 from interlock.server.checkpoints import open_persistence
 from interlock.server.crons import Crons, Scheduler
+from interlock.server.dependencies import dependency_exception, dependency_exception_types
 from interlock.server.engine import Engine
 from interlock.server.origins import LocalModeGuard
 from interlock.server.project import bind_graphs, load_object, load_project
 from interlock.server.runs import Runs
 from interlock.server.services import Services
 from interlock.server.storage import connect
-from interlock.server.storage.migrations import migrate
+from interlock.server.storage.migrations import migrate, setup_lock
 from interlock.server.store_index import index_config
 from interlock.server.streams import StreamRegistry
 from interlock.server.threads import Threads
@@ -114,6 +116,18 @@ async def _refuse_fallback_identities(crons_: Crons) -> None:
         )
 
 
+async def _check_redis_at_start(mirror: Any) -> None:
+    """A configured Redis that does not answer is not fatal: the replica starts degraded, and says so."""
+    try:
+        await asyncio.wait_for(mirror.ping(), 3)
+    except Exception as exc:  # noqa: BLE001 - any failure means degraded mode
+        log.warning(
+            "Redis (INTERLOCK_REDIS_URL) unreachable at start (%s): degraded mode until it answers: tenant limits "
+            "refuse runs with 503 and Retry-After, streams replay only on the replica that runs them",
+            type(exc).__name__,
+        )
+
+
 def create_app(
     config_path: str | Path,
     *,
@@ -127,7 +141,8 @@ def create_app(
         url = db_url or database_url()
         project = load_project(config_path)
         db = await connect(url)
-        await migrate(db)
+        async with setup_lock(url):
+            await migrate(db)
         async with open_persistence(url, index_config(project)) as (checkpointer, long_term_store):
             auth_obj = load_object(project.root, project.auth_target) if project.auth_target else None
             crons_ = Crons(db)
@@ -143,6 +158,7 @@ def create_app(
                 from interlock.server.streams import RESUMABLE_TTL_SECONDS
 
                 mirror = StreamMirror(redis_url(), RESUMABLE_TTL_SECONDS)
+                await _check_redis_at_start(mirror)
             streams = StreamRegistry(mirror)
             limiter = _build_limiter()
             exporter = TraceExporter()
@@ -237,6 +253,7 @@ def create_app(
         exception_handlers={
             HTTPException: errors.http_exception,
             ValidationError: errors.validation_exception,
+            **{exc_type: dependency_exception for exc_type in dependency_exception_types()},
             Exception: errors.unhandled_exception,
         },
     )

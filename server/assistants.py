@@ -10,6 +10,7 @@ from interlock.server.auth import equality_part, matches
 from interlock.server.errors import Conflict, Invalid, NotFound
 from interlock.server.serialization import dumps_str, loads
 from interlock.server.storage import Database
+from interlock.server.storage.filters import where_clause
 
 COLUMNS = "assistant_id, graph_id, name, description, config, context, metadata, version, created_at, updated_at"
 
@@ -190,20 +191,13 @@ class Assistants:
     def _where(
         self, metadata: dict[str, Any] | None, graph_id: str | None, name: str | None, auth_filter: dict[str, Any] | None
     ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        meta = {**(metadata or {}), **equality_part(auth_filter)}
-        if meta:
-            sql, p = self.db.json_contains("metadata", meta)
-            clauses.append(sql)
-            params += p
-        if graph_id:
-            clauses.append("graph_id = ?")
-            params.append(graph_id)
-        if name:
-            clauses.append("LOWER(name) LIKE ?")
-            params.append(f"%{name.lower()}%")
-        return (" AND ".join(clauses) or "1=1"), params
+        return where_clause(
+            self.db,
+            metadata=metadata,
+            auth_equality=equality_part(auth_filter),
+            equals={"graph_id": graph_id or None},
+            like={"name": name},
+        )
 
     async def search(
         self,
@@ -238,15 +232,10 @@ class Assistants:
         self, assistant_id: str, *, metadata: dict[str, Any] | None, limit: int, offset: int
     ) -> list[dict[str, Any]]:
         current = await self.get(assistant_id)
-        clauses = ["assistant_id = ?"]
-        params: list[Any] = [current["assistant_id"]]
-        if metadata:
-            sql, p = self.db.json_contains("metadata", metadata)
-            clauses.append(sql)
-            params += p
+        where, params = where_clause(self.db, metadata=metadata, equals={"assistant_id": current["assistant_id"]})
         rows = await self.db.fetchall(
             "SELECT assistant_id, graph_id, name, description, config, context, metadata, version, created_at "
-            f"FROM assistant_versions WHERE {' AND '.join(clauses)} ORDER BY version DESC LIMIT ? OFFSET ?",
+            f"FROM assistant_versions WHERE {where} ORDER BY version DESC LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         return [assistant_out(r) for r in rows]

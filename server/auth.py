@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 Filter = dict[str, Any]
-PUBLIC_PATHS = frozenset({"/ok", "/info", "/docs", "/openapi.json", "/.well-known/jwks.json", "/metrics"})
+PUBLIC_PATHS = frozenset({"/ok", "/ready", "/info", "/docs", "/openapi.json", "/.well-known/jwks.json", "/metrics"})
 # The operator console's page and static assets carry no data; every API call they make is authenticated.
 PUBLIC_PREFIXES = ("/console",)
 

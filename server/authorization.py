@@ -29,6 +29,7 @@ OPERATOR_PERMISSION = "approvals:decide"
 # generated from this table; `check_routes` refuses to serve a route that is missing from it.
 ROUTE_RULES: dict[str, str] = {
     "GET /ok": "public",
+    "GET /ready": "public (dependency names and states only)",
     "GET /info": "public",
     "GET /docs": "public",
     "GET /openapi.json": "public",

@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from interlock.server.storage.migrations import setup_lock
+from interlock.server.timeouts import db_timeout_seconds
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from interlock.kernel.database import connect_kwargs, pool_options
 from interlock.kernel.settings import is_postgres, sqlite_path
 
 
@@ -40,6 +43,31 @@ class LoopSqliteSaver(SqliteSaver):
         return self.get_delta_channel_history(*args, **kwargs)
 
 
+def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
+    """LangGraph's PostgreSQL saver over a connection pool, without its process-wide lock.
+
+    AsyncPostgresSaver serialises every checkpoint read and write of the process behind one asyncio.Lock (needed
+    when it shares a single connection); with a pool each call checks out its own connection, so the lock only
+    queues concurrent runs. Its pipelined writes (blobs, checkpoint, task writes) also run one autocommit
+    transaction per statement; here each call is one transaction, which is atomic and cheaper.
+    """
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+
+    class PooledPostgresSaver(AsyncPostgresSaver):
+        @asynccontextmanager
+        async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
+            async with self.conn.connection() as conn:  # type: ignore[union-attr]
+                if pipeline:
+                    async with conn.transaction(), conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                        yield cur
+                else:
+                    async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                        yield cur
+
+    return PooledPostgresSaver(pool)
+
+
 @asynccontextmanager
 async def open_persistence(
     url: str, index: dict[str, Any] | None = None
@@ -47,27 +75,29 @@ async def open_persistence(
     """The checkpointer and the long-term store for a database URL, set up and migrated. `index` (see
     store_index.py) turns on the store's semantic search; PostgreSQL then needs the pgvector extension."""
     if is_postgres(url):
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from langgraph.store.postgres.aio import AsyncPostgresStore
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
+        timeout = db_timeout_seconds()
         pool = AsyncConnectionPool(
             url,
             min_size=2,
             max_size=20,
             open=False,
-            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, **connect_kwargs(timeout)},
+            **pool_options(timeout),
         )
         await pool.open(wait=True, timeout=15)
         try:
-            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-            await saver.setup()
+            saver = pooled_postgres_saver(pool)
             store = AsyncPostgresStore(pool, index=index)  # type: ignore[arg-type]
-            await store.setup()
+            async with setup_lock(url):
+                await saver.setup()
+                await store.setup()
             yield saver, store
         finally:
-            await pool.close()
+            await pool.close(timeout=2)
         return
     import sqlite3
 
@@ -168,7 +198,7 @@ async def delete_after(saver: BaseCheckpointSaver, thread_id: str, checkpoint_id
                 )
             await conn.commit()
         return
-    if name == "AsyncPostgresSaver":
+    if name in ("AsyncPostgresSaver", "PooledPostgresSaver"):
         if checkpoint_id is None:
             await saver.adelete_thread(thread_id)
             return

@@ -17,6 +17,7 @@ from interlock.server.auth import User
 from interlock.server.errors import Invalid, NotFound
 from interlock.server.serialization import dumps_str, loads
 from interlock.server.storage import Database
+from interlock.server.storage.filters import where_clause
 
 log = logging.getLogger("interlock.crons")
 Visible = Callable[[dict[str, Any]], Awaitable[bool]]
@@ -157,22 +158,15 @@ class Crons:
         await self.db.execute("DELETE FROM crons WHERE cron_id = ?", [cron_id])
 
     def _where(self, assistant_id: str | None, thread_id: str | None, enabled: bool | None, metadata: Any) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if assistant_id:
-            clauses.append("assistant_id = ?")
-            params.append(assistant_id)
-        if thread_id:
-            clauses.append("thread_id = ?")
-            params.append(thread_id)
-        if enabled is not None:
-            clauses.append("enabled = ?")
-            params.append(1 if enabled else 0)
-        if metadata:
-            sql, p = self.db.json_contains("metadata", metadata)
-            clauses.append(sql)
-            params += p
-        return (" AND ".join(clauses) or "1=1"), params
+        return where_clause(
+            self.db,
+            metadata=metadata,
+            equals={
+                "assistant_id": assistant_id or None,
+                "thread_id": thread_id or None,
+                "enabled": None if enabled is None else int(enabled),
+            },
+        )
 
     async def _visible(self, body: Any, visible: Visible | None) -> list[dict[str, Any]]:
         where, params = self._where(body.assistant_id, body.thread_id, body.enabled, body.metadata)

@@ -68,7 +68,7 @@ async def metrics(request: Request) -> Response:
     svc = request.app.state.services
     row = await svc.db.fetchone("SELECT COUNT(*) AS n FROM runs WHERE status = 'pending'")
     QUEUE_DEPTH.set(int(row["n"]) if row else 0)
-    RUNS_ACTIVE.set(len(svc.engine._tasks))
+    RUNS_ACTIVE.set(svc.engine.running)
     try:
         rows = await svc.db.fetchall("SELECT COUNT(*) AS n FROM interlock_approvals WHERE status = 'pending'")
         APPROVALS_PENDING.set(int(rows[0]["n"]) if rows else 0)

@@ -49,10 +49,11 @@ class Runs:
         after_seconds: float | None,
         temporary: int,
         affinity: str | None = None,
+        tx: Any = None,
     ) -> dict[str, Any]:
         ts = clock.iso()
         available = clock.iso_in(after_seconds) if after_seconds else ts
-        rows = await self.db.fetchall(
+        rows = await (tx or self.db).fetchall(
             f"INSERT INTO runs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, 0, ?, NULL, NULL) "
             f"RETURNING {COLUMNS}",
             [
@@ -92,8 +93,8 @@ class Runs:
             [*params, limit, offset],
         )
 
-    async def active_for_thread(self, thread_id: str) -> list[dict[str, Any]]:
-        return await self.db.fetchall(
+    async def active_for_thread(self, thread_id: str, *, tx: Any = None) -> list[dict[str, Any]]:
+        return await (tx or self.db).fetchall(
             f"SELECT {COLUMNS} FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') ORDER BY created_at",
             [thread_id],
         )
@@ -101,10 +102,26 @@ class Runs:
     async def delete(self, run_id: str) -> None:
         await self.db.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
 
-    async def set_status(self, run_id: str, status: str) -> None:
-        await self.db.execute(
+    async def set_status(self, run_id: str, status: str, *, tx: Any = None) -> None:
+        await (tx or self.db).execute(
             "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, clock.iso(), run_id]
         )
+
+    async def cancel_pending(self, run_id: str, action: str) -> bool:
+        """Cancel a run still queued: rollback deletes it, interrupt marks it. False when it was claimed meanwhile."""
+        if action == "rollback":
+            return bool(await self.db.execute("DELETE FROM runs WHERE run_id = ? AND status = 'pending'", [run_id]))
+        return bool(
+            await self.db.execute(
+                "UPDATE runs SET status = 'interrupted', updated_at = ? WHERE run_id = ? AND status = 'pending'",
+                [clock.iso(), run_id],
+            )
+        )
+
+    async def ids_with_status(self, statuses: tuple[str, ...]) -> list[str]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = await self.db.fetchall(f"SELECT run_id FROM runs WHERE status IN ({marks})", list(statuses))
+        return [r["run_id"] for r in rows]
 
     async def request_cancel(self, run_id: str, action: str) -> None:
         await self.db.execute("UPDATE runs SET cancel_action = ? WHERE run_id = ?", [action, run_id])

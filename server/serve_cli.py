@@ -7,6 +7,7 @@ import os
 import sys
 
 from interlock.server.project import ProjectError, load_project
+from interlock.server.timeouts import shutdown_grace_seconds
 
 from interlock.kernel.settings import get_settings, is_postgres
 
@@ -113,9 +114,22 @@ def _busy(host: str, port: int) -> str | None:
 def _run(args: argparse.Namespace, host: str) -> int:
     import uvicorn
 
+    grace = shutdown_grace_seconds()
     if args.workers > 1:
-        uvicorn.run("interlock.server.serve_cli:app_factory", factory=True, host=host, port=args.port, workers=args.workers,
-                    log_level=args.log_level, access_log=False, log_config=None)
+        from uvicorn.config import STARTUP_FAILURE
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config("interlock.server.serve_cli:app_factory", factory=True, host=host, port=args.port,
+                                workers=args.workers, log_level=args.log_level, access_log=False, log_config=None,
+                                timeout_graceful_shutdown=grace)
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+        # uvicorn stops every worker when one fails to start but returns normally; say so in the exit code.
+        failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+        if failed:
+            print(f"interlock serve: worker(s) {failed} failed to start", file=sys.stderr)
+            return STARTUP_FAILURE
         return 0
-    uvicorn.run(app_factory(), host=host, port=args.port, log_level=args.log_level, access_log=False, log_config=None)
+    uvicorn.run(app_factory(), host=host, port=args.port, log_level=args.log_level, access_log=False, log_config=None,
+                timeout_graceful_shutdown=grace)
     return 0

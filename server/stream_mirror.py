@@ -12,6 +12,8 @@ from typing import Any
 
 from interlock.server.streams import Event
 
+from interlock.kernel.database import DependencyUnavailable
+
 log = logging.getLogger("interlock.stream_mirror")
 _DONE = b"0\n__done__\n"
 
@@ -31,7 +33,8 @@ class StreamMirror:
     def __init__(self, url: str, ttl_seconds: float, prefix: str = "interlock:stream") -> None:
         import redis.asyncio as aioredis
 
-        self.redis: Any = aioredis.from_url(url)
+        # Short socket timeouts: an unreachable Redis must fail a request (503) or a mirror write, never hang it.
+        self.redis: Any = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.ttl = int(max(ttl_seconds, 60))
         self.prefix = prefix
         self._queues: dict[str, asyncio.Queue[Event | None]] = {}
@@ -70,8 +73,35 @@ class StreamMirror:
         finally:
             self._queues.pop(run_id, None)
 
+    async def last_seq(self, run_id: str) -> int:
+        """The id of the last event mirrored for the run (0 when none): a new attempt continues after it."""
+        key = self._key(run_id)
+        length = int(await self.redis.llen(key))
+        if length and await self.redis.lindex(key, -1) == _DONE:
+            # An end marker left by an attempt that did not finish the run: drop it so followers keep following.
+            await self.redis.rpop(key)
+            length -= 1
+        return length
+
     async def exists(self, run_id: str) -> bool:
         return bool(await self.redis.exists(self._key(run_id)))
+
+    async def has_copy(self, run_id: str, *, active: bool) -> bool:
+        """Whether to replay the run from Redis. An active run on another replica needs Redis (unreachable: 503
+        naming it); a finished run whose copy cannot be read is answered from the database instead."""
+        try:
+            if active:
+                await self.redis.ping()
+                return True
+            return await self.exists(run_id)
+        except Exception as exc:
+            if active:
+                raise DependencyUnavailable("redis", "cannot follow a run executing on another replica") from exc
+            log.warning("Redis unreachable while joining finished run %s: %s", run_id, type(exc).__name__)
+            return False
+
+    async def ping(self) -> None:
+        await self.redis.ping()
 
     async def follow(self, run_id: str, after: int, heartbeat: float) -> AsyncIterator[Event | None]:
         """Events with seq > after, then new ones as they arrive, until the run's end marker."""

@@ -34,12 +34,17 @@ class RunStream:
     result: Any = None  # the final output `wait`/`join` return
     mirror: Any = None  # StreamMirror when replicas share streams through Redis
     on_start: Any = None  # called once, with the first event (the run is then recorded and executing)
+    base: int = 0  # events of earlier attempts of the run (ids continue after them); not held here
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def last_seq(self) -> int:
+        return self.base + len(self.events)
 
     def publish(self, name: str, data: object) -> None:
         if self.done:
             return
-        event = Event(len(self.events) + 1, name, dumps(data))
+        event = Event(self.base + len(self.events) + 1, name, dumps(data))
         self.events.append(event)
         if event.seq == 1 and self.on_start is not None:
             self.on_start()
@@ -47,11 +52,13 @@ class RunStream:
             self.mirror.push(self.run_id, event)
         self._wake()
 
-    def close(self) -> None:
+    def close(self, final: bool = True) -> None:
+        """End the stream for its followers here; `final=False` (the run goes back to the queue) leaves the
+        shared copy open for the next attempt to continue."""
         if not self.done:
             self.done = True
             self.finished_at = time.monotonic()
-            if self.mirror is not None:
+            if self.mirror is not None and final:
                 self.mirror.push(self.run_id, None)
             self._wake()
 
@@ -61,7 +68,7 @@ class RunStream:
 
     async def follow(self, after: int, heartbeat: float = HEARTBEAT_SECONDS) -> AsyncIterator[Event | None]:
         """Yield events with seq > after until the run ends; None marks a heartbeat."""
-        position = after
+        position = max(0, after - self.base)
         while True:
             while position < len(self.events):
                 event = self.events[position]
@@ -84,11 +91,15 @@ class StreamRegistry:
         self.mirror = mirror
         self._opened = asyncio.Event()
 
-    def open(self, run_id: str, resumable: bool) -> RunStream:
+    def open(self, run_id: str, resumable: bool, base: int = 0) -> RunStream:
+        """The run's stream; `base` is the last event id of its earlier attempts, so ids continue."""
         stream = self._streams.get(run_id)
         if stream is None or stream.done:
-            stream = RunStream(run_id=run_id, resumable=resumable, mirror=self.mirror, on_start=self._started)
+            stream = RunStream(run_id=run_id, resumable=resumable, mirror=self.mirror, on_start=self._started,
+                               base=base)
             self._streams[run_id] = stream
+        elif base > stream.last_seq and not stream.events:
+            stream.base = base  # opened by the submitting request before this attempt knew its base
         return stream
 
     def _started(self) -> None:

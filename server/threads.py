@@ -10,6 +10,7 @@ from interlock.server.auth import equality_part, matches
 from interlock.server.errors import Conflict, Invalid, NotFound
 from interlock.server.serialization import dumps_str, jsonable, loads
 from interlock.server.storage import Database
+from interlock.server.storage.filters import where_clause
 
 THREAD_COLUMNS = (
     "thread_id, created_at, updated_at, state_updated_at, metadata, status, state_values, interrupts, config, error"
@@ -105,8 +106,9 @@ class Threads:
         await self.db.execute("DELETE FROM runs WHERE thread_id = ?", [thread_id])
         return await self.db.execute("DELETE FROM threads WHERE thread_id = ?", [thread_id]) > 0
 
-    async def set_status(self, thread_id: str, status: str) -> None:
-        await self.db.execute(
+    async def set_status(self, thread_id: str, status: str, *, tx: Any = None) -> None:
+        """`tx`: an open transaction to write in (batched with the run's own writes), else autocommit."""
+        await (tx or self.db).execute(
             "UPDATE threads SET status = ?, updated_at = ? WHERE thread_id = ?", [status, clock.iso(), thread_id]
         )
 
@@ -119,9 +121,10 @@ class Threads:
         interrupts: dict[str, Any],
         error: Any = None,
         config: dict[str, Any] | None = None,
+        tx: Any = None,
     ) -> None:
         ts = clock.iso()
-        await self.db.execute(
+        await (tx or self.db).execute(
             "UPDATE threads SET status = ?, state_values = ?, interrupts = ?, error = ?, updated_at = ?, "
             "state_updated_at = ?, config = COALESCE(?, config) WHERE thread_id = ?",
             [
@@ -144,27 +147,14 @@ class Threads:
         ids: list[str] | None,
         auth_filter: dict[str, Any] | None,
     ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        meta = {**(metadata or {}), **equality_part(auth_filter)}
-        if meta:
-            sql, p = self.db.json_contains("metadata", meta)
-            clauses.append(sql)
-            params += p
-        if values:
-            sql, p = self.db.json_contains("COALESCE(state_values, '{}')", values)
-            clauses.append(sql)
-            params += p
-        if status:
-            clauses.append("status = ?")
-            params.append(status)
-        if ids is not None:
-            if not ids:
-                clauses.append("1=0")
-            else:
-                clauses.append(f"thread_id IN ({', '.join('?' for _ in ids)})")
-                params += ids
-        return (" AND ".join(clauses) or "1=1"), params
+        return where_clause(
+            self.db,
+            metadata=metadata,
+            auth_equality=equality_part(auth_filter),
+            json_columns={"COALESCE(state_values, '{}')": values},
+            equals={"status": status or None},
+            any_of={"thread_id": ids},
+        )
 
     async def search(
         self,

@@ -22,10 +22,31 @@ from typing import Any
 
 import orjson
 
-from interlock.kernel.settings import database_url, is_postgres, sqlite_path
+from interlock.kernel.settings import database_url, get_settings, is_postgres, sqlite_path
 
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
+
+
+class DependencyUnavailable(Exception):
+    """A backing service (database, Redis) did not answer in time; the API answers 503 naming it."""
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        super().__init__(f"{dependency} unavailable: {reason}")
+        self.dependency = dependency
+        self.reason = reason
+
+
+def pool_options(timeout: float) -> dict[str, Any]:
+    """psycopg pool settings shared by the server's pools: connections are checked before use (a connection the
+    database dropped is replaced, not handed to a query), and a caller waits at most `timeout` for one."""
+    from psycopg_pool import AsyncConnectionPool
+
+    return {"check": AsyncConnectionPool.check_connection, "timeout": timeout}
+
+
+def connect_kwargs(timeout: float) -> dict[str, Any]:
+    return {"connect_timeout": max(1, int(round(timeout)))}
 
 
 class Database:
@@ -192,15 +213,28 @@ class PostgresDatabase(Database):
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
+        timeout = get_settings().db_timeout_seconds
         pool = AsyncConnectionPool(
             url,
             min_size=min(2, max_size),
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None, **connect_kwargs(timeout)},
+            **pool_options(timeout),
         )
         await pool.open(wait=True, timeout=15)
         return cls(pool)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; waiting too long for one means the database is unavailable (503, not a hang)."""
+        from psycopg_pool import PoolTimeout
+
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise DependencyUnavailable("database", "no connection within the timeout") from exc
 
     def _sql(self, sql: str) -> str:
         out = self._sql_cache.get(sql)
@@ -210,17 +244,17 @@ class PostgresDatabase(Database):
         return out
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(self._sql(sql), tuple(params))
             return list(await cur.fetchall()) if cur.description else []
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(self._sql(sql), tuple(params))
             return cur.rowcount
 
     async def executescript(self, sql: str) -> None:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(sql)
 
     async def script(self, statements: Sequence[str]) -> None:
@@ -233,11 +267,11 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PostgresTx]:
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             yield _PostgresTx(self, conn)
 
     async def close(self) -> None:
-        await self.pool.close()
+        await self.pool.close(timeout=2)
 
     def json_contains(self, column: str, filter_: dict[str, Any]) -> tuple[str, list[Any]]:
         if not filter_:

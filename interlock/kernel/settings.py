@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated webhook hosts allowed even though they resolve to "
         "internal addresses")
 
+    db_timeout_seconds: float = Field(
+        5.0, gt=0, description="a request waiting for a database connection or statement gives up after this long "
+        "and answers 503 naming the database")
+    ready_timeout_seconds: float = Field(1.5, gt=0, description="each dependency check of `/ready`")
+    shutdown_grace_seconds: float = Field(
+        5.0, gt=0, description="on SIGTERM, how long open requests and streams may finish")
+    run_retries: int = Field(
+        3, ge=0, description="attempts of a run step that failed on a lost database connection, each resumed from "
+        "the last checkpoint, before the run is recorded as an error")
+
     # -- browsers and operators (README "Security") -------------------------------------------------------------
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated browser origins allowed to call the API (none by default)")

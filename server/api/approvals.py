@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from interlock.graphs.nodes.approval import edit_problem
 from interlock.server import schemas
-from interlock.server.api.runs import create_run
 from interlock.server.auth import User
 from interlock.server.authorization import Access
 from interlock.server.bodies import parse
 from interlock.server.errors import Conflict, Invalid, NotFound
+from interlock.server.run_service import create_run
 from interlock.server.serialization import dumps, jsonable
 from interlock.server.services import Services, services
 from pydantic import BaseModel, ConfigDict, Field
@@ -198,9 +198,9 @@ async def resume_waiting_run(svc: Services, user: User, approval: Any, resume: d
         command=schemas.CommandBody(resume={interrupt_id: {k: v for k, v in resume.items() if v is not None}}),
         multitask_strategy="reject",
     )
-    run, stream = await create_run(svc, user, approval.thread_id, run_body, affinity=True)
-    await svc.engine.wait_finished(run["run_id"])
-    return {"run_id": run["run_id"], "thread_id": approval.thread_id, "output": stream.result}
+    run = await create_run(svc, user, approval.thread_id, run_body, affinity=True)
+    await svc.engine.wait_finished(run.run_id)
+    return {"run_id": run.run_id, "thread_id": approval.thread_id, "output": run.stream.result}
 
 
 async def decide(request: Request) -> Response:

@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 from interlock.server import schemas
-from interlock.server.api.runs import create_run
 from interlock.server.auth import User
 from interlock.server.authorization import Access
 from interlock.server.bodies import parse
+from interlock.server.run_service import create_run
 from interlock.server.services import Services, services
 from interlock.server.webhooks import check_url
 from starlette.requests import Request

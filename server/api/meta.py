@@ -10,6 +10,7 @@ from typing import Any
 
 from interlock.server import schemas
 from interlock.server.api.approvals import DecisionBody
+from interlock.server.dependencies import ready
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -24,6 +25,7 @@ def _version(pkg: str) -> str | None:
 
 
 async def ok(request: Request) -> Response:
+    """Liveness: the process answers HTTP. Readiness (dependencies) is /ready."""
     return JSONResponse({"ok": True})
 
 
@@ -186,6 +188,7 @@ async def docs(request: Request) -> Response:
 
 routes = [
     Route("/ok", ok, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
     Route("/info", info, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),

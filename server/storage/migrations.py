@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from interlock.kernel.database import Database
+from interlock.kernel.settings import is_postgres
+
+# pg_advisory_lock key shared by every Interlock process on a database: schema migrations and LangGraph's
+# checkpointer/store setup run one process at a time (their CREATE ... IF NOT EXISTS statements race otherwise).
+SETUP_LOCK_KEY = 727274
 
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -108,15 +116,46 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 
+@asynccontextmanager
+async def setup_lock(url: str, wait_seconds: float = 60.0) -> AsyncIterator[None]:
+    """Hold the database-wide setup lock (PostgreSQL; SQLite serialises writers itself).
+
+    A session lock on its own connection, so it spans statements that run on pooled connections and is released
+    if this process dies mid-setup.
+    """
+    if not is_postgres(url):
+        yield
+        return
+    import psycopg
+
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+    try:
+        # Poll rather than block in pg_advisory_lock: a waiter sitting in a statement holds a snapshot, and the
+        # holder's CREATE INDEX CONCURRENTLY (LangGraph's setup) waits for every such snapshot: a deadlock.
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", [SETUP_LOCK_KEY])
+            row = await cur.fetchone()
+            if row and row[0]:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"another process held the database setup lock for over {wait_seconds:.0f}s")
+            await asyncio.sleep(0.1)
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", [SETUP_LOCK_KEY])
+    finally:
+        await conn.close()
+
+
 async def migrate(db: Database) -> int:
-    """Apply pending migrations; returns the schema version. Safe to run from several replicas."""
+    """Apply pending migrations; returns the schema version. Call it inside `setup_lock` (several replicas may
+    start at once)."""
     await db.executescript(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
     async with db.transaction() as tx:
-        if db.dialect == "postgres":
-            # Serialise concurrent starters; released at commit.
-            await tx.execute("SELECT pg_advisory_xact_lock(727274)")
         rows = await tx.fetchall("SELECT version FROM schema_migrations")
         applied = {r["version"] for r in rows}
         for version, sql in MIGRATIONS:

@@ -102,6 +102,25 @@ _s.add_edge("slow", END)
 slow_graph = _s.compile()
 
 
+def _step(name: str):  # noqa: ANN202
+    async def step(state: State) -> dict:
+        await asyncio.sleep(float(state.get("n", 0.5) or 0.5))
+        return {"log": [name]}
+
+    return step
+
+
+# Three slow nodes in a row: crash, takeover and connection-loss tests interrupt it between and inside nodes.
+_t = StateGraph(State)
+for _name in ("n1", "n2", "n3"):
+    _t.add_node(_name, _step(_name))
+_t.add_edge(START, "n1")
+_t.add_edge("n1", "n2")
+_t.add_edge("n2", "n3")
+_t.add_edge("n3", END)
+steps = _t.compile()
+
+
 def boom(state: State) -> dict:
     raise ValueError("graph exploded on purpose")
 
@@ -252,3 +271,21 @@ def _build_approval() -> object:
 
 
 approval = _build_approval()
+_dropped_once: set[str] = set()
+def _n1(state: State) -> dict:
+    return {"log": ["n1"]}
+def _drops_connection_once(state: State, config: RunnableConfig) -> dict:
+    """Fails the first time per thread with the error a dropped PostgreSQL connection raises."""
+    import psycopg
+    thread_id = config["configurable"]["thread_id"]
+    if thread_id not in _dropped_once:
+        _dropped_once.add(thread_id)
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+    return {"log": ["n2"]}
+_f = StateGraph(State)
+_f.add_node("n1", _n1)
+_f.add_node("n2", _drops_connection_once)
+_f.add_edge(START, "n1")
+_f.add_edge("n1", "n2")
+_f.add_edge("n2", END)
+flaky_connection = _f.compile()

@@ -1,0 +1,223 @@
+"""Submitting runs and reading their results: validation against the thread, multitask strategies, tenant
+admission, the typed run options stored with the run, and the final output `wait`/`join` return. The /runs
+routes, the cron scheduler and approvals all submit through `create_run`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from interlock.server import clock, schemas
+from interlock.server.auth import User, matches
+from interlock.server.authorization import Access
+from interlock.server.engine import EPHEMERAL, RunOptions, run_tenant
+from interlock.server.errors import Conflict, Invalid, NotFound
+from interlock.server.services import Services
+from interlock.server.streams import RunStream
+from interlock.server.threads import check_uuid
+from interlock.server.webhooks import check_url
+from starlette.exceptions import HTTPException
+
+REJECT_DETAIL = "Thread is already running a task. Wait for it to finish or choose a different multitask strategy."
+RUN_STATUSES = ("pending", "running", "error", "success", "timeout", "interrupted")
+
+
+@dataclass
+class SubmittedRun:
+    row: dict[str, Any]
+    options: RunOptions
+    stream: RunStream
+
+    @property
+    def run_id(self) -> str:
+        return self.row["run_id"]
+
+    @property
+    def thread_id(self) -> str:
+        return self.row["thread_id"]
+
+
+def run_options(body: schemas.RunCreate, user: User, *, temporary: bool,
+                owner: dict[str, Any] | None = None) -> RunOptions:
+    durability = body.durability
+    if durability is None and body.checkpoint_during is not None:
+        durability = "async" if body.checkpoint_during else "exit"
+    checkpoint = body.checkpoint.model_dump(exclude_none=True) if body.checkpoint else None
+    if body.checkpoint_id:
+        checkpoint = {"checkpoint_id": body.checkpoint_id}
+    return RunOptions(
+        input=body.input,
+        command=body.command.model_dump(exclude_none=True) if body.command else None,
+        config=body.config,
+        context=body.context,
+        stream_mode=body.modes(),
+        subgraphs=body.stream_subgraphs,
+        resumable=body.stream_resumable,
+        interrupt_before=body.interrupt_before,
+        interrupt_after=body.interrupt_after,
+        checkpoint=checkpoint,
+        durability=durability,
+        on_disconnect=body.on_disconnect or ("continue" if body.stream_resumable else "cancel"),
+        on_completion=body.on_completion or ("delete" if temporary else "keep"),
+        user=user.dict() if user.is_authenticated else None,
+        owner=owner,
+        webhook=body.webhook,
+    )
+
+
+async def create_run(
+    svc: Services, user: User, thread_id: str | None, body: schemas.RunCreate, *, affinity: bool
+) -> SubmittedRun:
+    if body.input is not None and body.command is not None:
+        raise Invalid("'input' and 'command' are mutually exclusive")
+    if body.checkpoint_id and body.checkpoint:
+        raise Invalid("'checkpoint' and 'checkpoint_id' are mutually exclusive")
+    if thread_id is None and (body.checkpoint or body.checkpoint_id):
+        raise Invalid("'checkpoint' needs a thread")
+    if body.webhook:
+        check_url(body.webhook)
+    access = Access(svc, user)
+    assistant = await access.assistant_for_run(body.assistant_id)
+    temporary = thread_id is None
+    run_id = clock.new_id()
+    value = {
+        "thread_id": thread_id,
+        "assistant_id": assistant["assistant_id"],
+        "run_id": run_id,
+        "status": "pending",
+        "metadata": body.metadata or {},
+        "kwargs": body.model_dump(exclude={"metadata"}),
+        "multitask_strategy": body.multitask_strategy,
+        "prevent_insert_if_inflight": True,
+        "after_seconds": body.after_seconds,
+        "if_not_exists": body.if_not_exists,
+    }
+    filt = await svc.authorizer.authorize(user, "threads", "create_run", value)
+    await admit(svc, user, body)
+    strategy = body.multitask_strategy or "enqueue"
+    keep_thread = body.on_completion == "keep"
+    if temporary and not keep_thread:
+        thread_id = clock.new_id()  # ephemeral: no thread row, in-memory checkpoints, deleted on completion
+    elif temporary:
+        thread = await svc.threads.create(
+            None,
+            {**access.owner(filt), "graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]},
+            None,
+        )
+        thread_id = thread["thread_id"]
+    else:
+        assert thread_id is not None
+        await _prepare_thread(access, thread_id, body, assistant, filt, strategy)
+    options = run_options(body, user, temporary=temporary, owner=access.owner(filt))
+    stream = svc.streams.open(run_id, body.stream_resumable)
+    async with svc.db.transaction() as tx:  # the run and its thread's busy status in one transaction
+        row = await svc.runs.insert(
+            run_id=run_id,
+            thread_id=thread_id,
+            assistant_id=assistant["assistant_id"],
+            metadata=body.metadata or {},
+            kwargs=options.model_dump(),
+            multitask_strategy=strategy,
+            after_seconds=body.after_seconds,
+            temporary=(EPHEMERAL if not keep_thread else 1) if temporary else 0,
+            affinity=svc.engine.worker_id if affinity else None,
+            tx=tx,
+        )
+        if not temporary or keep_thread:
+            await svc.threads.set_status(thread_id, "busy", tx=tx)
+    svc.engine.wake()
+    return SubmittedRun(row, options, stream)
+
+
+async def _prepare_thread(
+    access: Access,
+    thread_id: str,
+    body: schemas.RunCreate,
+    assistant: dict[str, Any],
+    filt: dict[str, Any] | None,
+    strategy: str,
+) -> None:
+    """The thread a stateful run goes to: created if asked, visible to the caller, and free per the strategy.
+    A command on a thread waiting for an approval is a decision: only those who may decide it may send one."""
+    svc = access.svc
+    check_uuid(thread_id, "thread ID")
+    thread = await svc.threads.find(thread_id)
+    if thread is None:
+        if body.if_not_exists != "create":
+            raise NotFound(f"Thread {thread_id} not found")
+        owner = {k: v for k, v in (filt or {}).items() if not isinstance(v, dict)}
+        thread = await svc.threads.create(thread_id, owner, "do_nothing")
+    elif not matches(thread["metadata"], filt):
+        raise NotFound(f"Thread {thread_id} not found")
+    if body.command is not None:
+        access.check_thread_command(thread)
+    if body.strict_resume and body.command and isinstance(body.command.resume, dict):
+        pending = {i["id"] for items in thread["interrupts"].values() for i in items}
+        unknown = sorted(set(body.command.resume) - pending)
+        if unknown:
+            raise Invalid(f"unknown interrupt id(s) in command.resume: {unknown}")
+    active = await svc.runs.active_for_thread(thread_id)
+    if active:
+        if strategy == "reject":
+            raise Conflict(REJECT_DETAIL)
+        if strategy in ("interrupt", "rollback"):
+            for run in active:
+                await svc.engine.cancel(run, strategy)
+    meta = thread["metadata"]
+    if meta.get("graph_id") != assistant["graph_id"] or meta.get("assistant_id") != assistant["assistant_id"]:
+        # Agent Chat UI lists threads by these keys.
+        await svc.threads.merge_metadata(
+            thread_id, {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
+        )
+
+
+async def admit(svc: Services, user: User, body: schemas.RunCreate) -> None:
+    """Tenant request/token/spend limits: refused with 429 and Retry-After before anything runs."""
+    if svc.limiter is None:
+        return
+    tenant = run_tenant(user.dict() if user.is_authenticated else None, body.config)
+    if not tenant:
+        return
+    decision = await svc.limiter.admit(tenant)
+    if not decision.allowed:
+        from interlock.server.metrics import RATE_LIMITED
+
+        RATE_LIMITED.labels(decision.reason or "limit").inc()
+        raise HTTPException(429, f"tenant {tenant} is over its {decision.reason} limit", headers=decision.headers())
+
+
+async def run_output(svc: Services, thread_id: str, stream: RunStream | None) -> Any:
+    """What `wait` and `join` return: the final values (with pending interrupts) or the error."""
+    if stream is not None and stream.result is not None:
+        return stream.result
+    thread = await svc.threads.find(thread_id)
+    if thread is None:
+        return None
+    if thread["error"]:
+        return {"__error__": thread["error"]}
+    values = thread["values"]
+    interrupts = [i for items in (thread["interrupts"] or {}).values() for i in items]
+    if interrupts and isinstance(values, dict):
+        values = {**values, "__interrupt__": interrupts}
+    return values
+
+
+async def cancel_many(svc: Services, user: User, body: schemas.RunCancelMany, action: str) -> None:
+    """Cancel by status, by thread, or by ids; runs on threads the caller may not update are skipped."""
+    if body.status and (body.thread_id or body.run_ids):
+        raise Invalid("give either 'status' or 'thread_id'/'run_ids'")
+    if body.status:
+        run_ids = await svc.runs.ids_with_status(("pending", "running") if body.status == "all" else (body.status,))
+    elif body.thread_id and not body.run_ids:
+        run_ids = [r["run_id"] for r in await svc.runs.active_for_thread(body.thread_id)]
+    else:
+        run_ids = body.run_ids or []
+    access = Access(svc, user)
+    for rid in run_ids:
+        run = await svc.runs.find(rid)
+        if run is None or (body.thread_id and run["thread_id"] != body.thread_id):
+            continue
+        if not await access.run_visible(run, "update"):
+            continue
+        if run["status"] in ("pending", "running"):
+            await svc.engine.cancel(run, action)
