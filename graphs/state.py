@@ -176,13 +176,10 @@ def last_user_text(state: InterlockState) -> str:
 
 
 def message_text(message: BaseMessage) -> str:
+    """A message's text parts, one per line (joined, parts could fuse into words a scanner then misses)."""
     content = message.content
     if isinstance(content, str):
         return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return " ".join(parts)
+    return "\n".join(block if isinstance(block, str) else str(block.get("text", ""))
+                     for block in content
+                     if isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text"))
