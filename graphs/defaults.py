@@ -17,7 +17,7 @@ def default_retriever() -> Any:
 
 
 def default_toolbox() -> Any:
-    from interlock.graphs.nodes.governed import toolbox_from_settings
+    from interlock.graphs.nodes.toolbox import toolbox_from_settings
 
     return toolbox_from_settings()
 

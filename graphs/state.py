@@ -35,32 +35,12 @@ class PrincipalInfo(BaseModel):
     display_name: str | None = None
 
 
-class RetrievedChunk(TypedDict, total=False):
-    chunk_id: str
-    document_id: str
-    text: str
-    score: float
-    source: str
-    title: str
-    section: str
-    tenant: str
-    trusted: bool
-
-
 class Citation(TypedDict, total=False):
     chunk_id: str
     quote: str
     title: str
     source: str
     verified: bool
-
-
-class PlannedCall(TypedDict, total=False):
-    id: str
-    tool: str
-    args: dict[str, Any]
-    destructive: bool
-    write: bool
 
 
 def _merge_dict(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -88,9 +68,11 @@ class InterlockState(TypedDict, total=False):
     intent: str
     confidence: float
     mode: Mode
-    retrieved: list[RetrievedChunk]
+    # `graphs.retrieval.Hit.model_dump()`s plus the retrieved guard's marks (`guarded`, `quarantined`).
+    retrieved: list[dict[str, Any]]
     citations: list[Citation]
-    plan: list[PlannedCall]
+    # `graphs.planner.PlannedCall.model_dump()`s.
+    plan: list[dict[str, Any]]
     steps: int
     tool_calls: int
     started_at: float

@@ -10,9 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from interlock.graphs import prompts
+from interlock.graphs.models import ModelGateway, ModelsUnavailable
+from interlock.graphs.state import InterlockState, last_user_text
 from interlock.policies.graph_schema import IntentsPolicy, load_intents_policy
+from langchain_core.messages import HumanMessage, SystemMessage
 
 
 @dataclass(frozen=True)
@@ -94,3 +99,43 @@ def default_classifier() -> IntentClassifier:
             if _default is None:
                 _default = IntentClassifier()
     return _default
+
+
+class Classify:
+    """The routing node: the classifier first (free); a router-tier model only when it is not confident,
+    and if that model fails the classifier's answer stands (degraded)."""
+
+    def __init__(self, gateway: ModelGateway, classifier: IntentClassifier | None = None) -> None:
+        self.gateway = gateway
+        self._classifier = classifier
+
+    @property
+    def classifier(self) -> IntentClassifier:
+        if self._classifier is None:
+            self._classifier = default_classifier()
+        return self._classifier
+
+    async def __call__(self, state: InterlockState) -> dict[str, Any]:
+        classifier = self.classifier
+        intents = classifier.policy.intents
+        text = last_user_text(state)
+        mode = "model" if any(self.gateway.has(t) for t in ("router", "planner", "answer")) else "zero-key"
+        prediction = await classifier.aclassify(text)
+        intent, route = prediction.intent, prediction.route
+        # A short answer to "which order?" continues the playbook that asked for it.
+        waiting = state.get("awaiting_input") or {}
+        if waiting.get("intent") in intents and (len(text) < 40 or not prediction.confident):
+            intent = waiting["intent"]
+            route = intents[intent].route
+        elif not prediction.confident and self.gateway.has("router"):
+            listing = "\n".join(f"- {name}: {spec.description}" for name, spec in intents.items())
+            try:
+                reply, _ = await self.gateway.ainvoke(
+                    "router", [SystemMessage(prompts.ROUTER.format(intents=listing)), HumanMessage(text)],
+                    tenant=state.get("tenant", ""), feature="router")
+                answer = str(reply.content).strip().strip("`'\". ").lower()
+                if answer in intents:
+                    intent, route = answer, intents[answer].route
+            except ModelsUnavailable:
+                mode = "degraded"
+        return {"intent": intent, "route": route, "confidence": prediction.margin, "mode": mode}
