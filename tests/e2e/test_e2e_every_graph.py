@@ -60,7 +60,7 @@ async def test_an_injected_instruction_with_raw_pii_is_guarded_in_every_served_g
     sent = json.dumps(e2e_env.model_calls()[mark:])
     assert e2e_env.model_calls()[mark:], f"{graph}: no model call, so the PII check would prove nothing"
     assert "<EMAIL_" in sent and EMAIL not in sent and PHONE not in sent and "415 555 0134" not in sent
-    for value in pending:  # leave nothing waiting for the other tests' operators
+    if pending:  # leave nothing waiting for the other tests' operators
         await client.runs.wait(thread_id, graph, command={"resume": {"decision": "reject"}}, config=config())
     assert len(e2e_env.audit("add_comment")) == writes_before
 
