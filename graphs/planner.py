@@ -29,7 +29,7 @@ from interlock.graphs.nodes.answers import deliver, final_message
 from interlock.graphs.nodes.intent import Classify
 from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
 from interlock.graphs.nodes.playbooks import plan as playbook_plan
-from interlock.graphs.nodes.toolbox import Toolbox, ToolInfo
+from interlock.graphs.nodes.toolbox import GovernedToolbox, Toolbox, ToolInfo
 from interlock.graphs.state import InterlockState, PrincipalInfo, last_user_text
 from interlock.policies.pii import PiiVault
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
@@ -375,9 +375,7 @@ def build_planner(deps: PlannerDeps) -> CompiledStateGraph:
 def make_graph(deps: PlannerDeps | None = None) -> CompiledStateGraph:
     """`planner` as served on its own (langgraph.json): guarded, and it classifies the intent itself."""
     if deps is None:
-        from interlock.graphs.defaults import Lazy, default_toolbox
-
-        deps = PlannerDeps(toolbox=Lazy(default_toolbox), gateway=ModelGateway.from_policy(),
+        deps = PlannerDeps(toolbox=GovernedToolbox(), gateway=ModelGateway.from_policy(),
                            limits=RunLimits.from_policy())
     builder = guarded_subgraph("planner", build_planner(deps), entry_nodes={"classify": Classify(deps.gateway)},
                                use_guards=deps.use_guards)

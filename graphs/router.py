@@ -16,6 +16,7 @@ from interlock.graphs.guarded import guarded
 from interlock.graphs.models import ModelGateway
 from interlock.graphs.nodes.answers import final_message
 from interlock.graphs.nodes.intent import Classify, IntentClassifier
+from interlock.graphs.nodes.toolbox import GovernedToolbox
 from interlock.graphs.planner import PlannerDeps, RunLimits, build_planner, recursion_budget
 from interlock.graphs.rag import RagConfig, RagDeps, build_rag
 from interlock.graphs.state import InterlockState, last_user_text
@@ -91,9 +92,9 @@ def build_router(deps: RouterDeps) -> CompiledStateGraph:
 
 
 def default_deps() -> RouterDeps:
-    from interlock.graphs.defaults import Lazy, default_retriever, default_toolbox
+    from interlock.graphs.defaults import Lazy, default_retriever
 
-    return RouterDeps(gateway=ModelGateway.from_policy(), toolbox=Lazy(default_toolbox),
+    return RouterDeps(gateway=ModelGateway.from_policy(), toolbox=GovernedToolbox(),
                       retriever=Lazy(default_retriever))
 
 

@@ -23,7 +23,7 @@ from interlock.tools.client import GovernedTools, Principal, ToolDenied, ToolInf
 
 log = logging.getLogger("interlock.graphs.toolbox")
 
-__all__ = ["GovernedToolbox", "ToolInfo", "ToolOutcome", "Toolbox", "tool_policy", "toolbox_from_settings"]
+__all__ = ["GovernedToolbox", "ToolInfo", "ToolOutcome", "Toolbox", "tool_policy"]
 
 GRAPH_ID = "router"
 
@@ -64,17 +64,25 @@ def tool_policy() -> Any | None:
 
 
 class GovernedToolbox:
-    def __init__(self, tools: GovernedTools, *, allowlist: Sequence[str] | None = None) -> None:
-        self.tools = tools
+    def __init__(self, tools: GovernedTools | None = None, *, allowlist: Sequence[str] | None = None,
+                 graph_id: str = GRAPH_ID) -> None:
+        """Without `tools`, the governed client and the graph's allowlist come from the tools config on first use,
+        so importing a graph module stays cheap and offline."""
+        self._tools = tools
+        self._graph_id = graph_id
         self.allowlist = list(allowlist) if allowlist is not None else None
         # Recent calls in order (tool, args, approval id), for tests and debugging; bounded so a
         # long-running server does not grow it forever.
         self.calls: deque[tuple[str, dict[str, Any], str | None]] = deque(maxlen=1000)
 
-    @classmethod
-    def from_settings(cls, graph_id: str = GRAPH_ID) -> GovernedToolbox:
-        tools = GovernedTools.from_config()
-        return cls(tools, allowlist=tools.allowlist_for(graph_id))
+    @property
+    def tools(self) -> GovernedTools:
+        if self._tools is None:
+            self._tools = GovernedTools.from_config()
+            if self.allowlist is None:
+                allowlist = self._tools.allowlist_for(self._graph_id)
+                self.allowlist = list(allowlist) if allowlist is not None else None
+        return self._tools
 
     @staticmethod
     def _principal(principal: PrincipalInfo) -> Principal:
@@ -115,8 +123,5 @@ class GovernedToolbox:
         return ToolOutcome(ok=True, content=result.structured if result.structured is not None else result.text)
 
     async def aclose(self) -> None:
-        await self.tools.aclose()
-
-
-def toolbox_from_settings() -> GovernedToolbox:
-    return GovernedToolbox.from_settings()
+        if self._tools is not None:
+            await self._tools.aclose()
