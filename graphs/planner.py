@@ -291,8 +291,10 @@ class PlannerNodes:
             content, status = _tool_result_text(outcome.content), "success"
         else:
             content, status = f"Tool error: {outcome.error or 'failed'}", "error"
-        # Only the content goes into state: the tool-output guard scans and pseudonymises it next.
-        message = ToolMessage(content=content, tool_call_id=call_id, name=tool, status=status)
+        # The text is what a model reads; the structured result rides along as the artifact for the zero-key reply.
+        # The tool-output guard scans and pseudonymises both next.
+        artifact = outcome.content if outcome.ok and not isinstance(outcome.content, str) else None
+        message = ToolMessage(content=content, tool_call_id=call_id, name=tool, status=status, artifact=artifact)
         return {"messages": [message], "executed": {call_id: {"status": status, "tool": tool}},
                 "tool_calls": int(state.get("tool_calls") or 0) + 1}
 
@@ -323,11 +325,8 @@ class PlannerNodes:
                 lines.append(str(message.content))
                 outcome = "rejected" if "rejected" in str(message.content) else "tool_error"
                 continue
-            # The guarded (pseudonymised, quarantined) text of the result, never the raw result.
-            try:
-                result: Any = json.loads(str(message.content))
-            except ValueError:
-                result = str(message.content)
+            # The guarded (pseudonymised) result object, or the guarded text when there is none or it was withheld.
+            result = message.artifact if message.artifact is not None else str(message.content)
             lines.append(render(call.reply or "{result}", {"result": result, **call.args}))
         update = {"messages": [final_message("\n".join(lines) or "Done.", mode, outcome)], "outcome": outcome}
         return await deliver(self.deps.use_guards, state, update)

@@ -3,7 +3,8 @@
 Each node is an async LangGraph node over `InterlockState` and returns only the keys it changes.
 
 Keys read and written (all optional on input; a missing key is treated as empty):
-- `messages`      read; rewritten in place (same message id) with pseudonymised or filtered content.
+- `messages`      read; rewritten in place (same message id) with pseudonymised or filtered content. A tool
+                  message's structured result (`artifact`) is pseudonymised too, or dropped with a quarantine.
                   A message is guarded once: the marker `additional_kwargs["interlock_guard"]`.
 - `retrieved`     read/written by `retrieved_guard` (chunks with `text`, `chunk_id`, `trusted`); each
                   chunk gets `guarded: True`, PII pseudonymised, flagged ones quarantined or dropped.
@@ -88,10 +89,21 @@ def _guarded(message: BaseMessage) -> bool:
     return bool((message.additional_kwargs or {}).get(MARKER))
 
 
-def _rewrite(message: BaseMessage, content: str, guard: str) -> BaseMessage:
+def _rewrite(message: BaseMessage, content: str, guard: str, **fields: Any) -> BaseMessage:
     """Same id, so the add_messages reducer replaces the original instead of appending."""
     kwargs = {**(message.additional_kwargs or {}), MARKER: guard}
-    return message.model_copy(update={"content": content, "additional_kwargs": kwargs})
+    return message.model_copy(update={"content": content, "additional_kwargs": kwargs, **fields})
+
+
+def _pseudonymise_result(policies: PolicySet, vault: PiiVault, value: Any) -> Any:
+    """A structured tool result with every string pseudonymised like its text (same vault, same tokens)."""
+    if isinstance(value, str):
+        return pseudonymise(detector_for(policies.pii), value, vault, trusted=False, direction="input").text
+    if isinstance(value, dict):
+        return {k: _pseudonymise_result(policies, vault, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pseudonymise_result(policies, vault, v) for v in value]
+    return value
 
 
 def _verdict(guard: str, policies: PolicySet, **fields: Any) -> dict[str, Any]:
@@ -219,9 +231,14 @@ def scan_tool_outputs(state: dict[str, Any]) -> dict[str, Any]:
     verdicts = [_verdict("tool_output", policies, target=m.tool_call_id, tool=m.name or "",
                          ok=not s.verdict.flagged, pii=s.pii, **_injection_fields(s.verdict))
                 for m, s in zip(targets, scanned, strict=True)]
-    updates: list[BaseMessage] = [
-        _rewrite(m, s.text if s.text is not None else "[tool output withheld by the injection guard]", "tool_output")
-        for m, s in zip(targets, scanned, strict=True)]
+    updates: list[BaseMessage] = []
+    for m, s in zip(targets, scanned, strict=True):
+        # The structured result (artifact) travels on as an object, pseudonymised; withheld with the text when
+        # the injection policy quarantines or drops the result.
+        held = s.verdict.action in ("quarantine", "drop", "block")
+        artifact = None if held else _pseudonymise_result(policies, vault, getattr(m, "artifact", None))
+        text = s.text if s.text is not None else "[tool output withheld by the injection guard]"
+        updates.append(_rewrite(m, text, "tool_output", artifact=artifact))
     return _scanned_update(verdicts, vault, scanned, messages=updates)
 
 
