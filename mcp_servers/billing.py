@@ -6,7 +6,6 @@ already issued. issue_credit is irreversible and needs an operator approval.
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastmcp.exceptions import ToolError
@@ -84,10 +83,9 @@ async def issue_credit(
     with records.transaction("billing") as conn:
         invoice = _load(conn, invoice_id, tenant)
         remaining = invoice.amount_cents - invoice.credited_cents
-        if amount_cents > remaining:
-            raise ToolError(
-                f"credit of {amount_cents} cents exceeds the {remaining} cents still creditable on {invoice_id}")
-        credit_id = f"CRN-{uuid.uuid4().hex[:10]}"
+        records.at_most(amount_cents, remaining,
+                        f"credit of {amount_cents} cents exceeds the {remaining} cents still creditable on {invoice_id}")
+        credit_id = records.new_id("CRN")
         conn.execute("INSERT INTO credits VALUES (?, ?, ?, ?, ?, ?)",
                      (credit_id, tenant, invoice_id, amount_cents, reason.strip(), records.now()))
         status = "credited" if amount_cents == remaining else invoice.status

@@ -9,7 +9,6 @@ Every query is filtered by the tenant of the verified token.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastmcp.exceptions import ToolError
@@ -142,11 +141,9 @@ async def refund_order(
     with records.transaction("orders") as conn:
         order = _load(conn, order_id, tenant)
         refundable = order.paid_cents - order.refunded_cents
-        if amount_cents > refundable:
-            raise ToolError(
-                f"refund of {amount_cents} cents exceeds the refundable amount of {refundable} cents "
-                f"for order {order_id}")
-        refund_id = f"RFD-{uuid.uuid4().hex[:10]}"
+        records.at_most(amount_cents, refundable, f"refund of {amount_cents} cents exceeds the refundable amount of "
+                                                  f"{refundable} cents for order {order_id}")
+        refund_id = records.new_id("RFD")
         now = records.now()
         conn.execute("INSERT INTO refunds VALUES (?, ?, ?, ?, ?, ?)",
                      (refund_id, tenant, order_id, amount_cents, reason, now))

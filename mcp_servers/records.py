@@ -9,6 +9,7 @@ come from the tool modules, never from arguments.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,6 +22,16 @@ from interlock.mcp_servers.principals import current_principal
 
 def now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def at_most(amount_cents: int, available_cents: int, refusal: str) -> None:
+    """Money out (refund, credit) never exceeds what is left on the record; `refusal` says so to the caller."""
+    if amount_cents > available_cents:
+        raise ToolError(refusal)
 
 
 def tenant() -> str:
