@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from interlock.graphs import prompts
 from interlock.graphs.guarded import guarded_subgraph
@@ -32,6 +32,7 @@ from interlock.graphs.nodes.playbooks import plan as playbook_plan
 from interlock.graphs.nodes.toolbox import GovernedToolbox, Toolbox, ToolInfo
 from interlock.graphs.state import InterlockState, PrincipalInfo, last_user_text
 from interlock.policies.pii import PiiVault
+from interlock.policies.tool_rules import ToolDecision
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -64,11 +65,6 @@ class PendingApproval(BaseModel):
     server: str
     risk: str
     policy_reasons: list[str]
-
-
-class Verdict(BaseModel):
-    action: Literal["allow", "require_approval", "deny"]
-    reasons: list[str] = Field(default_factory=list)
 
 
 def planned(state: InterlockState) -> list[PlannedCall]:
@@ -141,17 +137,16 @@ class PlannerNodes:
             return {}
         return {t.name: t for t in await self.deps.toolbox.list_tools(_principal(state))}
 
-    def _decide(self, state: InterlockState, call: PlannedCall, info: ToolInfo | None) -> Verdict:
-        """allow / require_approval / deny: the tool policy's verdict, never weaker than the server's hints."""
+    def _decide(self, state: InterlockState, call: PlannedCall, info: ToolInfo | None) -> ToolDecision:
+        """allow / require_approval / deny: the tool policy's decision, never weaker than the server's hints."""
         if info is None:
-            return Verdict(action="deny", reasons=["not_available"])
-        verdict = Verdict(action="allow")
-        if self.deps.use_guards:
-            decision = guards.decide_tool_call(dict(state), call.tool, call.args, call_id=call.id)
-            verdict = Verdict(action=decision.action, reasons=list(decision.reasons))
-        if verdict.action == "allow" and info.needs_approval(bool(state.get("tainted"))):
-            verdict = Verdict(action="require_approval", reasons=[*verdict.reasons, f"approval:{info.risk}"])
-        return verdict
+            return ToolDecision(tool=call.tool, call_id=call.id, action="deny", reasons=["not_available"])
+        decision = (guards.decide_tool_call(dict(state), call.tool, call.args, call_id=call.id) if self.deps.use_guards
+                    else ToolDecision(tool=call.tool, call_id=call.id, action="allow"))
+        if decision.action == "allow" and info.needs_approval(bool(state.get("tainted"))):
+            decision = decision.model_copy(update={"action": "require_approval",
+                                                   "reasons": [*decision.reasons, f"approval:{info.risk}"]})
+        return decision
 
     # plan ---------------------------------------------------------------------------------------------
 
@@ -246,17 +241,17 @@ class PlannerNodes:
         gated: list[tuple[PlannedCall, ToolInfo, list[str]]] = []
         for call in todo:
             info = tools.get(call.tool)
-            verdict = self._decide(state, call, info)
-            if info is None or verdict.action == "deny":
-                why = "is not available to you" if info is None else f"was blocked by policy ({', '.join(verdict.reasons)})"
+            decision = self._decide(state, call, info)
+            if info is None or decision.action == "deny":
+                why = "is not available to you" if info is None else f"was blocked by policy ({', '.join(decision.reasons)})"
                 messages.append(ToolMessage(content=f"Not executed: {call.tool} {why}.", tool_call_id=call.id,
                                             name=call.tool, status="error"))
-                executed[call.id] = {"status": "denied", "reasons": verdict.reasons}
+                executed[call.id] = {"status": "denied", "reasons": decision.reasons}
                 continue
             # Arguments go to the MCP server (and into any approval) with the user's real values.
             real = call.model_copy(update={"args": vault.rehydrate_args(call.args) if vault is not None else call.args})
-            if verdict.action == "require_approval":
-                gated.append((real, info, verdict.reasons))
+            if decision.action == "require_approval":
+                gated.append((real, info, decision.reasons))
             else:
                 runnable.append(real)
         if runnable:
