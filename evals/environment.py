@@ -177,7 +177,7 @@ class EvalEnvironment:
 
     async def toolbox(self) -> Any:
         """A fresh governed toolbox (its `calls` list is this case's record of every tool call)."""
-        from interlock.graphs.nodes.governed import GovernedToolbox
+        from interlock.graphs.nodes.toolbox import GovernedToolbox
         from interlock.tools.client import GovernedTools, ServerConfig, ToolsConfig
 
         urls = await self.mcp_urls()

@@ -1,4 +1,4 @@
-"""The real dependencies the served graphs use: the governed MCP tools and the tenant's retriever.
+"""The tenant's retriever for the served graphs, built on first use (the toolbox builds its own client lazily).
 
 Kept apart from the graph modules so tests build graphs with explicit dependencies and importing
 a graph never opens a database or a network connection.
@@ -14,12 +14,6 @@ def default_retriever() -> Any:
     from interlock.graphs.retrieval import Retriever
 
     return Retriever.from_settings()
-
-
-def default_toolbox() -> Any:
-    from interlock.graphs.nodes.governed import toolbox_from_settings
-
-    return toolbox_from_settings()
 
 
 class Lazy:

@@ -17,12 +17,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from interlock.graphs import prompts
 from interlock.graphs.events import emit
+from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
+from interlock.graphs.nodes import guards
 from interlock.graphs.nodes.answers import deliver
-from interlock.graphs.state import Citation, InterlockState, RetrievedChunk, identify, last_user_text
+from interlock.graphs.retrieval.chunks import Hit
+from interlock.graphs.state import Citation, InterlockState, last_user_text
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+# A retrieved chunk in state: `Hit.model_dump()` without the ACL groups and per-retriever scores, plus the
+# guard's marks (`guarded`, `quarantined`).
+Chunk = dict[str, Any]
 
 CITE = re.compile(r"\[#([0-9A-Za-z_-]{4,64})\]")
 QUOTE = re.compile(r"[\"“]([^\"”]{8,400})[\"”]\s*\[#([0-9A-Za-z_-]{4,64})\]")
@@ -30,19 +39,9 @@ SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 SHORT_ID = 8
 MAX_QUERY_CHARS = 1000  # a pasted essay still searches on its start instead of failing the run
 
-ANSWER_PROMPT = (
-    "Answer the customer's question using ONLY the help-centre passages below. After each sentence, cite "
-    "the passage it comes from as [#id] using the id shown. If you quote, quote exactly. If the passages do "
-    "not answer the question, reply exactly: NOT_IN_CONTEXT.\n\n{context}"
-)
-REWRITE_PROMPT = (
-    "Rewrite the customer's latest message as one short search query for a help centre. Reply with the "
-    "query only.")
-
-
 class SearchBackend(Protocol):
     async def search(self, query: str, *, tenant: str, groups: list[str], k: int = 10,
-                     mode: str = "hybrid") -> list[Any]: ...
+                     mode: str = "hybrid") -> list[Hit]: ...
 
 
 @dataclass
@@ -85,14 +84,16 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def source_name(chunk: RetrievedChunk) -> str:
+def source_name(chunk: Chunk) -> str:
     """What a reader recognises: the document's title and section ("Refunds › Timing"), not a chunk id."""
     title = str(chunk.get("title") or chunk.get("source") or "help centre").strip()
-    section = str(chunk.get("section") or "").split(" > ")[-1].strip()
+    raw = chunk.get("section") or ""
+    section = str(raw[-1] if isinstance(raw, list) and raw else raw if isinstance(raw, str) else "").split(" > ")[-1]
+    section = section.strip()
     return f"{title} › {section}" if section and section.lower() != title.lower() else title
 
 
-def name_sources(answer: str, chunks: list[RetrievedChunk]) -> str:
+def name_sources(answer: str, chunks: list[Chunk]) -> str:
     """Name the document and section before each verified `[#id]` marker (the id stays for checking)."""
     by_short = {short_id(c["chunk_id"]): c for c in chunks}
 
@@ -103,7 +104,7 @@ def name_sources(answer: str, chunks: list[RetrievedChunk]) -> str:
     return CITE.sub(named, answer)
 
 
-def verify_citations(answer: str, chunks: list[RetrievedChunk]) -> tuple[list[Citation], list[str]]:
+def verify_citations(answer: str, chunks: list[Chunk]) -> tuple[list[Citation], list[str]]:
     """The answer's citations, and the problems found (empty when every citation checks out)."""
     by_short = {short_id(c["chunk_id"]): c for c in chunks}
     problems: list[str] = []
@@ -172,7 +173,7 @@ def _get_embedder(deps: RagDeps) -> Any:
     return deps.embedder
 
 
-def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
+def build_rag(deps: RagDeps) -> CompiledStateGraph:
     cfg = deps.config or RagConfig()
 
     async def retrieve(state: InterlockState) -> dict[str, Any]:
@@ -180,7 +181,7 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
         query, mode = question, state.get("mode") or "zero-key"
         if deps.gateway.has("router") and mode != "degraded":
             try:
-                reply, _ = await deps.gateway.ainvoke("router", [SystemMessage(REWRITE_PROMPT), HumanMessage(question)],
+                reply, _ = await deps.gateway.ainvoke("router", [SystemMessage(prompts.RAG_REWRITE), HumanMessage(question)],
                                                       tenant=state.get("tenant", ""), feature="rag.rewrite")
                 rewritten = str(reply.content).strip()
                 if 0 < len(rewritten) <= 300:
@@ -197,24 +198,12 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
         await emit("retrieval", {
             "name": "hybrid", "inputs": {"query": query}, "mode": "hybrid", "k": cfg.k,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            "chunks": [{"chunk_id": getattr(h, "chunk_id", None) if not isinstance(h, dict) else h.get("chunk_id"),
-                        "score": float(getattr(h, "score", 0.0) if not isinstance(h, dict) else h.get("score", 0.0))}
-                       for h in hits],
+            "chunks": [{"chunk_id": h.chunk_id, "score": h.score} for h in hits],
         })
-        chunks: list[RetrievedChunk] = []
-        for hit in hits:
-            get = hit.get if isinstance(hit, dict) else (lambda name, default=None, h=hit: getattr(h, name, default))
-            if get("tenant") not in (None, state.get("tenant")):
-                continue  # defence in depth: never let another tenant's text into the context
-            section = get("section", "")
-            chunks.append({"chunk_id": get("chunk_id"), "document_id": get("document_id", ""), "text": get("text", ""),
-                           "score": float(get("score", 0.0)), "source": get("source", ""), "title": get("title", ""),
-                           "section": " > ".join(section) if isinstance(section, list) else str(section or ""),
-                           "tenant": get("tenant", ""),
-                           # The tenant's own help centre is curated; other sources must say otherwise.
-                           "trusted": bool(get("trusted", True))})
+        # Defence in depth: never let another tenant's text into the context.
+        chunks = [h.model_dump(exclude={"groups", "scores"}) for h in hits if h.tenant == state.get("tenant")]
         update: dict[str, Any] = {"retrieved": chunks, "tainted": any(not c["trusted"] for c in chunks)}
-        if guards is not None:
+        if deps.use_guards:
             # Scan in the node that fetched the text, so raw chunks never enter the state (or any stream mode).
             scanned = await guards.retrieved_guard({**state, "retrieved": chunks})
             update.update({k: v for k, v in scanned.items() if k != "tainted"})
@@ -244,7 +233,7 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
             kept.append(chunk)
         return {"retrieved": kept}
 
-    async def extractive(question: str, chunks: list[RetrievedChunk]) -> tuple[str, list[Citation]]:
+    async def extractive(question: str, chunks: list[Chunk]) -> tuple[str, list[Citation]]:
         candidates = [(s, c) for c in chunks for s in split_sentences(c.get("text", ""))]
         if not candidates:
             return "", []
@@ -270,7 +259,7 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
         return "From our help centre:\n" + "\n".join(lines), list(citations.values())
 
     async def answer(state: InterlockState) -> dict[str, Any]:
-        return await deliver(guards, state, await draft_answer(state))
+        return await deliver(deps.use_guards, state, await draft_answer(state))
 
     async def draft_answer(state: InterlockState) -> dict[str, Any]:
         question = last_user_text(state)
@@ -282,7 +271,7 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
                                   for c in chunks)
             try:
                 reply, provider = await deps.gateway.ainvoke(
-                    "answer", [SystemMessage(ANSWER_PROMPT.format(context=context)), HumanMessage(question)],
+                    "answer", [SystemMessage(prompts.RAG_ANSWER.format(context=context)), HumanMessage(question)],
                     tenant=state.get("tenant", ""), feature="rag.answer")
             except ModelsUnavailable:
                 mode = "degraded"
@@ -323,37 +312,21 @@ def build_rag(deps: RagDeps, *, standalone: bool = False) -> Any:
     builder.add_node("rerank", rerank)
     builder.add_node("budget", budget)
     builder.add_node("answer", answer)
-    if standalone:
-        builder.add_node("identify", identify)
-        builder.add_edge(START, "identify")
-        builder.add_edge("identify", "retrieve")
-    else:
-        builder.add_edge(START, "retrieve")
+    builder.add_edge(START, "retrieve")
     builder.add_edge("retrieve", "rerank")
     builder.add_edge("rerank", "budget")
-    guards = None
-    if deps.use_guards:
-        from interlock.graphs.planner import guards_module
-
-        guards = guards_module()
-    if guards is not None:
-        # Retrieved text is scanned (injection, PII) before any of it reaches an answer.
-        builder.add_node("retrieved_guard", guards.retrieved_guard)
-        builder.add_edge("budget", "retrieved_guard")
-        builder.add_edge("retrieved_guard", "answer")
-    else:
-        builder.add_edge("budget", "answer")
+    builder.add_edge("budget", "answer")
     builder.add_edge("answer", END)
-    return builder
+    return builder.compile(name="rag")
 
 
-def make_graph() -> Any:
-    """`rag` as served on its own (langgraph.json): identity from config, default retriever and models."""
-    from interlock.graphs.defaults import Lazy, default_retriever
-    from interlock.graphs.models import ModelGateway as Gateway
+def make_graph(deps: RagDeps | None = None) -> CompiledStateGraph:
+    """`rag` as served on its own (langgraph.json): guarded, default retriever and models."""
+    if deps is None:
+        from interlock.graphs.defaults import Lazy, default_retriever
 
-    return build_rag(RagDeps(retriever=Lazy(default_retriever), gateway=Gateway.from_policy()),
-                     standalone=True).compile(name="rag")
+        deps = RagDeps(retriever=Lazy(default_retriever), gateway=ModelGateway.from_policy())
+    return guarded_subgraph("rag", build_rag(deps), use_guards=deps.use_guards).compile(name="rag")
 
 
 graph = make_graph()

@@ -30,32 +30,12 @@ OUTCOMES = (
 PrincipalInfo = Principal
 
 
-class RetrievedChunk(TypedDict, total=False):
-    chunk_id: str
-    document_id: str
-    text: str
-    score: float
-    source: str
-    title: str
-    section: str
-    tenant: str
-    trusted: bool
-
-
 class Citation(TypedDict, total=False):
     chunk_id: str
     quote: str
     title: str
     source: str
     verified: bool
-
-
-class PlannedCall(TypedDict, total=False):
-    id: str
-    tool: str
-    args: dict[str, Any]
-    destructive: bool
-    write: bool
 
 
 def _merge_dict(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -83,9 +63,11 @@ class InterlockState(TypedDict, total=False):
     intent: str
     confidence: float
     mode: Mode
-    retrieved: list[RetrievedChunk]
+    # `graphs.retrieval.Hit.model_dump()`s plus the retrieved guard's marks (`guarded`, `quarantined`).
+    retrieved: list[dict[str, Any]]
     citations: list[Citation]
-    plan: list[PlannedCall]
+    # `graphs.planner.PlannedCall.model_dump()`s.
+    plan: list[dict[str, Any]]
     steps: int
     tool_calls: int
     started_at: float
@@ -188,13 +170,10 @@ def last_user_text(state: InterlockState) -> str:
 
 
 def message_text(message: BaseMessage) -> str:
+    """A message's text parts, one per line (joined, parts could fuse into words a scanner then misses)."""
     content = message.content
     if isinstance(content, str):
         return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return " ".join(parts)
+    return "\n".join(block if isinstance(block, str) else str(block.get("text", ""))
+                     for block in content
+                     if isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text"))

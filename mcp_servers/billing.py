@@ -6,14 +6,11 @@ already issued. issue_credit is irreversible and needs an operator approval.
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastmcp.exceptions import ToolError
-from interlock.mcp_servers import sample_data
+from interlock.mcp_servers import records
 from interlock.mcp_servers.hosting import System
-from interlock.mcp_servers.principals import current_principal
 from pydantic import BaseModel, Field
 
 system = System("billing", "Invoices of the caller's tenant: read them and issue credits.")
@@ -47,24 +44,18 @@ class Credit(BaseModel):
     remaining_creditable_cents: int
 
 
-def _invoice(row) -> Invoice:  # noqa: ANN001 - sqlite3.Row
-    data = dict(row)
-    data.pop("tenant")
+def _invoice(data: dict[str, Any]) -> Invoice:
     return Invoice(invoice_id=data.pop("id"), **data)
 
 
-def _load(conn, invoice_id: str, tenant: str) -> Invoice:  # noqa: ANN001
-    row = conn.execute("SELECT * FROM invoices WHERE id = ? AND tenant = ?", (invoice_id, tenant)).fetchone()
-    if row is None:
-        raise ToolError(f"invoice {invoice_id} not found")
-    return _invoice(row)
+def _load(conn, invoice_id: str, tenant: str) -> Invoice:  # noqa: ANN001 - sqlite3 connection
+    return _invoice(records.fetch(conn, "invoices", invoice_id, tenant, "invoice"))
 
 
 @system.read("Get invoice")
 async def get_invoice(invoice_id: InvoiceId) -> Invoice:
     """Fetch one invoice with what was paid and credited."""
-    with sample_data.session("billing") as conn:
-        return _load(conn, invoice_id, current_principal().tenant)
+    return _invoice(records.get("billing", "invoices", invoice_id, "invoice"))
 
 
 @system.read("List invoices")
@@ -74,17 +65,9 @@ async def list_invoices(
     limit: Annotated[int, Field(ge=1, le=100)] = 20,
 ) -> InvoiceList:
     """List the tenant's invoices, newest first, optionally for one customer or status."""
-    sql, params = "SELECT * FROM invoices WHERE tenant = ?", [current_principal().tenant]
-    if customer_id:
-        sql += " AND customer_id = ?"
-        params.append(customer_id)
-    if status:
-        sql += " AND status = ?"
-        params.append(status)
-    sql += " ORDER BY issued_at DESC LIMIT ?"
-    params.append(limit)
-    with sample_data.session("billing") as conn:
-        return InvoiceList(invoices=[_invoice(r) for r in conn.execute(sql, params).fetchall()])
+    rows = records.newest("billing", "invoices", order_by="issued_at", limit=limit, customer_id=customer_id,
+                          status=status)
+    return InvoiceList(invoices=[_invoice(r) for r in rows])
 
 
 @system.write("Issue credit", destructive=True, idempotent=False)
@@ -96,25 +79,17 @@ async def issue_credit(
     """Issue a credit note against an invoice. Irreversible; requires an operator approval."""
     if not reason.strip():
         raise ToolError("a credit needs a reason")
-    tenant = current_principal().tenant
-    with sample_data.session("billing") as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            invoice = _load(conn, invoice_id, tenant)
-            remaining = invoice.amount_cents - invoice.credited_cents
-            if amount_cents > remaining:
-                raise ToolError(
-                    f"credit of {amount_cents} cents exceeds the {remaining} cents still creditable on {invoice_id}")
-            credit_id = f"CRN-{uuid.uuid4().hex[:10]}"
-            now = datetime.now(UTC).replace(microsecond=0).isoformat()
-            conn.execute("INSERT INTO credits VALUES (?, ?, ?, ?, ?, ?)",
-                         (credit_id, tenant, invoice_id, amount_cents, reason.strip(), now))
-            status = "credited" if amount_cents == remaining else invoice.status
-            conn.execute("UPDATE invoices SET credited_cents = credited_cents + ?, status = ? WHERE id = ? AND tenant = ?",
-                         (amount_cents, status, invoice_id, tenant))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    tenant = records.tenant()
+    with records.transaction("billing") as conn:
+        invoice = _load(conn, invoice_id, tenant)
+        remaining = invoice.amount_cents - invoice.credited_cents
+        records.at_most(amount_cents, remaining,
+                        f"credit of {amount_cents} cents exceeds the {remaining} cents still creditable on {invoice_id}")
+        credit_id = records.new_id("CRN")
+        conn.execute("INSERT INTO credits VALUES (?, ?, ?, ?, ?, ?)",
+                     (credit_id, tenant, invoice_id, amount_cents, reason.strip(), records.now()))
+        status = "credited" if amount_cents == remaining else invoice.status
+        conn.execute("UPDATE invoices SET credited_cents = credited_cents + ?, status = ? WHERE id = ? AND tenant = ?",
+                     (amount_cents, status, invoice_id, tenant))
     return Credit(credit_id=credit_id, invoice_id=invoice_id, amount_cents=amount_cents, reason=reason.strip(),
                   remaining_creditable_cents=remaining - amount_cents)

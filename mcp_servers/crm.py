@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastmcp.exceptions import ToolError
-from interlock.mcp_servers import sample_data
+from interlock.mcp_servers import records, sample_data
 from interlock.mcp_servers.hosting import System
-from interlock.mcp_servers.principals import current_principal
 from pydantic import BaseModel, Field
 
 system = System("crm", "Customers of the caller's tenant: search, read and update contact details.")
@@ -33,17 +31,12 @@ class CustomerList(BaseModel):
     customers: list[Customer]
 
 
-def _customer(row) -> Customer:  # noqa: ANN001 - sqlite3.Row
-    data = dict(row)
-    data.pop("tenant")
+def _customer(data: dict[str, Any]) -> Customer:
     return Customer(customer_id=data.pop("id"), **data)
 
 
-def _load(conn, customer_id: str, tenant: str) -> Customer:  # noqa: ANN001
-    row = conn.execute("SELECT * FROM customers WHERE id = ? AND tenant = ?", (customer_id, tenant)).fetchone()
-    if row is None:
-        raise ToolError(f"customer {customer_id} not found")
-    return _customer(row)
+def _load(conn, customer_id: str, tenant: str) -> Customer:  # noqa: ANN001 - sqlite3 connection
+    return _customer(records.fetch(conn, "customers", customer_id, tenant, "customer"))
 
 
 @system.read("Find customer")
@@ -57,16 +50,15 @@ async def find_customer(
         rows = conn.execute(
             "SELECT * FROM customers WHERE tenant = ? AND (name LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\'"
             " OR phone LIKE ? ESCAPE '\\') ORDER BY name LIMIT ?",
-            (current_principal().tenant, pattern, pattern, pattern, limit),
+            (records.tenant(), pattern, pattern, pattern, limit),
         ).fetchall()
-    return CustomerList(customers=[_customer(r) for r in rows])
+    return CustomerList(customers=[_customer(records.fields(r)) for r in rows])
 
 
 @system.read("Get customer")
 async def get_customer(customer_id: CustomerId) -> Customer:
     """Fetch one customer's profile."""
-    with sample_data.session("crm") as conn:
-        return _load(conn, customer_id, current_principal().tenant)
+    return _customer(records.get("crm", "customers", customer_id, "customer"))
 
 
 @system.write("Update contact details", destructive=False, idempotent=True)
@@ -74,12 +66,11 @@ async def update_contact(customer_id: CustomerId, email: Email | None = None, ph
     """Change a customer's email and/or phone number."""
     if email is None and phone is None:
         raise ToolError("nothing to update: give an email, a phone number or both")
-    tenant = current_principal().tenant
-    with sample_data.session("crm") as conn:
+    tenant = records.tenant()
+    with records.transaction("crm") as conn:
         current = _load(conn, customer_id, tenant)
         conn.execute(
             "UPDATE customers SET email = ?, phone = ?, updated_at = ? WHERE id = ? AND tenant = ?",
-            (email or current.email, phone or current.phone,
-             datetime.now(UTC).replace(microsecond=0).isoformat(), customer_id, tenant),
+            (email or current.email, phone or current.phone, records.now(), customer_id, tenant),
         )
         return _load(conn, customer_id, tenant)

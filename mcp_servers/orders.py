@@ -9,14 +9,11 @@ Every query is filtered by the tenant of the verified token.
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastmcp.exceptions import ToolError
-from interlock.mcp_servers import sample_data
+from interlock.mcp_servers import records, sample_data
 from interlock.mcp_servers.hosting import System
-from interlock.mcp_servers.principals import current_principal
 from pydantic import BaseModel, Field
 
 system = System("orders", "Orders of the caller's tenant: look up, track, cancel and refund.")
@@ -80,25 +77,18 @@ class Refund(BaseModel):
     remaining_refundable_cents: int
 
 
-def _now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
+def _order(data: dict[str, Any]) -> Order:
+    return Order(order_id=data.pop("id"), items=json.loads(data.pop("items")), **data)
 
 
 def _load(conn, order_id: str, tenant: str) -> Order:  # noqa: ANN001 - sqlite3 connection
-    row = conn.execute("SELECT * FROM orders WHERE id = ? AND tenant = ?", (order_id, tenant)).fetchone()
-    if row is None:
-        # Same answer whether the id is unknown or belongs to another tenant: no cross-tenant oracle.
-        raise ToolError(f"order {order_id} not found")
-    data = dict(row)
-    return Order(order_id=data.pop("id"), items=json.loads(data.pop("items")),
-                 **{k: v for k, v in data.items() if k != "tenant"})
+    return _order(records.fetch(conn, "orders", order_id, tenant, "order"))
 
 
 @system.read("Get order")
 async def get_order(order_id: OrderId) -> Order:
     """Fetch one order with its line items and payment state."""
-    with sample_data.session("orders") as conn:
-        return _load(conn, order_id, current_principal().tenant)
+    return _order(records.get("orders", "orders", order_id, "order"))
 
 
 @system.read("List orders")
@@ -108,26 +98,15 @@ async def list_orders(
     limit: Annotated[int, Field(ge=1, le=100)] = 20,
 ) -> OrderList:
     """List the tenant's most recent orders, optionally for one customer or status."""
-    sql = "SELECT id, customer_id, status, total_cents, created_at FROM orders WHERE tenant = ?"
-    params: list = [current_principal().tenant]
-    if customer_id:
-        sql += " AND customer_id = ?"
-        params.append(customer_id)
-    if status:
-        sql += " AND status = ?"
-        params.append(status)
-    sql += " ORDER BY created_at DESC LIMIT ?"
-    params.append(limit)
-    with sample_data.session("orders") as conn:
-        rows = conn.execute(sql, params).fetchall()
-    return OrderList(orders=[OrderSummary(order_id=r["id"], customer_id=r["customer_id"], status=r["status"],
-                                          total_cents=r["total_cents"], created_at=r["created_at"]) for r in rows])
+    rows = records.newest("orders", "orders", columns="id, customer_id, status, total_cents, created_at",
+                          order_by="created_at", limit=limit, customer_id=customer_id, status=status)
+    return OrderList(orders=[OrderSummary(order_id=r.pop("id"), **r) for r in rows])
 
 
 @system.read("Track shipment")
 async def track_shipment(order_id: OrderId) -> Shipment:
     """Carrier, tracking number and scan events of a shipped order."""
-    tenant = current_principal().tenant
+    tenant = records.tenant()
     with sample_data.session("orders") as conn:
         order = _load(conn, order_id, tenant)
         row = conn.execute("SELECT * FROM shipments WHERE order_id = ? AND tenant = ?", (order_id, tenant)).fetchone()
@@ -140,22 +119,15 @@ async def track_shipment(order_id: OrderId) -> Shipment:
 @system.write("Cancel order", destructive=True, idempotent=True)
 async def cancel_order(order_id: OrderId, reason: Annotated[str, Field(min_length=3, max_length=500)]) -> Order:
     """Cancel an order that has not shipped yet. Irreversible; requires an operator approval."""
-    tenant = current_principal().tenant
-    with sample_data.session("orders") as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            order = _load(conn, order_id, tenant)
-            if order.status in ("shipped", "delivered"):
-                raise ToolError(f"order {order_id} has already {order.status} and cannot be cancelled")
-            if order.status != "cancelled":
-                conn.execute("UPDATE orders SET status = 'cancelled', updated_at = ? WHERE id = ? AND tenant = ?",
-                             (_now(), order_id, tenant))
-            order = _load(conn, order_id, tenant)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return order
+    tenant = records.tenant()
+    with records.transaction("orders") as conn:
+        order = _load(conn, order_id, tenant)
+        if order.status in ("shipped", "delivered"):
+            raise ToolError(f"order {order_id} has already {order.status} and cannot be cancelled")
+        if order.status != "cancelled":
+            conn.execute("UPDATE orders SET status = 'cancelled', updated_at = ? WHERE id = ? AND tenant = ?",
+                         (records.now(), order_id, tenant))
+        return _load(conn, order_id, tenant)
 
 
 @system.write("Refund order", destructive=True, idempotent=False)
@@ -165,25 +137,18 @@ async def refund_order(
     reason: Annotated[str, Field(min_length=3, max_length=500)],
 ) -> Refund:
     """Refund part or all of what was paid for an order. Irreversible; requires an operator approval."""
-    tenant = current_principal().tenant
-    with sample_data.session("orders") as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            order = _load(conn, order_id, tenant)
-            refundable = order.paid_cents - order.refunded_cents
-            if amount_cents > refundable:
-                raise ToolError(
-                    f"refund of {amount_cents} cents exceeds the refundable amount of {refundable} cents "
-                    f"for order {order_id}")
-            refund_id = f"RFD-{uuid.uuid4().hex[:10]}"
-            conn.execute("INSERT INTO refunds VALUES (?, ?, ?, ?, ?, ?)",
-                         (refund_id, tenant, order_id, amount_cents, reason, _now()))
-            conn.execute("UPDATE orders SET refunded_cents = refunded_cents + ?, updated_at = ?"
-                         " WHERE id = ? AND tenant = ?", (amount_cents, _now(), order_id, tenant))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    tenant = records.tenant()
+    with records.transaction("orders") as conn:
+        order = _load(conn, order_id, tenant)
+        refundable = order.paid_cents - order.refunded_cents
+        records.at_most(amount_cents, refundable, f"refund of {amount_cents} cents exceeds the refundable amount of "
+                                                  f"{refundable} cents for order {order_id}")
+        refund_id = records.new_id("RFD")
+        now = records.now()
+        conn.execute("INSERT INTO refunds VALUES (?, ?, ?, ?, ?, ?)",
+                     (refund_id, tenant, order_id, amount_cents, reason, now))
+        conn.execute("UPDATE orders SET refunded_cents = refunded_cents + ?, updated_at = ?"
+                     " WHERE id = ? AND tenant = ?", (amount_cents, now, order_id, tenant))
     total = order.refunded_cents + amount_cents
     return Refund(refund_id=refund_id, order_id=order_id, amount_cents=amount_cents, refunded_total_cents=total,
                   remaining_refundable_cents=order.paid_cents - total)

@@ -7,11 +7,10 @@ operator approval. Comments are attributed to the token's subject, never to an a
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastmcp.exceptions import ToolError
-from interlock.mcp_servers import sample_data
+from interlock.mcp_servers import records, sample_data
 from interlock.mcp_servers.hosting import System
 from interlock.mcp_servers.principals import current_principal
 from pydantic import BaseModel, Field
@@ -43,16 +42,8 @@ class Ticket(BaseModel):
     comments: list[Comment] = []
 
 
-def _now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
 def _load(conn, ticket_id: str, tenant: str) -> Ticket:  # noqa: ANN001 - sqlite3 connection
-    row = conn.execute("SELECT * FROM tickets WHERE id = ? AND tenant = ?", (ticket_id, tenant)).fetchone()
-    if row is None:
-        raise ToolError(f"ticket {ticket_id} not found")
-    data = dict(row)
-    data.pop("tenant")
+    data = records.fetch(conn, "tickets", ticket_id, tenant, "ticket")
     comments = conn.execute(
         "SELECT id, author, body, created_at FROM comments WHERE ticket_id = ? AND tenant = ? ORDER BY created_at, id",
         (ticket_id, tenant)).fetchall()
@@ -69,9 +60,9 @@ async def create_ticket(
     priority: Priority = "normal",
 ) -> Ticket:
     """Open a new support ticket."""
-    tenant = current_principal().tenant
+    tenant = records.tenant()
     ticket_id = f"TCK-{9000 + uuid.uuid4().int % 1000}"
-    now = _now()
+    now = records.now()
     with sample_data.session("tickets") as conn:
         for _ in range(20):  # short ids can collide; retry with a new one
             cur = conn.execute("INSERT OR IGNORE INTO tickets VALUES (?, ?, ?, ?, ?, 'open', ?, 0, NULL, ?, ?)",
@@ -86,18 +77,18 @@ async def create_ticket(
 async def get_ticket(ticket_id: TicketId) -> Ticket:
     """Fetch a ticket with its comments."""
     with sample_data.session("tickets") as conn:
-        return _load(conn, ticket_id, current_principal().tenant)
+        return _load(conn, ticket_id, records.tenant())
 
 
 @system.write("Add comment", destructive=False, idempotent=False)
 async def add_comment(ticket_id: TicketId, body: Annotated[str, Field(min_length=1, max_length=5000)]) -> Ticket:
     """Add a comment to a ticket, attributed to the caller."""
     principal = current_principal()
-    with sample_data.session("tickets") as conn:
+    with records.transaction("tickets") as conn:
         ticket = _load(conn, ticket_id, principal.tenant)
         if ticket.status == "closed":
             raise ToolError(f"ticket {ticket_id} is closed")
-        now = _now()
+        now = records.now()
         conn.execute("INSERT INTO comments VALUES (?, ?, ?, ?, ?, ?)",
                      (f"CMT-{uuid.uuid4().hex[:10]}", principal.tenant, ticket_id, principal.sub, body, now))
         conn.execute("UPDATE tickets SET updated_at = ? WHERE id = ? AND tenant = ?", (now, ticket_id, principal.tenant))
@@ -109,12 +100,12 @@ async def escalate_to_human(
     ticket_id: TicketId, reason: Annotated[str, Field(min_length=3, max_length=500)]
 ) -> Ticket:
     """Hand the ticket to a human agent with high priority; escalating twice keeps the first reason."""
-    tenant = current_principal().tenant
-    with sample_data.session("tickets") as conn:
+    tenant = records.tenant()
+    with records.transaction("tickets") as conn:
         ticket = _load(conn, ticket_id, tenant)
         if not ticket.escalated:
             conn.execute(
                 "UPDATE tickets SET escalated = 1, escalation_reason = ?, priority = CASE WHEN priority = 'urgent'"
                 " THEN 'urgent' ELSE 'high' END, status = 'open', updated_at = ? WHERE id = ? AND tenant = ?",
-                (reason, _now(), ticket_id, tenant))
+                (reason, records.now(), ticket_id, tenant))
         return _load(conn, ticket_id, tenant)

@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from fastmcp import Client
@@ -46,13 +46,13 @@ from interlock.tools import endpoints, identity
 from interlock.tools.approvals import args_hash
 from interlock.tools.audit import AuditLog, AuditRecord
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from interlock.kernel.identity import META_APPROVAL, META_TRACE, Principal
 from interlock.kernel.settings import get_settings
 
 __all__ = ["GovernedTools", "Principal", "ToolCallResult", "ToolDenied", "ToolInfo", "ToolUnavailable",
-           "ToolsConfig", "load_config"]
+           "ToolsConfig", "classify_tool", "load_config"]
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,41 @@ def load_config(path: str | Path | None = None) -> ToolsConfig:
         raise ValueError(f"invalid tools config {candidate}: {exc}") from exc
 
 
+Risk = Literal["read", "write", "destructive"]
+Approval = Literal["never", "when_tainted", "always"]
+
+
+def classify_tool(name: str, annotations: dict[str, Any] | None, tags: set[str] | None = None,
+                  policy: Any | None = None) -> tuple[Risk, Approval]:
+    """(risk, approval rule) for a tool: policy (policies/tools.yaml) first, then the server's annotations and tags."""
+    annotations = annotations or {}
+    tags = tags or set()
+    if annotations.get("destructiveHint") is True or "destructive" in tags:
+        risk: Risk = "destructive"
+    elif annotations.get("readOnlyHint") is True:
+        risk = "read"
+    else:
+        risk = "write"
+    approval: Approval = {"read": "never", "write": "when_tainted", "destructive": "always"}[risk]  # type: ignore[assignment]
+    if policy is not None:
+        rule = policy.tools.get(name)
+        if rule is not None:
+            # Policy may raise a tool's risk but never lowers what the server declared destructive.
+            if not (risk == "destructive" and rule.risk != "destructive"):
+                risk = rule.risk
+            approval = rule.approval or policy.default_approval.get(risk, approval)
+        else:
+            approval = policy.default_approval.get(risk, approval)
+        if risk == "destructive":
+            approval = "always"
+    return risk, approval
+
+
 class ToolInfo(BaseModel):
+    """One tool as the MCP server published it, with the risk tier and approval rule the graphs act on."""
+
+    model_config = ConfigDict(frozen=True)
+
     name: str
     server: str
     title: str | None = None
@@ -109,6 +143,23 @@ class ToolInfo(BaseModel):
     idempotent: bool = False
     scope: str | None = None
     tags: list[str] = Field(default_factory=list)
+    risk: Risk = "destructive"
+    approval: Approval = "always"
+
+    def classified(self, policy: Any | None) -> ToolInfo:
+        """This tool with risk and approval rule from `policy` (None: the server's annotations alone)."""
+        annotations = {"readOnlyHint": self.read_only, "destructiveHint": self.destructive}
+        risk, approval = classify_tool(self.name, annotations, set(self.tags), policy)
+        return self.model_copy(update={"risk": risk, "approval": approval})
+
+    def needs_approval(self, tainted: bool) -> bool:
+        return self.approval == "always" or (self.approval == "when_tainted" and tainted)
+
+    def as_openai_tool(self) -> dict[str, Any]:
+        """The tool as a function schema a chat model can be bound to."""
+        schema = self.input_schema or {"type": "object", "properties": {}}
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description or self.name, "parameters": schema}}
 
 
 class ToolCallResult(BaseModel):
@@ -249,7 +300,7 @@ class GovernedTools:
             destructive=False if read_only else (True if destructive is None else bool(destructive)),
             idempotent=True if read_only else bool(idempotent), scope=interlock.get("scope"),
             tags=sorted((meta.get("fastmcp") or {}).get("tags") or []),
-        )
+        ).classified(None)
 
     @staticmethod
     def _allowed(info: ToolInfo, allowlist: Sequence[str] | None) -> bool:

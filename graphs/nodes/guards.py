@@ -3,7 +3,8 @@
 Each node is an async LangGraph node over `InterlockState` and returns only the keys it changes.
 
 Keys read and written (all optional on input; a missing key is treated as empty):
-- `messages`      read; rewritten in place (same message id) with pseudonymised or filtered content.
+- `messages`      read; rewritten in place (same message id) with pseudonymised or filtered content. A tool
+                  message's structured result (`artifact`) is pseudonymised too, or dropped with a quarantine.
                   A message is guarded once: the marker `additional_kwargs["interlock_guard"]`.
 - `retrieved`     read/written by `retrieved_guard` (chunks with `text`, `chunk_id`, `trusted`); each
                   chunk gets `guarded: True`, PII pseudonymised, flagged ones quarantined or dropped.
@@ -29,9 +30,11 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from interlock.graphs.events import emit, guard_label
+from interlock.graphs.state import message_text
 from interlock.policies.injection import InjectionDetector, InjectionVerdict, load_model_detector, quarantine
 from interlock.policies.loader import PolicySet, get_policies
 from interlock.policies.output import (
@@ -49,6 +52,7 @@ log = logging.getLogger("interlock.guards")
 
 MARKER = "interlock_guard"
 GuardFn = Callable[[dict[str, Any]], dict[str, Any]]
+ScanKind = Literal["user", "retrieved", "tool_output"]
 
 
 class GuardFailed(RuntimeError):
@@ -81,27 +85,25 @@ def _components(policies: PolicySet | None = None) -> tuple[PolicySet, Injection
     return policies, _injection_detector(policies), detector_for(policies.pii)
 
 
-def _text(message: BaseMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return "\n".join(parts)
-
-
 def _guarded(message: BaseMessage) -> bool:
     return bool((message.additional_kwargs or {}).get(MARKER))
 
 
-def _rewrite(message: BaseMessage, content: str, guard: str) -> BaseMessage:
+def _rewrite(message: BaseMessage, content: str, guard: str, **fields: Any) -> BaseMessage:
     """Same id, so the add_messages reducer replaces the original instead of appending."""
     kwargs = {**(message.additional_kwargs or {}), MARKER: guard}
-    return message.model_copy(update={"content": content, "additional_kwargs": kwargs})
+    return message.model_copy(update={"content": content, "additional_kwargs": kwargs, **fields})
+
+
+def _pseudonymise_result(policies: PolicySet, vault: PiiVault, value: Any) -> Any:
+    """A structured tool result with every string pseudonymised like its text (same vault, same tokens)."""
+    if isinstance(value, str):
+        return pseudonymise(detector_for(policies.pii), value, vault, trusted=False, direction="input").text
+    if isinstance(value, dict):
+        return {k: _pseudonymise_result(policies, vault, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pseudonymise_result(policies, vault, v) for v in value]
+    return value
 
 
 def _verdict(guard: str, policies: PolicySet, **fields: Any) -> dict[str, Any]:
@@ -148,33 +150,54 @@ def make_guard_node(name: str, fn: GuardFn, timeout_s: float | None = None) -> C
 # --- guard bodies ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Scanned:
+    """One text after the scan: pseudonymised, quarantined when flagged, None when dropped."""
+
+    text: str | None
+    verdict: InjectionVerdict
+    pii: dict[str, int]
+
+
+def _scan(policies: PolicySet, vault: PiiVault, kind: ScanKind, raw: str, label: str) -> _Scanned:
+    """The one scan every incoming text goes through: injection (by kind), then PII, then quarantine.
+
+    User text is trusted-origin PII (it may be rehydrated for the user) and is never quarantined: a flagged
+    user message taints the run, or is blocked by the input node."""
+    injection, pii = _injection_detector(policies), detector_for(policies.pii)
+    v = injection.scan(raw, kind)
+    result = pseudonymise(pii, raw, vault, trusted=kind == "user", direction="input")
+    text: str | None = result.text
+    if kind != "user" and v.action in ("quarantine", "drop", "block"):
+        style = "drop" if v.action in ("drop", "block") else policies.injection.quarantine_style
+        text = quarantine(result.text, v, style, label)
+    return _Scanned(text, v, result.counts)
+
+
+def _scanned_update(verdicts: list[dict[str, Any]], vault: PiiVault, scanned: list[_Scanned],
+                    **changes: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"guard_verdicts": verdicts}
+    if scanned:
+        out.update(changes)
+        out["pii_vault"] = vault.to_state()
+    if any(s.verdict.taint for s in scanned):
+        out["tainted"] = True
+    return out
+
+
 def scan_input(state: dict[str, Any]) -> dict[str, Any]:
     """User messages: injection scan (kind user), then pseudonymise PII as trusted-origin values."""
-    policies, injection, pii = _components()
+    policies = get_policies()
     vault = PiiVault.from_state(state.get("pii_vault"))
-    updates: list[BaseMessage] = []
-    verdicts: list[dict[str, Any]] = []
-    tainted = False
-    blocked = False
-    for message in state.get("messages") or []:
-        if not isinstance(message, HumanMessage) or _guarded(message):
-            continue
-        raw = _text(message)
-        v = injection.scan(raw, "user")
-        result = pseudonymise(pii, raw, vault, trusted=True, direction="input")
-        updates.append(_rewrite(message, result.text, "input"))
-        tainted |= v.taint
-        blocked |= v.action == "block"
-        scope = _scope_checker(policies).check(raw)
-        verdicts.append(_verdict("input", policies, target=message.id or "", ok=not v.flagged,
-                                 pii=result.counts, scope=scope.model_dump(), **_injection_fields(v)))
-    out: dict[str, Any] = {"guard_verdicts": verdicts}
-    if updates:
-        out["messages"] = updates
-        out["pii_vault"] = vault.to_state()
-    if tainted:
-        out["tainted"] = True
-    if blocked:
+    targets = [m for m in state.get("messages") or [] if isinstance(m, HumanMessage) and not _guarded(m)]
+    scanned = [_scan(policies, vault, "user", message_text(m), "") for m in targets]
+    scope = _scope_checker(policies)
+    verdicts = [_verdict("input", policies, target=m.id or "", ok=not s.verdict.flagged, pii=s.pii,
+                         scope=scope.check(message_text(m)).model_dump(), **_injection_fields(s.verdict))
+                for m, s in zip(targets, scanned, strict=True)]
+    updates: list[BaseMessage] = [_rewrite(m, s.text or "", "input") for m, s in zip(targets, scanned, strict=True)]
+    out = _scanned_update(verdicts, vault, scanned, messages=updates)
+    if any(s.verdict.action == "block" for s in scanned):
         out["outcome"] = "guard_blocked"
         out["messages"] = [*updates, AIMessage(
             content="I can't act on that message. Please rephrase your request.", name="interlock",
@@ -184,79 +207,46 @@ def scan_input(state: dict[str, Any]) -> dict[str, Any]:
 
 def scan_retrieved(state: dict[str, Any]) -> dict[str, Any]:
     """Retrieved chunks: injection scan (kind retrieved), quarantine per policy, pseudonymise PII."""
-    policies, injection, pii = _components()
+    policies = get_policies()
     vault = PiiVault.from_state(state.get("pii_vault"))
     chunks = list(state.get("retrieved") or [])
-    kept: list[dict[str, Any]] = []
-    verdicts: list[dict[str, Any]] = []
-    tainted = False
-    changed = False
-    for chunk in chunks:
-        if not isinstance(chunk, dict) or chunk.get("guarded"):
-            kept.append(chunk)
-            continue
-        changed = True
-        raw = str(chunk.get("text") or "")
-        v = injection.scan(raw, "retrieved")
-        result = pseudonymise(pii, raw, vault, trusted=False, direction="input")
-        style = "drop" if v.action == "drop" else policies.injection.quarantine_style
-        text = result.text
-        if v.action in ("quarantine", "drop", "block"):
-            text = quarantine(result.text, v, "drop" if v.action == "block" else style,
-                              str(chunk.get("chunk_id", "")))
-        tainted |= v.taint
-        verdicts.append(_verdict("retrieved", policies, target=str(chunk.get("chunk_id", "")), ok=not v.flagged,
-                                 trusted=bool(chunk.get("trusted", False)), pii=result.counts,
-                                 **_injection_fields(v)))
-        if text is None:
-            continue
-        kept.append({**chunk, "text": text, "guarded": True, "quarantined": v.flagged})
-    out: dict[str, Any] = {"guard_verdicts": verdicts}
-    if changed:
-        out["retrieved"] = kept
-        out["pii_vault"] = vault.to_state()
-    if tainted:
-        out["tainted"] = True
-    return out
+    todo = [c for c in chunks if isinstance(c, dict) and not c.get("guarded")]
+    scanned = {id(c): _scan(policies, vault, "retrieved", str(c.get("text") or ""), str(c.get("chunk_id", "")))
+               for c in todo}
+    verdicts = [_verdict("retrieved", policies, target=str(c.get("chunk_id", "")), ok=not s.verdict.flagged,
+                         trusted=bool(c.get("trusted", False)), pii=s.pii, **_injection_fields(s.verdict))
+                for c, s in ((c, scanned[id(c)]) for c in todo)]
+    kept = [c if id(c) not in scanned else {**c, "text": scanned[id(c)].text, "guarded": True,
+                                            "quarantined": scanned[id(c)].verdict.flagged}
+            for c in chunks if id(c) not in scanned or scanned[id(c)].text is not None]
+    return _scanned_update(verdicts, vault, list(scanned.values()), retrieved=kept)
 
 
 def scan_tool_outputs(state: dict[str, Any]) -> dict[str, Any]:
     """Tool results: injection scan (kind tool_output), quarantine per policy, pseudonymise PII."""
-    policies, injection, pii = _components()
+    policies = get_policies()
     vault = PiiVault.from_state(state.get("pii_vault"))
+    targets = [m for m in state.get("messages") or [] if isinstance(m, ToolMessage) and not _guarded(m)]
+    scanned = [_scan(policies, vault, "tool_output", message_text(m), m.name or "") for m in targets]
+    verdicts = [_verdict("tool_output", policies, target=m.tool_call_id, tool=m.name or "",
+                         ok=not s.verdict.flagged, pii=s.pii, **_injection_fields(s.verdict))
+                for m, s in zip(targets, scanned, strict=True)]
     updates: list[BaseMessage] = []
-    verdicts: list[dict[str, Any]] = []
-    tainted = False
-    for message in state.get("messages") or []:
-        if not isinstance(message, ToolMessage) or _guarded(message):
-            continue
-        raw = _text(message)
-        v = injection.scan(raw, "tool_output")
-        result = pseudonymise(pii, raw, vault, trusted=False, direction="input")
-        text: str | None = result.text
-        if v.action in ("quarantine", "drop", "block"):
-            style = "drop" if v.action in ("drop", "block") else policies.injection.quarantine_style
-            text = quarantine(result.text, v, style, message.name or "")
-        if text is None:
-            text = "[tool output withheld by the injection guard]"
-        tainted |= v.taint
-        updates.append(_rewrite(message, text, "tool_output"))
-        verdicts.append(_verdict("tool_output", policies, target=message.tool_call_id, tool=message.name or "",
-                                 ok=not v.flagged, pii=result.counts, **_injection_fields(v)))
-    out: dict[str, Any] = {"guard_verdicts": verdicts}
-    if updates:
-        out["messages"] = updates
-        out["pii_vault"] = vault.to_state()
-    if tainted:
-        out["tainted"] = True
-    return out
+    for m, s in zip(targets, scanned, strict=True):
+        # The structured result (artifact) travels on as an object, pseudonymised; withheld with the text when
+        # the injection policy quarantines or drops the result.
+        held = s.verdict.action in ("quarantine", "drop", "block")
+        artifact = None if held else _pseudonymise_result(policies, vault, getattr(m, "artifact", None))
+        text = s.text if s.text is not None else "[tool output withheld by the injection guard]"
+        updates.append(_rewrite(m, text, "tool_output", artifact=artifact))
+    return _scanned_update(verdicts, vault, scanned, messages=updates)
 
 
 def _system_prompt(state: dict[str, Any]) -> str:
     explicit = state.get("system_prompt")
     if isinstance(explicit, str):
         return explicit
-    return "\n".join(_text(m) for m in state.get("messages") or [] if isinstance(m, SystemMessage))
+    return "\n".join(message_text(m) for m in state.get("messages") or [] if isinstance(m, SystemMessage))
 
 
 def output_filter(policies: PolicySet | None = None) -> OutputFilter:
@@ -277,7 +267,7 @@ def check_output(state: dict[str, Any]) -> dict[str, Any]:
             break
     if target is None:
         return {"guard_verdicts": []}
-    raw = _text(target)
+    raw = message_text(target)
     filtered = output_filter(policies).filter(raw, vault)
     text = filtered.text
     leak = None
@@ -303,7 +293,7 @@ def check_output(state: dict[str, Any]) -> dict[str, Any]:
 
 def tool_context(state: dict[str, Any], facts: dict[str, Any] | None = None) -> ToolContext:
     """Trusted text = the user's messages and the system prompt; never chunks or tool output."""
-    texts = [_text(m) for m in state.get("messages") or [] if isinstance(m, HumanMessage | SystemMessage)]
+    texts = [message_text(m) for m in state.get("messages") or [] if isinstance(m, HumanMessage | SystemMessage)]
     return ToolContext(tainted=bool(state.get("tainted")), trusted_texts=texts,
                        facts=facts if facts is not None else dict(state.get("facts") or {}),
                        vault=state.get("pii_vault") or None)

@@ -19,9 +19,14 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from interlock.graphs import prompts
+from interlock.graphs.models import ModelGateway, ModelsUnavailable
+from interlock.graphs.state import InterlockState, last_user_text
 from interlock.policies.graph_schema import IntentsPolicy, load_intents_policy
+from langchain_core.messages import HumanMessage, SystemMessage
 
 # Weights trained on the shipped policy, so a server does not embed ~500 messages before its first answer.
 # Another policy (edited intents, INTERLOCK_POLICY_DIR) trains in memory at first use instead.
@@ -187,6 +192,61 @@ def default_classifier() -> IntentClassifier:
             if _default is None:
                 _default = IntentClassifier()
     return _default
+
+
+class Classify:
+    """The routing node: the classifier first (free); a router-tier model only when it is not confident,
+    and if that model fails the classifier's answer stands (degraded)."""
+
+    def __init__(self, gateway: ModelGateway, classifier: IntentClassifier | None = None, *,
+                 retriever: Any | None = None, embedder: Any | None = None) -> None:
+        self.gateway = gateway
+        self._classifier = classifier
+        self.retriever = retriever
+        self._embedder = embedder
+
+    @property
+    def classifier(self) -> IntentClassifier:
+        if self._classifier is None:
+            self._classifier = default_classifier()
+        return self._classifier
+
+    async def __call__(self, state: InterlockState) -> dict[str, Any]:
+        classifier = self.classifier
+        intents = classifier.policy.intents
+        text = last_user_text(state)
+        mode = "model" if any(self.gateway.has(t) for t in ("router", "planner", "answer")) else "zero-key"
+        prediction = await classifier.aclassify(text)
+        intent, route = prediction.intent, prediction.route
+        # A short answer to "which order?" continues the playbook that asked for it.
+        waiting = state.get("awaiting_input") or {}
+        if waiting.get("intent") in intents and (len(text) < 40 or not prediction.confident):
+            intent = waiting["intent"]
+            route = intents[intent].route
+        elif not prediction.confident and self.gateway.has("router"):
+            listing = "\n".join(f"- {name}: {spec.description}" for name, spec in intents.items())
+            try:
+                reply, _ = await self.gateway.ainvoke(
+                    "router", [SystemMessage(prompts.ROUTER.format(intents=listing)), HumanMessage(text)],
+                    tenant=state.get("tenant", ""), feature="router")
+                answer = str(reply.content).strip().strip("`'\". ").lower()
+                if answer in intents:
+                    intent, route = answer, intents[answer].route
+            except ModelsUnavailable:
+                mode = "degraded"
+        if route == "refuse" and self.retriever is not None:
+            # Whatever the tenant has ingested widens what counts as a knowledge question (RAG still refuses
+            # when its passages do not answer it).
+            from interlock.graphs.rag import knowledge_evidence
+
+            if self._embedder is None:
+                self._embedder = classifier.embedder
+            principal = state.get("principal") or {}
+            evidence = await knowledge_evidence(self.retriever, self._embedder, text, tenant=state.get("tenant", ""),
+                                                groups=list(principal.get("groups") or []))
+            if evidence >= classifier.policy.knowledge_evidence:
+                intent, route = "knowledge", intents["knowledge"].route
+        return {"intent": intent, "route": route, "confidence": prediction.margin, "mode": mode}
 
 
 if __name__ == "__main__":  # python -m interlock.graphs.nodes.intent: retrain the shipped weights

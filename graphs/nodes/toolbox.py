@@ -1,46 +1,37 @@
 """The graphs' view of the governed MCP tools: what a caller may use, its risk, and how to call it.
 
-The planner never talks to MCP directly. It sees `Toolbox`: the tools the principal may use (after
-scopes and the graph's allowlist), each with its JSON schema and a risk tier, and a `call` that goes
-through `tools/` (per-server token, approval id in `_meta`, errors as data). Risk and the approval
-rule come from policies/tools.yaml, falling back to the MCP annotations the server published.
+The planner never talks to MCP directly. It sees a `Toolbox`: the tools the principal may use (after scopes and
+the graph's allowlist), each a `tools.client.ToolInfo` with its JSON schema and a risk tier, and a `call` that goes
+through `tools/` (per-server token, approval id in `_meta`, retries of reads only). `GovernedToolbox` adds what the
+planner needs on top of `tools.client.GovernedTools`: risk and approval rule per tool from policies/tools.yaml
+(falling back to the MCP annotations the server published), and errors returned as data, so a tool failure becomes
+a ToolMessage instead of an exception in the graph.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
+from interlock.graphs.events import emit
 from interlock.graphs.state import PrincipalInfo
+from interlock.tools.client import GovernedTools, Principal, ToolDenied, ToolInfo, ToolUnavailable
 
 log = logging.getLogger("interlock.graphs.toolbox")
 
-Risk = Literal["read", "write", "destructive"]
+__all__ = ["GovernedToolbox", "ToolInfo", "ToolOutcome", "Toolbox", "tool_policy"]
 
-
-@dataclass(frozen=True)
-class ToolInfo:
-    name: str
-    description: str
-    input_schema: dict[str, Any]
-    risk: Risk
-    server: str = ""
-    approval: Literal["never", "when_tainted", "always"] = "never"
-
-    def needs_approval(self, tainted: bool) -> bool:
-        return self.approval == "always" or (self.approval == "when_tainted" and tainted)
-
-    def as_openai_tool(self) -> dict[str, Any]:
-        """The tool as a function schema a chat model can be bound to."""
-        schema = self.input_schema or {"type": "object", "properties": {}}
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description or self.name, "parameters": schema}}
+GRAPH_ID = "router"
 
 
 @dataclass
 class ToolOutcome:
     ok: bool
+    # The tool's structured result (a dict) or its text; never re-serialised on the way to the graph.
     content: Any
     error: str | None = None
     # Machine-readable reason from the gate (e.g. approval "already_used") when ok is False.
@@ -72,27 +63,65 @@ def tool_policy() -> Any | None:
             return None
 
 
-def classify_tool(name: str, annotations: dict[str, Any] | None, tags: set[str] | None = None,
-                  policy: Any | None = None) -> tuple[Risk, str]:
-    """(risk, approval rule) for a tool: policy first, then the server's annotations and tags."""
-    annotations = annotations or {}
-    tags = tags or set()
-    if annotations.get("destructiveHint") is True or "destructive" in tags:
-        risk: Risk = "destructive"
-    elif annotations.get("readOnlyHint") is True:
-        risk = "read"
-    else:
-        risk = "write"
-    approval = {"read": "never", "write": "when_tainted", "destructive": "always"}[risk]
-    if policy is not None:
-        rule = policy.tools.get(name)
-        if rule is not None:
-            # Policy may raise a tool's risk but never lowers what the server declared destructive.
-            if not (risk == "destructive" and rule.risk != "destructive"):
-                risk = rule.risk
-            approval = rule.approval or policy.default_approval.get(risk, approval)
-        else:
-            approval = policy.default_approval.get(risk, approval)
-        if risk == "destructive":
-            approval = "always"
-    return risk, approval
+class GovernedToolbox:
+    def __init__(self, tools: GovernedTools | None = None, *, allowlist: Sequence[str] | None = None,
+                 graph_id: str = GRAPH_ID) -> None:
+        """Without `tools`, the governed client and the graph's allowlist come from the tools config on first use,
+        so importing a graph module stays cheap and offline."""
+        self._tools = tools
+        self._graph_id = graph_id
+        self.allowlist = list(allowlist) if allowlist is not None else None
+        # Recent calls in order (tool, args, approval id), for tests and debugging; bounded so a
+        # long-running server does not grow it forever.
+        self.calls: deque[tuple[str, dict[str, Any], str | None]] = deque(maxlen=1000)
+
+    @property
+    def tools(self) -> GovernedTools:
+        if self._tools is None:
+            self._tools = GovernedTools.from_config()
+            if self.allowlist is None:
+                allowlist = self._tools.allowlist_for(self._graph_id)
+                self.allowlist = list(allowlist) if allowlist is not None else None
+        return self._tools
+
+    @staticmethod
+    def _principal(principal: PrincipalInfo) -> Principal:
+        return Principal(sub=principal.sub, tenant=principal.tenant, scopes=principal.scopes)
+
+    async def list_tools(self, principal: PrincipalInfo) -> list[ToolInfo]:
+        policy = tool_policy()
+        return [info.classified(policy)
+                for info in await self.tools.list_tools(self._principal(principal), allowlist=self.allowlist)]
+
+    async def call(self, principal: PrincipalInfo, tool: str, args: dict[str, Any],
+                   approval_id: str | None = None) -> ToolOutcome:
+        self.calls.append((tool, dict(args), approval_id))
+        started = time.perf_counter()
+        outcome = await self._call(principal, tool, args, approval_id)
+        await emit("tool", {
+            "name": tool, "tool": tool, "outcome": "ok" if outcome.ok else (outcome.code or "error"),
+            "approval_id": approval_id, "inputs": args,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "error": outcome.error if not outcome.ok else None,
+        })
+        return outcome
+
+    async def _call(self, principal: PrincipalInfo, tool: str, args: dict[str, Any],
+                    approval_id: str | None) -> ToolOutcome:
+        try:
+            result = await self.tools.call(self._principal(principal), tool, args, approval_id=approval_id,
+                                           allowlist=self.allowlist)
+        except ToolDenied:
+            return ToolOutcome(ok=False, content=None, error=f"{tool} is not available to you", code="denied")
+        except ToolUnavailable:
+            log.warning("tool %s unavailable", tool)
+            return ToolOutcome(ok=False, content=None, error=f"{tool} could not be reached; try again later",
+                               code="unavailable")
+        if result.is_error:
+            code = "already_used" if "already been used" in result.text else None
+            return ToolOutcome(ok=False, content=None, error=result.text[:500], code=code)
+        return ToolOutcome(ok=True, content=result.structured if result.structured is not None else result.text)
+
+    async def aclose(self) -> None:
+        if self._tools is not None:
+            await self._tools.aclose()

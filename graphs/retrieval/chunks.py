@@ -112,6 +112,8 @@ class Hit(BaseModel):
     tenant: str
     groups: list[str]
     scores: dict[str, float] = Field(default_factory=dict, description="per-retriever scores before fusion")
+    # The tenant's own help centre is curated; a source that is not must mark its hits untrusted (taints the run).
+    trusted: bool = True
 
     @classmethod
     def from_chunk(cls, chunk: Chunk, score: float, **extra: Any) -> Hit:

@@ -14,7 +14,6 @@ rows can never enter another tenant's candidate set.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -33,7 +32,7 @@ from . import fusion
 from .chunks import PUBLIC_GROUP, Chunk, Hit, check_groups, check_tenant
 from .filters import Condition
 from .stopwords import STOPWORDS
-from .store import SearchRequest, StoreError, StoreMismatch
+from .store import SearchRequest, StoreError, StoreMismatch, ThreadedStore
 
 _COLUMNS = {
     "document_id": "c.document_id",
@@ -197,7 +196,7 @@ def _filter_clause(filters: Sequence[Condition]) -> tuple[str, list[Any]]:
     return (" AND ".join(parts) if parts else "1"), params
 
 
-class EmbeddedStore:
+class EmbeddedStore(ThreadedStore):
     """SQLite + FTS5 + numpy chunk store (see module doc)."""
 
     def __init__(
@@ -239,29 +238,6 @@ class EmbeddedStore:
             if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(ddl)
         self._db.execute("CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (tenant, seq)")
-
-    # -- async port (SQLite and numpy work runs in a worker thread, off the event loop) --
-
-    async def check_model(self, model_id: str, dim: int) -> None:
-        await asyncio.to_thread(self.check_model_sync, model_id, dim)
-
-    async def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
-        return await asyncio.to_thread(self.upsert_sync, chunks, vectors)
-
-    async def delete_documents(self, tenant: str, document_ids: Sequence[str]) -> int:
-        return await asyncio.to_thread(self.delete_documents_sync, tenant, document_ids)
-
-    async def delete_tenant(self, tenant: str) -> int:
-        return await asyncio.to_thread(self.delete_tenant_sync, tenant)
-
-    async def count(self, tenant: str, *, document_id: str | None = None) -> int:
-        return await asyncio.to_thread(self.count_sync, tenant, document_id=document_id)
-
-    async def document_hashes(self, tenant: str) -> dict[str, tuple[str, str]]:
-        return await asyncio.to_thread(self.document_hashes_sync, tenant)
-
-    async def search(self, request: SearchRequest) -> list[Hit]:
-        return await asyncio.to_thread(self.search_sync, request)
 
     async def close(self) -> None:
         with self._lock:

@@ -6,6 +6,8 @@ data layer (SQL `WHERE`, Weaviate tenant shard), not by callers filtering result
 
 from __future__ import annotations
 
+import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
@@ -88,3 +90,58 @@ class ChunkStore(Protocol):
     async def search(self, request: SearchRequest) -> list[Hit]: ...
 
     async def close(self) -> None: ...
+
+
+class ThreadedStore(ABC):
+    """The async port of a store whose work is blocking (SQLite and numpy, the Weaviate client): each call runs
+    its `*_sync` counterpart in a worker thread, off the event loop. Subclasses implement the `*_sync` methods
+    and `close`."""
+
+    async def check_model(self, model_id: str, dim: int) -> None:
+        await asyncio.to_thread(self.check_model_sync, model_id, dim)
+
+    async def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
+        return await asyncio.to_thread(self.upsert_sync, chunks, vectors)
+
+    async def delete_documents(self, tenant: str, document_ids: Sequence[str]) -> int:
+        return await asyncio.to_thread(self.delete_documents_sync, tenant, document_ids)
+
+    async def delete_tenant(self, tenant: str) -> int:
+        return await asyncio.to_thread(self.delete_tenant_sync, tenant)
+
+    async def count(self, tenant: str, *, document_id: str | None = None) -> int:
+        return await asyncio.to_thread(self.count_sync, tenant, document_id=document_id)
+
+    async def document_hashes(self, tenant: str) -> dict[str, tuple[str, str]]:
+        return await asyncio.to_thread(self.document_hashes_sync, tenant)
+
+    async def search(self, request: SearchRequest) -> list[Hit]:
+        return await asyncio.to_thread(self.search_sync, request)
+
+    @abstractmethod
+    def check_model_sync(self, model_id: str, dim: int) -> None:
+        ...
+
+    @abstractmethod
+    def upsert_sync(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
+        ...
+
+    @abstractmethod
+    def delete_documents_sync(self, tenant: str, document_ids: Sequence[str]) -> int:
+        ...
+
+    @abstractmethod
+    def delete_tenant_sync(self, tenant: str) -> int:
+        ...
+
+    @abstractmethod
+    def count_sync(self, tenant: str, *, document_id: str | None = None) -> int:
+        ...
+
+    @abstractmethod
+    def document_hashes_sync(self, tenant: str) -> dict[str, tuple[str, str]]:
+        ...
+
+    @abstractmethod
+    def search_sync(self, request: SearchRequest) -> list[Hit]:
+        ...

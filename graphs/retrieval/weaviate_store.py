@@ -22,7 +22,7 @@ import numpy as np
 
 from .chunks import PUBLIC_GROUP, Chunk, Hit, check_tenant
 from .filters import Condition
-from .store import SearchRequest, StoreError, StoreMismatch, StoreUnavailable
+from .store import SearchRequest, StoreError, StoreMismatch, StoreUnavailable, ThreadedStore
 
 COLLECTION = "InterlockChunk"
 VECTOR_NAME = "content"
@@ -236,7 +236,7 @@ def _mapped(fn: Callable[[], T]) -> T:
         raise StoreError(f"Weaviate error: {exc}") from exc
 
 
-class WeaviateStore:
+class WeaviateStore(ThreadedStore):
     def __init__(
         self, client: Any, *, collection: str = COLLECTION, batch_size: int = 200, title_weight: float = 1.0
     ) -> None:
@@ -418,28 +418,7 @@ class WeaviateStore:
         result = _mapped(lambda: getattr(query, method)(**kwargs))
         return [to_hit(o, request.tenant, request.mode) for o in result.objects]
 
-    # -- async port --
-
-    async def check_model(self, model_id: str, dim: int) -> None:
-        await asyncio.to_thread(self.check_model_sync, model_id, dim)
-
-    async def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
-        return await asyncio.to_thread(self.upsert_sync, chunks, vectors)
-
-    async def delete_documents(self, tenant: str, document_ids: Sequence[str]) -> int:
-        return await asyncio.to_thread(self.delete_documents_sync, tenant, document_ids)
-
-    async def delete_tenant(self, tenant: str) -> int:
-        return await asyncio.to_thread(self.delete_tenant_sync, tenant)
-
-    async def count(self, tenant: str, *, document_id: str | None = None) -> int:
-        return await asyncio.to_thread(self.count_sync, tenant, document_id=document_id)
-
-    async def document_hashes(self, tenant: str) -> dict[str, tuple[str, str]]:
-        return await asyncio.to_thread(self.document_hashes_sync, tenant)
-
-    async def search(self, request: SearchRequest) -> list[Hit]:
-        return await asyncio.to_thread(self.search_sync, request)
+    # -- async port (the rest comes from ThreadedStore) --
 
     async def drop_collection(self) -> None:
         """Remove the whole collection (tests use a unique collection per session)."""

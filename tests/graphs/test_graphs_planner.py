@@ -11,7 +11,7 @@ import pytest
 from graphs_testkit import *  # noqa: F403 - the shared pytest fixtures
 from graphs_testkit import compile_with_memory, thread
 from interlock.graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
-from interlock.graphs.nodes.governed import GovernedToolbox
+from interlock.graphs.nodes.toolbox import GovernedToolbox
 from interlock.graphs.planner import RunLimits
 from interlock.graphs.router import RouterDeps, build_router
 from langchain_core.messages import AIMessage, ToolMessage

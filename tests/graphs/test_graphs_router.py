@@ -8,7 +8,7 @@ from typing import Any
 from graphs_testkit import *  # noqa: F403 - the shared pytest fixtures
 from graphs_testkit import compile_with_memory, thread
 from interlock.graphs.models import ModelGateway, ScriptedChatModel, scripted_chain
-from interlock.graphs.rag import verify_citations
+from interlock.graphs.rag import source_name, verify_citations
 from interlock.graphs.router import RouterDeps, build_router
 from langchain_core.messages import AIMessage, ToolMessage
 
@@ -107,7 +107,11 @@ async def test_model_answer_with_valid_citation_is_kept(kb_retriever: Any) -> No
     model = ScriptedChatModel(replies=[reply])
     out = await router(kb_retriever, scripted_chain(model, tiers=("answer",))).ainvoke(
         {"messages": [("user", "How long does standard shipping take?")]}, thread())
-    assert out["mode"] == "model" and str(final(out).content) == reply
+    # The answer names the document and section beside the verified marker; the id stays for checking.
+    short = chunk["chunk_id"][:8]
+    assert out["mode"] == "model"
+    assert str(final(out).content) == reply.replace(f"[#{short}]", f"({source_name(chunk)}) [#{short}]")
+    assert chunk["title"] and chunk["title"] in str(final(out).content)
     assert out["citations"][0]["chunk_id"] == chunk["chunk_id"] and out["citations"][0]["verified"]
 
 
