@@ -212,7 +212,7 @@ async def test_console_signs_in_as_the_local_operator_in_development_mode(short_
             await expect(page.get_by_label("Operator token")).to_be_hidden(timeout=20_000)
             await page.get_by_label("Tenant").fill("acme")
             await page.get_by_role("button", name="Sign in").click()
-            await expect(page.locator("#who-name")).to_have_text("local-operator · tenant acme", timeout=20_000)
+            await expect(page.locator("#who-name")).to_have_text("operator@local · tenant acme", timeout=20_000)
             await expect(page.locator("#live")).to_have_text("live", timeout=20_000)
             await page.get_by_role("button", name="Sign out").click()
             await expect(page.locator("#sign-in-error")).to_have_text("Signed out.")

@@ -95,7 +95,7 @@ async def test_desktop_destructive_call_waits_for_an_operator_then_the_identical
         decided = await api.post(f"/approvals/{first}", json={"decision": "approve", "reason": "checked"})
         assert decided.status_code == 200, decided.text
         assert decided.json()["approval"]["status"] == "approved"
-        assert decided.json()["approval"]["decided_by"] == "local-operator"
+        assert decided.json()["approval"]["decided_by"] == "operator@local"
 
         done = await client.call_tool("refund_order", args, raise_on_error=False)  # no _meta at all
         assert not done.is_error, text(done)
@@ -111,7 +111,7 @@ async def test_desktop_destructive_call_waits_for_an_operator_then_the_identical
         detail = (await api.get(f"/approvals/{first}")).json()
     assert detail["status"] == "consumed"
     assert [(e["kind"], e["actor"]) for e in detail["audit"]] == [
-        ("requested", "desk-user"), ("approved", "local-operator"), ("consumed", "desk-user")]
+        ("requested", "desk-user"), ("approved", "operator@local"), ("consumed", "desk-user")]
     assert [(c["outcome"], c["transport"]) for c in detail["tool_calls"]] == [
         ("denied", "stdio"), ("denied", "stdio"), ("ok", "stdio")]
     assert set(detail["input_schema"]["required"]) == {"order_id", "amount_cents", "reason"}
