@@ -20,7 +20,7 @@ from server_testkit import ServerProcess, make_server
 
 EXAMPLES = int(os.environ.get("INTERLOCK_FUZZ_EXAMPLES", "20"))
 # Long-lived by design (they follow a thread until the client leaves), so not fuzzable request/response calls.
-SKIP = {("GET", "/threads/{thread_id}/stream")}
+SKIP = {("GET", "/threads/{thread_id}/stream"), ("GET", "/approvals/events")}
 
 
 @pytest.fixture(scope="module")
