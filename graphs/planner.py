@@ -169,7 +169,7 @@ class PlannerNodes:
                 return await self._plan_with_model(state, tools, steps)
             except ModelsUnavailable:
                 mode = "degraded"
-        return self._plan_with_playbook(state, tools, steps, mode)
+        return await self._plan_with_playbook(state, tools, steps, mode)
 
     async def _plan_with_model(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int) -> Command[Any]:
         system = SystemMessage(prompts.PLANNER.format(company=state.get("tenant", "the company")))
@@ -188,8 +188,8 @@ class PlannerNodes:
         return Command(goto="execute", update={"messages": [reply], "plan": [c.model_dump() for c in calls],
                                                "steps": steps, "mode": "model"})
 
-    def _plan_with_playbook(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int,
-                            mode: str) -> Command[Any]:
+    async def _plan_with_playbook(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int,
+                                  mode: str) -> Command[Any]:
         """Zero-key or degraded: the playbook for the routed intent, its arguments checked against the schemas."""
         intent = state.get("intent") or ""
         text = last_user_text(state)
@@ -219,6 +219,13 @@ class PlannerNodes:
             calls.append(PlannedCall(id=f"pb_{uuid.uuid4().hex[:12]}", tool=tool, args=args, reply=reply_template))
         if problems:
             return finish("I couldn't do that: " + "; ".join(problems) + ".", "needs_input")
+        if pb.precheck is not None and pb.precheck[0] in tools and self.deps.toolbox is not None:
+            # Answer from the record's state when it makes the steps moot (an already cancelled order is not
+            # cancelled again, and no operator is asked to approve it).
+            tool, args, field_name, stop_if, reply = pb.precheck
+            seen = await self.deps.toolbox.call(_principal(state), tool, args)
+            if seen.ok and isinstance(seen.content, dict) and seen.content.get(field_name) in stop_if:
+                return finish(render(reply, {**pb.slots, "result": seen.content}), "answered")
         # The playbook's calls are recorded like a model's, marked as coming from a playbook.
         announce = AIMessage(content="", name="playbook", response_metadata={"interlock_mode": mode, "intent": intent},
                              tool_calls=[c.as_tool_call() for c in calls])

@@ -145,9 +145,21 @@ class StepSpec(_Strict):
     reply: str | None = None  # overrides the playbook's reply when this step ran last
 
 
+class PrecheckSpec(_Strict):
+    """A read before the playbook's steps: when the record is already in a state that makes the steps pointless
+    (cancelling a cancelled order), the reply is given from that state and nothing else runs (no approval asked)."""
+
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    field: str  # a field of the tool's result
+    stop_if: list[Any] = Field(min_length=1)  # values of `field` that end the playbook
+    reply: str  # rendered with the slots and `result`
+
+
 class PlaybookSpec(_Strict):
     description: str = ""
     slots: dict[str, SlotSpec] = Field(default_factory=dict)
+    precheck: PrecheckSpec | None = None
     steps: list[StepSpec] = Field(min_length=1)
     # Rendered with the slots and `result` (the step's output); missing fields render as "?".
     # `{result.total_cents|money}` formats cents as 12.34.

@@ -27,6 +27,8 @@ class PlaybookPlan:
     replies: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     question: str = ""
+    # (tool, args, field, stop values, reply template): read first, end here when the state makes the steps moot.
+    precheck: tuple[str, dict[str, Any], str, list[Any], str] | None = None
 
 
 def _convert(value: str, slot: SlotSpec) -> Any:
@@ -93,6 +95,10 @@ def plan(intent: str, text: str, policy: PlaybooksPolicy | None = None, principa
         asks = [playbook.slots[m].ask or f"Please tell me the {m.replace('_', ' ')}." for m in missing]
         result.question = " ".join(dict.fromkeys(asks))
         return result
+    if playbook.precheck is not None:
+        check = playbook.precheck
+        args = {k: v for k, v in _fill(check.args, slots).items() if v not in (None, "")}
+        result.precheck = (check.tool, args, check.field, list(check.stop_if), check.reply)
     for step in playbook.steps:
         if step.when and slots.get(step.when) in (None, ""):
             continue

@@ -110,6 +110,22 @@ async def test_cancel_interrupts_with_the_exact_call_and_approve_executes_once(t
     assert record is not None and record.status == "consumed"
 
 
+async def test_cancelling_an_already_cancelled_order_answers_from_its_state_without_an_approval(
+    toolbox: GovernedToolbox,
+) -> None:
+    await reset_orders()
+    graph, config = router(toolbox), thread()
+    first = await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    await graph.ainvoke(Command(resume={"decision": "approve", "reason": "customer asked"}), config)
+    assert await order_status(toolbox, "ORD-1001") == "cancelled" and first["__interrupt__"]
+    again, again_config = router(toolbox), thread()
+    out = await again.ainvoke({"messages": [("user", "Please cancel order ORD-1001")]}, again_config)
+    assert "__interrupt__" not in out and out["outcome"] == "answered"
+    assert "already cancelled" in str(out["messages"][-1].content)
+    assert len(calls_of(toolbox, "cancel_order")) == 1  # only the first, approved one
+    assert calls_of(toolbox, "get_order")[-1][1] == {"order_id": "ORD-1001"}
+
+
 async def test_reject_never_executes(toolbox: GovernedToolbox) -> None:
     await reset_orders()
     graph, config = router(toolbox), thread()
