@@ -115,12 +115,31 @@ def _injection_fields(v: InjectionVerdict) -> dict[str, Any]:
             "transforms": v.transforms}
 
 
+# Policy sets (by hash) whose guard models are loaded. Loading them (Presidio, the NER model, the learned
+# detector) is a one-time cost of seconds on a cold process, not a slow scan: it gets its own, generous bound.
+_WARM: set[str] = set()
+WARM_TIMEOUT_S = 120.0
+
+
+def _load_models(policies: PolicySet) -> None:
+    _, _, pii = _components(policies)
+    pii.analyzer.analyze(text="warm up the analyzer", language=policies.pii.language)
+
+
+async def _warm(policies: PolicySet) -> None:
+    if policies.hash not in _WARM:
+        await asyncio.wait_for(asyncio.to_thread(_load_models, policies), WARM_TIMEOUT_S)
+        _WARM.add(policies.hash)
+
+
 def make_guard_node(name: str, fn: GuardFn, timeout_s: float | None = None) -> Callable[[Any], Awaitable[dict]]:
     """Wrap a synchronous guard body as an async node that fails closed on error or timeout."""
 
     async def node(state: Any) -> dict[str, Any]:
         try:
-            timeout = timeout_s if timeout_s is not None else get_policies().limits.run.guard_timeout_s
+            policies = get_policies()
+            await _warm(policies)
+            timeout = timeout_s if timeout_s is not None else policies.limits.run.guard_timeout_s
             out = await asyncio.wait_for(asyncio.to_thread(fn, dict(state or {})), timeout)
         except GuardFailed as exc:
             await emit("guard", {"name": name, "verdict": "failed", **(getattr(exc, "verdict", None) or {})})

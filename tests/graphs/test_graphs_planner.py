@@ -332,3 +332,14 @@ async def test_wall_clock_limit_is_a_distinct_outcome(toolbox: GovernedToolbox) 
                        limits=RunLimits(max_steps=50, max_tool_calls=50, wall_clock_s=1.5)).ainvoke(
         {"messages": [("user", "What's the status of order ORD-1002?")]}, thread())
     assert out["outcome"] == "limit_time" and "time limit" in str(out["messages"][-1].content)
+
+
+async def test_add_a_comment_to_a_ticket_comments_on_that_ticket(toolbox: GovernedToolbox) -> None:
+    graph = router(toolbox)
+    out = await graph.ainvoke({"messages": [("user", "Add a comment to ticket TCK-1001: the replacement broke too")]},
+                              thread())
+    assert out["intent"] == "ticket_comment" and out["route"] == "planner"
+    assert calls_of(toolbox, "create_ticket") == []  # a comment, never a new ticket
+    [(tool, args, _)] = calls_of(toolbox, "add_comment")
+    assert args == {"ticket_id": "TCK-1001", "body": "the replacement broke too"}
+    assert "TCK-1001" in str(out["messages"][-1].content)
