@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from interlock.server.settings import is_postgres, sqlite_path
+from interlock.server.storage.sqlite_busy import retry_busy
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -27,13 +28,13 @@ class LoopSqliteSaver(SqliteSaver):
             yield item
 
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-        return self.put(config, checkpoint, metadata, new_versions)
+        return await retry_busy(lambda: self.put(config, checkpoint, metadata, new_versions))
 
     async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-        self.put_writes(config, writes, task_id, task_path)
+        await retry_busy(lambda: self.put_writes(config, writes, task_id, task_path))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        self.delete_thread(thread_id)
+        await retry_busy(lambda: self.delete_thread(thread_id))
 
     async def aget_delta_channel_history(self, *args: Any, **kwargs: Any) -> Any:
         return self.get_delta_channel_history(*args, **kwargs)
@@ -67,29 +68,32 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
         return
     import sqlite3
 
-    import aiosqlite
-    from langgraph.store.sqlite.aio import AsyncSqliteStore
+    from interlock.server.storage.sqlite_store import LoopSqliteStore
 
     path = sqlite_path(url)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    store_conn = await aiosqlite.connect(path, isolation_level=None)
-    await store_conn.execute("PRAGMA busy_timeout=10000")
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")  # start-up only: schema setup before the server serves
+        return conn
+
+    conn = connect()
+    # Its own connection (the store's batches open BEGIN/COMMIT on it), used on the loop thread like the saver's.
+    store_conn = connect()
     try:
         saver = LoopSqliteSaver(conn)
         saver.setup()
-        store = AsyncSqliteStore(store_conn)
-        await store.setup()
-        await store.start_ttl_sweeper()
+        store = LoopSqliteStore(store_conn)
+        store.setup()
+        for c in (conn, store_conn):
+            # Serving: no busy handler, which would sleep on the event loop thread; busy errors (another process
+            # on the same file) are retried after an async sleep instead (storage.sqlite_busy).
+            c.execute("PRAGMA busy_timeout=0")
         yield saver, store
     finally:
-        try:
-            await store.stop_ttl_sweeper()
-        except Exception:  # noqa: BLE001 - best effort on shutdown
-            pass
-        await store_conn.close()
+        store_conn.close()
         conn.close()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from interlock.server.settings import is_postgres, sqlite_path
+from interlock.server.storage.sqlite_busy import retry_busy
 
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -79,7 +80,8 @@ class SqliteDatabase(Database):
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
+        # No busy handler: it sleeps on the event loop thread. Another process's lock is waited out asynchronously.
+        conn.execute("PRAGMA busy_timeout=0")
         return cls(conn)
 
     def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Row]:
@@ -99,23 +101,23 @@ class SqliteDatabase(Database):
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         if self._lock.locked():
             async with self._lock:
-                return self._fetchall(sql, params)
-        return self._fetchall(sql, params)
+                return await retry_busy(lambda: self._fetchall(sql, params))
+        return await retry_busy(lambda: self._fetchall(sql, params))
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         if self._lock.locked():
             async with self._lock:
-                return self._execute(sql, params)
-        return self._execute(sql, params)
+                return await retry_busy(lambda: self._execute(sql, params))
+        return await retry_busy(lambda: self._execute(sql, params))
 
     async def executescript(self, sql: str) -> None:
         async with self._lock:
-            self._conn.executescript(sql)
+            await retry_busy(lambda: self._conn.executescript(sql))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
         async with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            await retry_busy(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield _SqliteTx(self)
             except BaseException:
