@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from interlock.server.settings import is_postgres, sqlite_path
+from interlock.server.storage.metadata_index import indexed_expression
 from interlock.server.storage.sqlite_busy import retry_busy
 
 Row = dict[str, Any]
@@ -144,6 +145,9 @@ class SqliteDatabase(Database):
             elif isinstance(value, bool):
                 clauses.append(f"json_type({column}, ?) = ?")
                 params += [path, "true" if value else "false"]
+            elif expr := indexed_expression(column, str(key)):
+                clauses.append(f"{expr} = ?")  # the literal path, so the expression index applies
+                params.append(value)
             else:
                 clauses.append(f"json_extract({column}, ?) = ?")
                 params += [path, value]

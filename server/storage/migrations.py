@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from interlock.server.storage.database import Database
+from interlock.server.storage.metadata_index import INDEXED_METADATA_KEYS, indexed_expression
 
-MIGRATIONS: list[tuple[int, str]] = [
+# A migration is portable SQL, or {"common": ..., "sqlite": ..., "postgres": ...} for dialect-specific parts.
+MIGRATIONS: list[tuple[int, str | dict[str, str]]] = [
     (
         1,
         """
@@ -100,7 +102,39 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS run_traces_thread ON run_traces (thread_id, created_at);
         """,
     ),
+    (
+        3,
+        # Indexes for every query shape the API offers (tests/server/test_server_query_plans.py checks the plans).
+        {
+            "common": """
+            CREATE INDEX IF NOT EXISTS threads_updated_id ON threads (updated_at, thread_id);
+            DROP INDEX IF EXISTS threads_updated;
+            CREATE INDEX IF NOT EXISTS threads_created_id ON threads (created_at, thread_id);
+            CREATE INDEX IF NOT EXISTS threads_state_updated_id ON threads (state_updated_at, thread_id);
+            CREATE INDEX IF NOT EXISTS threads_status_updated_id ON threads (status, updated_at, thread_id);
+            CREATE INDEX IF NOT EXISTS threads_expires ON threads (expires_at) WHERE expires_at IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS runs_thread_created ON runs (thread_id, created_at, run_id);
+            DROP INDEX IF EXISTS runs_thread;
+            CREATE INDEX IF NOT EXISTS runs_running ON runs (thread_id) WHERE status = 'running';
+            """,
+            # One composite index per filtered metadata key, ending in the search order so a filtered page
+            # needs no sort (see storage/metadata_index.py for the keys and why the path is literal).
+            "sqlite": "".join(
+                f"CREATE INDEX IF NOT EXISTS threads_meta_{key} ON threads "
+                f"({indexed_expression('metadata', key)}, updated_at, thread_id);"
+                for key in INDEXED_METADATA_KEYS
+            ),
+            "postgres": """
+            CREATE INDEX IF NOT EXISTS threads_metadata_gin ON threads USING GIN ((metadata::jsonb));
+            """,
+        },
+    ),
 ]
+
+
+def _statements(sql: str | dict[str, str], dialect: str) -> list[str]:
+    parts = [sql] if isinstance(sql, str) else [sql.get("common", ""), sql.get(dialect, "")]
+    return [s.strip() for part in parts for s in part.split(";") if s.strip()]
 
 
 async def migrate(db: Database) -> int:
@@ -117,7 +151,7 @@ async def migrate(db: Database) -> int:
         for version, sql in MIGRATIONS:
             if version in applied:
                 continue
-            for statement in filter(None, (s.strip() for s in sql.split(";"))):
+            for statement in _statements(sql, db.dialect):
                 await tx.execute(statement)
             await tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
