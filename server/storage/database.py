@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from interlock.server.settings import is_postgres, sqlite_path
 from interlock.server.storage.metadata_index import indexed_expression
-from interlock.server.storage.sqlite_busy import retry_busy
+from interlock.server.storage.sqlite_busy import begin_immediate, retry_busy
 
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -117,15 +117,16 @@ class SqliteDatabase(Database):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
-        async with self._lock:
-            await retry_busy(lambda: self._conn.execute("BEGIN IMMEDIATE"))
-            try:
-                yield _SqliteTx(self)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
+        await begin_immediate(self._lock, self._conn)
+        try:
+            yield _SqliteTx(self)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+        finally:
+            self._lock.release()
 
     async def close(self) -> None:
         self._conn.close()

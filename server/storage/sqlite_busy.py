@@ -54,3 +54,27 @@ def retry_busy_blocking(call: Callable[[], T], deadline: float = BUSY_DEADLINE_S
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+async def begin_immediate(lock: asyncio.Lock, conn: sqlite3.Connection, deadline: float = BUSY_DEADLINE_SECONDS) -> None:
+    """Acquire `lock` and open a write transaction on `conn`; the caller releases the lock after COMMIT/ROLLBACK.
+
+    While another process holds the write lock the coroutine sleeps without holding `lock`, so this process's
+    reads and autocommit statements on the same connection keep being served meanwhile.
+    """
+    delay = 0.002
+    give_up = time.monotonic() + deadline
+    while True:
+        await lock.acquire()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            lock.release()
+            if not is_busy(exc) or time.monotonic() > give_up:
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
