@@ -69,6 +69,7 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
     import sqlite3
 
     from interlock.server.storage.sqlite_store import LoopSqliteStore
+    from interlock.server.storage.wal_checkpoints import background_checkpoints, disable_autocheckpoint
 
     path = sqlite_path(url)
 
@@ -91,7 +92,9 @@ async def open_persistence(url: str) -> AsyncIterator[tuple[BaseCheckpointSaver,
             # Serving: no busy handler, which would sleep on the event loop thread; busy errors (another process
             # on the same file) are retried after an async sleep instead (storage.sqlite_busy).
             c.execute("PRAGMA busy_timeout=0")
-        yield saver, store
+            disable_autocheckpoint(c)  # checkpoints (and their fsync) run in a worker thread instead
+        async with background_checkpoints(path):
+            yield saver, store
     finally:
         store_conn.close()
         conn.close()

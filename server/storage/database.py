@@ -19,6 +19,7 @@ import orjson
 from interlock.server.settings import is_postgres, sqlite_path
 from interlock.server.storage.metadata_index import indexed_expression
 from interlock.server.storage.sqlite_busy import begin_immediate, retry_busy
+from interlock.server.storage.wal_checkpoints import disable_autocheckpoint
 
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -83,6 +84,8 @@ class SqliteDatabase(Database):
         conn.execute("PRAGMA synchronous=NORMAL")
         # No busy handler: it sleeps on the event loop thread. Another process's lock is waited out asynchronously.
         conn.execute("PRAGMA busy_timeout=0")
+        # The server checkpoints the log in a worker thread (storage.wal_checkpoints), not inside commits here.
+        disable_autocheckpoint(conn)
         return cls(conn)
 
     def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Row]:
