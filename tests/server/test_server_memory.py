@@ -1,8 +1,8 @@
 """Bounded memory over many runs, through a real `interlock serve` (embedded SQLite).
 
-Bounded variant of the soak in bench/soak.py: 2,000 runs (about 20-40 s on 2 loaded cores) after a warm-up,
-mixing `runs.wait` and `runs.stream` (stateless and on a thread: the paths that only ever open a stream, never
-get it, so only timed eviction frees them) with a few resumable streams and a rare join. The resident set of the server
+Bounded variant of the soak in bench/soak.py: 2,000 runs after as many warm-up runs (about 1-2 min on 2 loaded
+cores), mixing `runs.wait` and `runs.stream` (stateless and on a thread: the paths that only ever open a stream,
+never get it, so only timed eviction frees them) with a few resumable streams and a rare join. The server
 process must grow by less than BOUND_MIB_PER_10K per 10,000 runs, extrapolated. Before finished streams were
 evicted on a timer this grew about 180 MiB per 10,000 runs.
 """
@@ -16,7 +16,7 @@ import httpx
 from server_testkit import make_server
 
 RUNS = 2_000
-WARMUP = 400
+WARMUP = 2_000  # to steady state: the WAL at its size cap, the checkpoint thread's cache and arena
 BOUND_MIB_PER_10K = 25.0
 CONCURRENCY = 8
 
