@@ -227,9 +227,10 @@ async def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.threads, args.items, args.streams, args.reps = "500,2000", "1000,5000", "50,100", 7
-    sizes = [int(x) for x in args.threads.split(",")]
-    item_sizes = [int(x) for x in args.items.split(",")]
-    stream_sizes = [int(x) for x in args.streams.split(",")]
+    # An empty list ("--items ''") skips that phase.
+    sizes = [int(x) for x in args.threads.split(",") if x]
+    item_sizes = [int(x) for x in args.items.split(",") if x]
+    stream_sizes = [int(x) for x in args.streams.split(",") if x] or [0]
 
     with tempfile.TemporaryDirectory() as tmp:
         servers: list[Server] = []
@@ -276,7 +277,7 @@ async def main() -> None:
                 for label in res[names[0]]:
                     lines.append(row(f"{n} items: {label} ms", {k: v[label] for k, v in res.items()}, names, "{:.2f}"))
                 print("\n".join(lines[-6:]), flush=True)
-            for k in stream_sizes:
+            for k in filter(None, stream_sizes):
                 out = {s.name: await open_streams(s, k) for s in servers}
                 lines.append(row(f"{k} open streams: completed", {n: v["completed"] for n, v in out.items()}, names,
                                  "{:.0f}", lower=False))
