@@ -14,6 +14,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from interlock.kernel.database import connect_kwargs, pool_options
 from interlock.kernel.settings import is_postgres, sqlite_path
+from interlock.kernel.sqlite_busy import retry_busy
 
 
 class LoopSqliteSaver(SqliteSaver):
@@ -31,13 +32,13 @@ class LoopSqliteSaver(SqliteSaver):
             yield item
 
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-        return self.put(config, checkpoint, metadata, new_versions)
+        return await retry_busy(lambda: self.put(config, checkpoint, metadata, new_versions))
 
     async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-        self.put_writes(config, writes, task_id, task_path)
+        await retry_busy(lambda: self.put_writes(config, writes, task_id, task_path))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        self.delete_thread(thread_id)
+        await retry_busy(lambda: self.delete_thread(thread_id))
 
     async def aget_delta_channel_history(self, *args: Any, **kwargs: Any) -> Any:
         return self.get_delta_channel_history(*args, **kwargs)
@@ -101,29 +102,51 @@ async def open_persistence(
         return
     import sqlite3
 
-    import aiosqlite
-    from langgraph.store.sqlite.aio import AsyncSqliteStore
+    from interlock.server.storage.sqlite_store import LoopSqliteStore
+
+    from interlock.kernel.wal_checkpoints import background_checkpoints, disable_autocheckpoint
 
     path = sqlite_path(url)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    store_conn = await (_vector_sqlite(path) if index else aiosqlite.connect(path, isolation_level=None))
-    await store_conn.execute("PRAGMA busy_timeout=10000")
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")  # start-up only: schema setup before the server serves
+        return conn
+
+    conn = connect()
+    if index:
+        # Semantic search (store.index in langgraph.json, opt-in) needs sqlite-vec on the store's connection:
+        # LangGraph's async store on its own aiosqlite connection, as before.
+        store_conn: Any = await _vector_sqlite(path)
+        await store_conn.execute("PRAGMA busy_timeout=10000")
+    else:
+        # Its own connection (the store's batches open BEGIN/COMMIT on it), used on the loop thread like the saver's.
+        store_conn = connect()
     try:
         saver = LoopSqliteSaver(conn)
         saver.setup()
-        store = AsyncSqliteStore(store_conn, index=index)  # type: ignore[arg-type]
-        await store.setup()
-        await store.start_ttl_sweeper()
-        yield saver, store
+        if index:
+            from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+            store: Any = AsyncSqliteStore(store_conn, index=index)  # type: ignore[arg-type]
+            await store.setup()
+            await store.start_ttl_sweeper()
+        else:
+            store = LoopSqliteStore(store_conn)
+            store.setup()
+        for c in (conn,) if index else (conn, store_conn):
+            # Serving: no busy handler, which would sleep on the event loop thread; busy errors (another process
+            # on the same file) are retried after an async sleep instead (kernel.sqlite_busy).
+            c.execute("PRAGMA busy_timeout=0")
+            disable_autocheckpoint(c)  # checkpoints (and their fsync) run in a worker thread instead
+        async with background_checkpoints(path):
+            yield saver, store
     finally:
-        try:
-            await store.stop_ttl_sweeper()
-        except Exception:  # noqa: BLE001 - best effort on shutdown
-            pass
-        await store_conn.close()
+        closed = store_conn.close()
+        if closed is not None:
+            await closed  # aiosqlite (semantic-search store)
         conn.close()
 
 

@@ -134,6 +134,12 @@ class Runs:
         """
         now = clock.iso()
         affinity_expired = clock.iso_in(-2.0)
+        # The dispatcher calls this every poll even when idle: look for work with a plain read before taking the
+        # write lock (BEGIN IMMEDIATE on SQLite), so an idle server never contends with other writers.
+        if not await self.db.fetchone(
+            "SELECT 1 AS x FROM runs WHERE status = 'pending' AND available_at <= ? LIMIT 1", [now]
+        ):
+            return None
         async with self.db.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT run_id, thread_id FROM runs r WHERE status = 'pending' AND available_at <= ? "

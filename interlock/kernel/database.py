@@ -22,7 +22,10 @@ from typing import Any
 
 import orjson
 
+from interlock.kernel.metadata_index import indexed_expression
 from interlock.kernel.settings import database_url, get_settings, is_postgres, sqlite_path
+from interlock.kernel.sqlite_busy import begin_immediate, retry_busy
+from interlock.kernel.wal_checkpoints import disable_autocheckpoint
 
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -110,7 +113,10 @@ class SqliteDatabase(Database):
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
+        # No busy handler: it sleeps on the event loop thread. Another process's lock is waited out asynchronously.
+        conn.execute("PRAGMA busy_timeout=0")
+        # The server checkpoints the log in a worker thread (storage.wal_checkpoints), not inside commits here.
+        disable_autocheckpoint(conn)
         return cls(conn)
 
     def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Row]:
@@ -130,18 +136,18 @@ class SqliteDatabase(Database):
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         if self._lock.locked():
             async with self._lock:
-                return self._fetchall(sql, params)
-        return self._fetchall(sql, params)
+                return await retry_busy(lambda: self._fetchall(sql, params))
+        return await retry_busy(lambda: self._fetchall(sql, params))
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         if self._lock.locked():
             async with self._lock:
-                return self._execute(sql, params)
-        return self._execute(sql, params)
+                return await retry_busy(lambda: self._execute(sql, params))
+        return await retry_busy(lambda: self._execute(sql, params))
 
     async def executescript(self, sql: str) -> None:
         async with self._lock:
-            self._conn.executescript(sql)
+            await retry_busy(lambda: self._conn.executescript(sql))
 
     async def script(self, statements: Sequence[str]) -> None:
         async with self._lock:
@@ -150,15 +156,16 @@ class SqliteDatabase(Database):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
-        async with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteTx(self)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
+        await begin_immediate(self._lock, self._conn)
+        try:
+            yield _SqliteTx(self)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+        finally:
+            self._lock.release()
 
     async def close(self) -> None:
         self._conn.close()
@@ -178,6 +185,9 @@ class SqliteDatabase(Database):
             elif isinstance(value, bool):
                 clauses.append(f"json_type({column}, ?) = ?")
                 params += [path, "true" if value else "false"]
+            elif expr := indexed_expression(column, str(key)):
+                clauses.append(f"{expr} = ?")  # the literal path, so the expression index applies
+                params.append(value)
             else:
                 clauses.append(f"json_extract({column}, ?) = ?")
                 params += [path, value]

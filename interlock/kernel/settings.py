@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, gt=0, description="SSE heartbeat comment interval")
     stream_ttl_seconds: float = Field(
         600.0, ge=0, description="how long a resumable stream can be replayed after its run ends")
+    stream_retain_mb: float = Field(
+        64.0, gt=0, description="memory budget for finished streams kept for replay; past it the oldest go early")
+    stream_retain_max: int = Field(10000, ge=1, description="most finished streams kept for replay")
     run_lease_seconds: float = Field(
         30.0, gt=0, description="with several processes, a run whose worker stopped heartbeating for this long "
         "is requeued")

@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from interlock.kernel.database import Database
+from interlock.kernel.metadata_index import INDEXED_METADATA_KEYS, indexed_expression
 from interlock.kernel.settings import is_postgres
 
 # pg_advisory_lock key shared by every Interlock process on a database: schema migrations and LangGraph's
 # checkpointer/store setup run one process at a time (their CREATE ... IF NOT EXISTS statements race otherwise).
 SETUP_LOCK_KEY = 727274
 
-MIGRATIONS: list[tuple[int, str]] = [
+# A migration is portable SQL, or {"common": ..., "sqlite": ..., "postgres": ...} for dialect-specific parts.
+MIGRATIONS: list[tuple[int, str | dict[str, str]]] = [
     (
         1,
         """
@@ -113,6 +115,33 @@ MIGRATIONS: list[tuple[int, str]] = [
         # The principal a cron runs as (identity, tenant, permissions), recorded when it was created.
         "ALTER TABLE crons ADD COLUMN principal TEXT",
     ),
+    (
+        4,
+        # Indexes for every query shape the API offers (tests/server/test_server_query_plans.py checks the plans).
+        {
+            "common": """
+            CREATE INDEX IF NOT EXISTS threads_updated_id ON threads (updated_at, thread_id);
+            DROP INDEX IF EXISTS threads_updated;
+            CREATE INDEX IF NOT EXISTS threads_created_id ON threads (created_at, thread_id);
+            CREATE INDEX IF NOT EXISTS threads_state_updated_id ON threads (state_updated_at, thread_id);
+            CREATE INDEX IF NOT EXISTS threads_status_updated_id ON threads (status, updated_at, thread_id);
+            CREATE INDEX IF NOT EXISTS threads_expires ON threads (expires_at) WHERE expires_at IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS runs_thread_created ON runs (thread_id, created_at, run_id);
+            DROP INDEX IF EXISTS runs_thread;
+            CREATE INDEX IF NOT EXISTS runs_running ON runs (thread_id) WHERE status = 'running';
+            """,
+            # One composite index per filtered metadata key, ending in the search order so a filtered page
+            # needs no sort (see storage/metadata_index.py for the keys and why the path is literal).
+            "sqlite": "".join(
+                f"CREATE INDEX IF NOT EXISTS threads_meta_{key} ON threads "
+                f"({indexed_expression('metadata', key)}, updated_at, thread_id);"
+                for key in INDEXED_METADATA_KEYS
+            ),
+            "postgres": """
+            CREATE INDEX IF NOT EXISTS threads_metadata_gin ON threads USING GIN ((metadata::jsonb));
+            """,
+        },
+    ),
 ]
 
 
@@ -149,6 +178,11 @@ async def setup_lock(url: str, wait_seconds: float = 60.0) -> AsyncIterator[None
         await conn.close()
 
 
+def _statements(sql: str | dict[str, str], dialect: str) -> list[str]:
+    parts = [sql] if isinstance(sql, str) else [sql.get("common", ""), sql.get(dialect, "")]
+    return [s.strip() for part in parts for s in part.split(";") if s.strip()]
+
+
 async def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version. Call it inside `setup_lock` (several replicas may
     start at once)."""
@@ -161,7 +195,7 @@ async def migrate(db: Database) -> int:
         for version, sql in MIGRATIONS:
             if version in applied:
                 continue
-            for statement in filter(None, (s.strip() for s in sql.split(";"))):
+            for statement in _statements(sql, db.dialect):
                 await tx.execute(statement)
             await tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
