@@ -41,8 +41,28 @@ _SIMPLE_ESCAPES = {"n": "\n", "r": "\n", "t": " ", "b": "", "f": "", '"': '"', "
 _PERCENT = re.compile(r"%[0-9a-fA-F]{2}")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
 # Single characters separated by a space, dot or dash: "i g n o r e" / "i.g.n.o.r.e".
-_SPACED = re.compile(r"\b(?:\w[ .\-_*]){3,}\w\b")
+_SPACED = re.compile(r"\b(?:\w[ .\-_*]){2,}\w\b")
 _WS = re.compile(r"[ \t\u00a0]+")
+# Structure around text in serialised tool output and documents: bullets, YAML keys' indentation,
+# block-scalar markers, JSON punctuation and quotes. Flattening it joins a wrapped sentence again.
+_LINE_PREFIX = re.compile(r"(?m)^[ \t]*(?:(?:[-*+•>|]|\d{1,3}[.)])[ \t]+)*")
+_STRUCTURE = re.compile(r"[\"“”„«»`{}\[\]|]+|(?<=\w)'(?!\w)|(?<!\w)'(?=\w)|\\n")
+_HYPHEN_WRAP = re.compile(r"(\w)-\n\s*(\w)")
+# Regex comment `(?#gapN)` in a rule: up to N words of anything (punctuation, dots of a URL, a
+# newline) between two parts of a phrase, instead of a character class that stops at punctuation.
+_GAP = re.compile(r"\(\?#gap(\d{1,2})\)")
+
+
+def expand_gaps(pattern: str) -> str:
+    return _GAP.sub(lambda m: rf"(?:\W+\w+){{0,{m.group(1)}}}?\W+", pattern)
+
+
+def flatten(text: str) -> str:
+    """Lines joined, list/YAML/JSON structure and quotes removed, whitespace collapsed."""
+    text = _HYPHEN_WRAP.sub(r"\1\2", text)
+    text = _LINE_PREFIX.sub("", text)
+    text = _STRUCTURE.sub(" ", text)
+    return " ".join(text.split())
 
 
 def _unescape_json(match: re.Match[str]) -> str:
@@ -139,12 +159,22 @@ def normalise(text: str, max_base64_segments: int = 8) -> Normalised:
             extra.extend(inner.extra)
     if decoded_segments:
         transforms.append("base64")
-    despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), main)
-    if despaced != main:
+    flat = flatten(main)
+    if flat != main:
+        extra.append(flat)
+        transforms.append("flattened")
+    # Spaced-out letters: join single-separated letters, keep wider gaps as word breaks
+    # ("i g n o r e   a l l" -> "ignore all"); a fully squashed form catches "i g n o r e a l l".
+    wide = re.sub(r"[ \t]{2,}|\s*\n\s*|\s*/\s*", "\x00", folded.lower())
+    despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), wide).replace("\x00", " ")
+    despaced = " ".join(despaced.split())
+    if despaced != flat and _SPACED.search(wide):
         extra.append(despaced)
+        squashed = re.sub(r"[^a-z0-9äöüßàâçéèêëîïôûùœáíóúñ]", "", despaced)
+        extra.append(squashed)
         transforms.append("spacing")
-    deleeted = main.translate(_LEET)
-    if deleeted != main:
+    deleeted = flat.translate(_LEET)
+    if deleeted != flat:
         extra.append(deleeted)
     return Normalised(text=main, extra=tuple(extra), transforms=tuple(transforms))
 
@@ -189,10 +219,11 @@ class InjectionDetector:
     def __init__(self, policy: InjectionPolicy, model: InjectionModel | None = None) -> None:
         self.policy = policy
         self.model = model
-        self._rules: dict[str, list[tuple[str, float, re.Pattern[str]]]] = {}
+        self._rules: dict[str, list[tuple[str, float, re.Pattern[str], bool]]] = {}
         for kind in ("user", "retrieved", "tool_output"):
             self._rules[kind] = [
-                (rule.id, rule.weight, re.compile(rule.pattern, re.IGNORECASE))
+                (rule.id, rule.weight, re.compile(expand_gaps(rule.pattern), re.IGNORECASE),
+                 "\\n" in rule.pattern or "^" in rule.pattern.replace("[^", ""))
                 for rule in policy.rules
                 if kind in rule.kinds
             ]
@@ -205,10 +236,13 @@ class InjectionDetector:
         kind_policy = self.policy.kinds[kind]
         norm = normalise(text, self.policy.max_base64_segments)
         forms = norm.forms()
+        # The flat form holds everything the main form does except line structure: rules that do
+        # not look at line starts skip the main form (a third of the cost).
+        flat_forms = forms[1:] if "flattened" in norm.transforms else forms
         hits: list[str] = []
         score = 0.0
-        for rule_id, weight, pattern in self._rules[kind]:
-            if any(pattern.search(form) for form in forms):
+        for rule_id, weight, pattern, by_line in self._rules[kind]:
+            if any(pattern.search(form) for form in (forms if by_line else flat_forms)):
                 hits.append(rule_id)
                 score += weight
         model_score = None
