@@ -21,6 +21,8 @@ EU_REGIONS = ("AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", 
 
 _INTL = re.compile(r"(?<![\w+])(?:\+|00)[1-9][\d \-./()]{6,20}\d(?!\w)")
 _NATIONAL = re.compile(r"(?<![\w+\-./])\(?0[\d \-./()]{6,16}\d(?![\w\-])")
+# Countries without a trunk prefix (ES, PL, PT, DK, NO, CZ, ...): grouped digits, only after a phone cue.
+_NATIONAL_NO_TRUNK = re.compile(r"(?<![\w+\-./,])[1-9]\d{1,3}(?:[ \-.]\d{2,6}){1,4}(?![\w\-])")
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(phone|mobile|cell|tel|telephone|call|ring|text|whatsapp|fax|number|reach|contact|handy|telefon|"
     r"rufnummer|t[ée]l[ée]phone|portable|m[oó]vil|tel[eé]fono|cellulare|telefoon|mobiel|numer|nummer|número)\b"
@@ -50,10 +52,13 @@ class EuPhoneRecognizer(EntityRecognizer):
                 continue
             if phonenumbers.is_valid_number(number):
                 results.append(self._result(m.start(), m.end(), 0.7))
-        for m in _NATIONAL.finditer(text):
+        candidates = list(_NATIONAL.finditer(text))
+        candidates += [m for m in _NATIONAL_NO_TRUNK.finditer(text)
+                       if _PHONE_CONTEXT.search(text[max(0, m.start() - 40) : m.start()])]
+        for m in candidates:
             raw = m.group(0)
             digits = re.sub(r"\D", "", raw)
-            if not 9 <= len(digits) <= 13 or len(set(digits)) < 3:
+            if not 7 <= len(digits) <= 13 or len(set(digits)) < 3:
                 continue
             separated = bool(re.search(r"[ \-./()]", raw.strip("()")))
             context = bool(_PHONE_CONTEXT.search(text[max(0, m.start() - 40) : m.start()]))
