@@ -111,6 +111,7 @@ class Normalised:
     text: str  # the main normalised form (lower-cased, whitespace collapsed)
     extra: tuple[str, ...]  # additional forms: decoded base64 segments, de-spaced, de-leeted
     transforms: tuple[str, ...]  # which obfuscations were undone
+    decoded: tuple[str, ...] = ()  # normalised text of decoded base64 segments
 
     def forms(self) -> tuple[str, ...]:
         return (self.text, *self.extra)
@@ -146,6 +147,7 @@ def normalise(text: str, max_base64_segments: int = 8) -> Normalised:
     main = _WS.sub(" ", folded).lower()
 
     extra: list[str] = []
+    decoded_texts: list[str] = []
     decoded_segments = 0
     for match in _BASE64.finditer(folded):
         if decoded_segments >= max_base64_segments:
@@ -155,6 +157,7 @@ def normalise(text: str, max_base64_segments: int = 8) -> Normalised:
             decoded_segments += 1
             # Decoded text may itself be obfuscated; one level of recursion is enough in practice.
             inner = normalise(decoded, max_base64_segments=0)
+            decoded_texts.append(inner.text)
             extra.append(inner.text)
             extra.extend(inner.extra)
     if decoded_segments:
@@ -176,7 +179,7 @@ def normalise(text: str, max_base64_segments: int = 8) -> Normalised:
     deleeted = flat.translate(_LEET)
     if deleeted != flat:
         extra.append(deleeted)
-    return Normalised(text=main, extra=tuple(extra), transforms=tuple(transforms))
+    return Normalised(text=main, extra=tuple(extra), transforms=tuple(transforms), decoded=tuple(decoded_texts))
 
 
 class InjectionVerdict(BaseModel):
@@ -191,6 +194,7 @@ class InjectionVerdict(BaseModel):
     rules: list[str] = Field(default_factory=list)
     transforms: list[str] = Field(default_factory=list)
     model_score: float | None = None
+    learned_score: float | None = None
     chars: int = 0
 
 
@@ -219,6 +223,17 @@ class InjectionDetector:
     def __init__(self, policy: InjectionPolicy, model: InjectionModel | None = None) -> None:
         self.policy = policy
         self.model = model
+        self.learned = None
+        if policy.learned.enabled:
+            from pathlib import Path
+
+            from interlock.policies.injection_model import WEIGHTS_PATH, LearnedInjectionDetector
+
+            config = policy.learned
+            self.learned = LearnedInjectionDetector(Path(config.weights) if config.weights else WEIGHTS_PATH,
+                                                    max_windows=config.max_windows)
+            self._learned_threshold = config.threshold or self.learned.threshold
+            self._learned_mid = config.mid or float(self.learned.model.meta.get("mid", self._learned_threshold))
         self._rules: dict[str, list[tuple[str, float, re.Pattern[str], bool]]] = {}
         for kind in ("user", "retrieved", "tool_output"):
             self._rules[kind] = [
@@ -245,6 +260,16 @@ class InjectionDetector:
             if any(pattern.search(form) for form in (forms if by_line else flat_forms)):
                 hits.append(rule_id)
                 score += weight
+        learned_score = None
+        if self.learned is not None and kind in self.policy.learned.kinds:
+            raw_score = max(self.learned.score_flat(flatten(t)) for t in (norm.text, *norm.decoded))
+            learned_score = round(raw_score, 4)
+            if raw_score >= self._learned_threshold:
+                hits.append("learned_detector")
+                score += kind_policy.threshold
+            elif raw_score >= self._learned_mid:
+                hits.append("learned_detector_weak")
+                score += self.policy.learned.mid_weight
         model_score = None
         if self.model is not None:
             model_score = float(self.model.score(" ".join(forms)))
@@ -262,6 +287,7 @@ class InjectionDetector:
             rules=hits,
             transforms=list(norm.transforms),
             model_score=model_score,
+            learned_score=learned_score,
             chars=len(text),
         )
 

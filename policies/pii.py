@@ -382,18 +382,27 @@ def pseudonymise(
 
 
 _detectors: dict[int, PiiDetector] = {}
+_building: dict[int, threading.Lock] = {}
 
 
 def detector_for(policy: PiiPolicy) -> PiiDetector:
-    """One analyzer per policy object (building one costs ~30 ms)."""
+    """One analyzer per policy object. Building one costs ~30 ms for patterns and 1-5 s with the spaCy
+    model, so concurrent callers wait for the one build instead of each starting their own."""
     key = id(policy)
     with _lock:
         found = _detectors.get(key)
-    if found is None or found.policy is not policy:
-        found = PiiDetector(policy)
+        building = _building.setdefault(key, threading.Lock())
+    if found is not None and found.policy is policy:
+        return found
+    with building:
         with _lock:
-            _detectors[key] = found
+            found = _detectors.get(key)
+        if found is None or found.policy is not policy:
+            found = PiiDetector(policy)
+            with _lock:
+                _detectors[key] = found
     return found
+
 
 
 def redact_counts(spans: Iterable[PiiSpan]) -> dict[str, int]:

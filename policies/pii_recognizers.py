@@ -369,4 +369,16 @@ def trim_name(text: str, start: int, end: int) -> tuple[int, int] | None:
         if word is None or word.group(0).strip().lower().strip(".,") not in _LEADING_NOT_NAMES:
             break
         start += word.end()
-    return (start, end) if start < end and plausible_name(text[start:end]) else None
+    value = text[start:end]
+    if start >= end or "\n" in value or not plausible_name(value):
+        return None
+    # The small model tags single capitalised words in headings and product names ("Apple Pay",
+    # "Klarna", "Faulty"); a one-word name counts only right after a greeting or introduction.
+    if len(value.split()) == 1 and not _SINGLE_NAME_CUE.search(text[max(0, start - 24) : start]):
+        return None
+    return start, end
+
+
+_SINGLE_NAME_CUE = re.compile(r"(?i)(?:\b(?:hi|hello|hey|dear|thanks|regards|cheers|i'm|i am|name is|called|"
+                              r"this is|ask for|speak to|mr\.?|mrs\.?|ms\.?|dr\.?|herr|frau|mme\.?|"
+                              r"ich bin|je suis|soy|sono|ik ben)|,)\s*$")
