@@ -238,7 +238,7 @@ class InjectionDetector:
         for kind in ("user", "retrieved", "tool_output"):
             self._rules[kind] = [
                 (rule.id, rule.weight, re.compile(expand_gaps(rule.pattern), re.IGNORECASE),
-                 "\\n" in rule.pattern or "^" in rule.pattern.replace("[^", ""))
+                 "\\n" in rule.pattern or "^" in rule.pattern.replace("[^", "") or '"' in rule.pattern)
                 for rule in policy.rules
                 if kind in rule.kinds
             ]
@@ -251,8 +251,8 @@ class InjectionDetector:
         kind_policy = self.policy.kinds[kind]
         norm = normalise(text, self.policy.max_base64_segments)
         forms = norm.forms()
-        # The flat form holds everything the main form does except line structure: rules that do
-        # not look at line starts skip the main form (a third of the cost).
+        # The flat form holds everything the main form does except line structure and quotes: rules
+        # that look at neither skip the main form (a third of the cost).
         flat_forms = forms[1:] if "flattened" in norm.transforms else forms
         hits: list[str] = []
         score = 0.0
