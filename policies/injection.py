@@ -57,6 +57,14 @@ def expand_gaps(pattern: str) -> str:
     return _GAP.sub(lambda m: rf"(?:\W+\w+){{0,{m.group(1)}}}?\W+", pattern)
 
 
+def _reads_structure(pattern: str) -> bool:
+    """Whether a rule looks at what `flatten` removes (line starts, quotes, brackets, braces, pipes)."""
+    if "^" in pattern.replace("[^", "") or any(t in pattern for t in ("\\n", '"', "\\[", "\\]", "\\{", "\\}",
+                                                                     "\\|", "`")):
+        return True
+    return False
+
+
 def flatten(text: str) -> str:
     """Lines joined, list/YAML/JSON structure and quotes removed, whitespace collapsed."""
     text = _HYPHEN_WRAP.sub(r"\1\2", text)
@@ -238,7 +246,7 @@ class InjectionDetector:
         for kind in ("user", "retrieved", "tool_output"):
             self._rules[kind] = [
                 (rule.id, rule.weight, re.compile(expand_gaps(rule.pattern), re.IGNORECASE),
-                 "\\n" in rule.pattern or "^" in rule.pattern.replace("[^", "") or '"' in rule.pattern)
+                 _reads_structure(rule.pattern))
                 for rule in policy.rules
                 if kind in rule.kinds
             ]
@@ -262,7 +270,9 @@ class InjectionDetector:
                 score += weight
         learned_score = None
         if self.learned is not None and kind in self.policy.learned.kinds:
-            raw_score = max(self.learned.score_flat(flatten(t)) for t in (norm.text, *norm.decoded))
+            from interlock.policies.injection_model import learned_text
+
+            raw_score = max(self.learned.score_flat(learned_text(t)) for t in (norm.text, *norm.decoded))
             learned_score = round(raw_score, 4)
             if raw_score >= self._learned_threshold:
                 hits.append("learned_detector")

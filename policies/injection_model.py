@@ -20,6 +20,16 @@ import numpy as np
 
 WEIGHTS_PATH = Path(__file__).with_name("injection_model.npz")
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\s+(?=[-*•]\s)")
+# JSON and YAML keys: the model reads the values, so a record's field names (or an attacker's wrapper
+# `{"v": …}`) do not move a window's score.
+_KEYS = re.compile(r"(?m)\"[\w\- ]{1,40}\"\s*:\s*|^[ \t]*-?[ \t]*[\w\-]{1,40}:[ \t]+")
+
+
+def learned_text(normalised: str) -> str:
+    """What the model reads: the rule detector's normalised text without keys, flattened."""
+    from interlock.policies.injection import flatten
+
+    return flatten(_KEYS.sub(" ", normalised))
 
 
 def windows(flat: str, max_words: int = 40, max_windows: int = 64) -> list[str]:
@@ -137,7 +147,6 @@ class LearnedInjectionDetector:
 
     def score(self, text: str) -> float:
         """Probability-like score in [0, 1] of the most suspicious window of `text`."""
-        from interlock.policies.injection import flatten, normalise
+        from interlock.policies.injection import normalise
 
-        norm = normalise(text)
-        return self.score_flat(flatten(norm.text))
+        return self.score_flat(learned_text(normalise(text).text))

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from interlock.policies.injection import InjectionDetector, flatten, normalise
-from interlock.policies.injection_model import WEIGHTS_PATH, LinearModel, fit_logistic, windows
+from interlock.policies.injection import InjectionDetector, normalise
+from interlock.policies.injection_model import WEIGHTS_PATH, LinearModel, fit_logistic, learned_text, windows
 from interlock.policies.loader import load_policies
 
 HERE = Path(__file__).resolve().parent
@@ -213,7 +213,7 @@ def repo_files(part: int) -> dict[str, list[str]]:
 
 
 def flat_of(text: str) -> str:
-    return flatten(normalise(text).text)
+    return learned_text(normalise(text).text)
 
 
 def _overlap(window: str, attack_words: set[str]) -> float:
