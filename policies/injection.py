@@ -242,6 +242,8 @@ class InjectionDetector:
                                                     max_windows=config.max_windows)
             self._learned_threshold = config.threshold or self.learned.threshold
             self._learned_mid = config.mid or float(self.learned.model.meta.get("mid", self._learned_threshold))
+        else:
+            self._learned_threshold = 1.0
         self._rules: dict[str, list[tuple[str, float, re.Pattern[str], bool]]] = {}
         for kind in ("user", "retrieved", "tool_output"):
             self._rules[kind] = [
@@ -269,7 +271,11 @@ class InjectionDetector:
                 hits.append(rule_id)
                 score += weight
         learned_score = None
-        if self.learned is not None and kind in self.policy.learned.kinds:
+        # The model costs ~10-40 ms per KB; run it only when its score can change the outcome: it can
+        # flag alone (threshold < 1) or its weight would lift the rules' score over the threshold.
+        useful = self._learned_threshold < 1.0 or (
+            score < kind_policy.threshold <= score + self.policy.learned.mid_weight)
+        if self.learned is not None and kind in self.policy.learned.kinds and useful:
             from interlock.policies.injection_model import learned_text
 
             raw_score = max(self.learned.score_flat(learned_text(t)) for t in (norm.text, *norm.decoded))

@@ -21,10 +21,11 @@ EU_REGIONS = ("AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", 
 
 _INTL = re.compile(r"(?<![\w+])(?:\+|00)[1-9][\d \-./()]{6,20}\d(?!\w)")
 _NATIONAL = re.compile(r"(?<![\w+\-./])\(?0[\d \-./()]{6,16}\d(?![\w\-])")
+_DATE_LIKE = re.compile(r"\d{1,4}[./\-]\d{1,2}[./\-]\d{2,4}|\d{1,2}[./\-]\d{4}")
 # Countries without a trunk prefix (ES, PL, PT, DK, NO, CZ, ...): grouped digits, only after a phone cue.
 _NATIONAL_NO_TRUNK = re.compile(r"(?<![\w+\-./,])[1-9]\d{1,3}(?:[ \-.]\d{2,6}){1,4}(?![\w\-])")
 _PHONE_CONTEXT = re.compile(
-    r"(?i)\b(phone|mobile|cell|tel|telephone|call|ring|text|whatsapp|fax|number|reach|contact|handy|telefon|"
+    r"(?i)\b(phone|mobile|cell|tel|telephone|call|ring|text|whatsapp|fax|my number|reach|contact|handy|telefon|"
     r"rufnummer|t[ée]l[ée]phone|portable|m[oó]vil|tel[eé]fono|cellulare|telefoon|mobiel|numer|nummer|número)\b"
 )
 
@@ -57,6 +58,8 @@ class EuPhoneRecognizer(EntityRecognizer):
                        if _PHONE_CONTEXT.search(text[max(0, m.start() - 40) : m.start()])]
         for m in candidates:
             raw = m.group(0)
+            if _DATE_LIKE.fullmatch(raw.strip("()")):
+                continue  # 02/11/2026 is a date, whatever phonenumbers thinks
             digits = re.sub(r"\D", "", raw)
             if not 7 <= len(digits) <= 13 or len(set(digits)) < 3:
                 continue
