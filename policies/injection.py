@@ -41,8 +41,36 @@ _SIMPLE_ESCAPES = {"n": "\n", "r": "\n", "t": " ", "b": "", "f": "", '"': '"', "
 _PERCENT = re.compile(r"%[0-9a-fA-F]{2}")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
 # Single characters separated by a space, dot or dash: "i g n o r e" / "i.g.n.o.r.e".
-_SPACED = re.compile(r"\b(?:\w[ .\-_*]){3,}\w\b")
+_SPACED = re.compile(r"\b(?:\w[ .\-_*]){2,}\w\b")
 _WS = re.compile(r"[ \t\u00a0]+")
+# Structure around text in serialised tool output and documents: bullets, YAML keys' indentation,
+# block-scalar markers, JSON punctuation and quotes. Flattening it joins a wrapped sentence again.
+_LINE_PREFIX = re.compile(r"(?m)^[ \t]*(?:(?:[-*+•>|]|\d{1,3}[.)])[ \t]+)*")
+_STRUCTURE = re.compile(r"[\"“”„«»`{}\[\]|]+|(?<=\w)'(?!\w)|(?<!\w)'(?=\w)|\\n")
+_HYPHEN_WRAP = re.compile(r"(\w)-\n\s*(\w)")
+# Regex comment `(?#gapN)` in a rule: up to N words of anything (punctuation, dots of a URL, a
+# newline) between two parts of a phrase, instead of a character class that stops at punctuation.
+_GAP = re.compile(r"\(\?#gap(\d{1,2})\)")
+
+
+def expand_gaps(pattern: str) -> str:
+    return _GAP.sub(lambda m: rf"(?:\W+\w+){{0,{m.group(1)}}}?\W+", pattern)
+
+
+def _reads_structure(pattern: str) -> bool:
+    """Whether a rule looks at what `flatten` removes (line starts, quotes, brackets, braces, pipes)."""
+    if "^" in pattern.replace("[^", "") or any(t in pattern for t in ("\\n", '"', "\\[", "\\]", "\\{", "\\}",
+                                                                     "\\|", "`")):
+        return True
+    return False
+
+
+def flatten(text: str) -> str:
+    """Lines joined, list/YAML/JSON structure and quotes removed, whitespace collapsed."""
+    text = _HYPHEN_WRAP.sub(r"\1\2", text)
+    text = _LINE_PREFIX.sub("", text)
+    text = _STRUCTURE.sub(" ", text)
+    return " ".join(text.split())
 
 
 def _unescape_json(match: re.Match[str]) -> str:
@@ -91,6 +119,7 @@ class Normalised:
     text: str  # the main normalised form (lower-cased, whitespace collapsed)
     extra: tuple[str, ...]  # additional forms: decoded base64 segments, de-spaced, de-leeted
     transforms: tuple[str, ...]  # which obfuscations were undone
+    decoded: tuple[str, ...] = ()  # normalised text of decoded base64 segments
 
     def forms(self) -> tuple[str, ...]:
         return (self.text, *self.extra)
@@ -126,6 +155,7 @@ def normalise(text: str, max_base64_segments: int = 8) -> Normalised:
     main = _WS.sub(" ", folded).lower()
 
     extra: list[str] = []
+    decoded_texts: list[str] = []
     decoded_segments = 0
     for match in _BASE64.finditer(folded):
         if decoded_segments >= max_base64_segments:
@@ -135,18 +165,29 @@ def normalise(text: str, max_base64_segments: int = 8) -> Normalised:
             decoded_segments += 1
             # Decoded text may itself be obfuscated; one level of recursion is enough in practice.
             inner = normalise(decoded, max_base64_segments=0)
+            decoded_texts.append(inner.text)
             extra.append(inner.text)
             extra.extend(inner.extra)
     if decoded_segments:
         transforms.append("base64")
-    despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), main)
-    if despaced != main:
+    flat = flatten(main)
+    if flat != main:
+        extra.append(flat)
+        transforms.append("flattened")
+    # Spaced-out letters: join single-separated letters, keep wider gaps as word breaks
+    # ("i g n o r e   a l l" -> "ignore all"); a fully squashed form catches "i g n o r e a l l".
+    wide = re.sub(r"[ \t]{2,}|\s*\n\s*|\s*/\s*", "\x00", folded.lower())
+    despaced = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), wide).replace("\x00", " ")
+    despaced = " ".join(despaced.split())
+    if despaced != flat and _SPACED.search(wide):
         extra.append(despaced)
+        squashed = re.sub(r"[^a-z0-9äöüßàâçéèêëîïôûùœáíóúñ]", "", despaced)
+        extra.append(squashed)
         transforms.append("spacing")
-    deleeted = main.translate(_LEET)
-    if deleeted != main:
+    deleeted = flat.translate(_LEET)
+    if deleeted != flat:
         extra.append(deleeted)
-    return Normalised(text=main, extra=tuple(extra), transforms=tuple(transforms))
+    return Normalised(text=main, extra=tuple(extra), transforms=tuple(transforms), decoded=tuple(decoded_texts))
 
 
 class InjectionVerdict(BaseModel):
@@ -161,6 +202,7 @@ class InjectionVerdict(BaseModel):
     rules: list[str] = Field(default_factory=list)
     transforms: list[str] = Field(default_factory=list)
     model_score: float | None = None
+    learned_score: float | None = None
     chars: int = 0
 
 
@@ -189,10 +231,24 @@ class InjectionDetector:
     def __init__(self, policy: InjectionPolicy, model: InjectionModel | None = None) -> None:
         self.policy = policy
         self.model = model
-        self._rules: dict[str, list[tuple[str, float, re.Pattern[str]]]] = {}
+        self.learned = None
+        if policy.learned.enabled:
+            from pathlib import Path
+
+            from interlock.policies.injection_model import WEIGHTS_PATH, LearnedInjectionDetector
+
+            config = policy.learned
+            self.learned = LearnedInjectionDetector(Path(config.weights) if config.weights else WEIGHTS_PATH,
+                                                    max_windows=config.max_windows)
+            self._learned_threshold = config.threshold or self.learned.threshold
+            self._learned_mid = config.mid or float(self.learned.model.meta.get("mid", self._learned_threshold))
+        else:
+            self._learned_threshold = 1.0
+        self._rules: dict[str, list[tuple[str, float, re.Pattern[str], bool]]] = {}
         for kind in ("user", "retrieved", "tool_output"):
             self._rules[kind] = [
-                (rule.id, rule.weight, re.compile(rule.pattern, re.IGNORECASE))
+                (rule.id, rule.weight, re.compile(expand_gaps(rule.pattern), re.IGNORECASE),
+                 _reads_structure(rule.pattern))
                 for rule in policy.rules
                 if kind in rule.kinds
             ]
@@ -205,12 +261,31 @@ class InjectionDetector:
         kind_policy = self.policy.kinds[kind]
         norm = normalise(text, self.policy.max_base64_segments)
         forms = norm.forms()
+        # The flat form holds everything the main form does except line structure and quotes: rules
+        # that look at neither skip the main form (a third of the cost).
+        flat_forms = forms[1:] if "flattened" in norm.transforms else forms
         hits: list[str] = []
         score = 0.0
-        for rule_id, weight, pattern in self._rules[kind]:
-            if any(pattern.search(form) for form in forms):
+        for rule_id, weight, pattern, by_line in self._rules[kind]:
+            if any(pattern.search(form) for form in (forms if by_line else flat_forms)):
                 hits.append(rule_id)
                 score += weight
+        learned_score = None
+        # The model costs ~10-40 ms per KB; run it only when its score can change the outcome: it can
+        # flag alone (threshold < 1) or its weight would lift the rules' score over the threshold.
+        useful = self._learned_threshold < 1.0 or (
+            score < kind_policy.threshold <= score + self.policy.learned.mid_weight)
+        if self.learned is not None and kind in self.policy.learned.kinds and useful:
+            from interlock.policies.injection_model import learned_text
+
+            raw_score = max(self.learned.score_flat(learned_text(t)) for t in (norm.text, *norm.decoded))
+            learned_score = round(raw_score, 4)
+            if raw_score >= self._learned_threshold:
+                hits.append("learned_detector")
+                score += kind_policy.threshold
+            elif raw_score >= self._learned_mid:
+                hits.append("learned_detector_weak")
+                score += self.policy.learned.mid_weight
         model_score = None
         if self.model is not None:
             model_score = float(self.model.score(" ".join(forms)))
@@ -228,6 +303,7 @@ class InjectionDetector:
             rules=hits,
             transforms=list(norm.transforms),
             model_score=model_score,
+            learned_score=learned_score,
             chars=len(text),
         )
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from interlock.policies.egress import decoded_view, egress_spans, unclosed_tag_start
+from interlock.policies.egress import host_allowed as host_allowed  # re-exported for tool_rules
 from interlock.policies.pii import TOKEN_RE, PiiDetector, PiiVault, canonical
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz
@@ -45,64 +46,13 @@ class FilteredText(BaseModel):
         return bool(self.findings)
 
 
-# --- egress ------------------------------------------------------------------------------------
-
-_MD_IMAGE = re.compile(r"!\[([^\]\n]{0,500})\]\(\s*<?([^)\s>]+)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
-_MD_LINK = re.compile(r"(?<!!)\[([^\]\n]{0,500})\]\(\s*<?([^)\s>]+)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
-_MD_REF = re.compile(r"(?m)^\s{0,3}\[[^\]\n]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
-_HTML_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
-_HTML_A = re.compile(r"<a\b[^>]*\bhref\s*=\s*[\"']?([^\"'\s>]+)[^>]*>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL)
-_HTML_SRC = re.compile(r"\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE)
-_BARE_URL = re.compile(r"\b(?:(?:https?|ftp|wss?)://|www\.)[^\s<>()\[\]\"'`]+", re.IGNORECASE)
-
-
-def _host(url: str) -> str | None:
-    candidate = url if "://" in url else ("http://" + url if url.lower().startswith("www.") else url)
-    try:
-        parts = urlsplit(candidate)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https", "ftp", "ws", "wss"):
-        return None
-    return (parts.hostname or "").lower().rstrip(".")
-
-
-def host_allowed(url: str, allowlist: Iterable[str]) -> bool:
-    """http(s) URL whose host is an allowlisted host or a subdomain of one. Other schemes: no."""
-    host = _host(url)
-    if not host:
-        return False
-    return any(host == a or host.endswith("." + a) for a in allowlist)
+# --- egress (policies/egress.py) ---------------------------------------------------------------
 
 
 def egress_redactions(text: str, allowlist: Sequence[str]) -> list[Redaction]:
-    """Links and images whose target is not on the allowlist. Images are removed entirely."""
-    out: list[Redaction] = []
-    for m in _MD_IMAGE.finditer(text):
-        if not host_allowed(m.group(2), allowlist):
-            out.append(Redaction(start=m.start(), end=m.end(), replacement="[image removed]", kind="egress_image"))
-    for m in _HTML_IMG.finditer(text):
-        src = _HTML_SRC.search(m.group(0))
-        if src is None or not host_allowed(src.group(1), allowlist):
-            out.append(Redaction(start=m.start(), end=m.end(), replacement="[image removed]", kind="egress_image"))
-    for m in _MD_LINK.finditer(text):
-        if not host_allowed(m.group(2), allowlist) and not m.group(2).startswith("#"):
-            label = m.group(1).strip()
-            repl = f"{label} [link removed]" if label and not _BARE_URL.search(label) else "[link removed]"
-            out.append(Redaction(start=m.start(), end=m.end(), replacement=repl, kind="egress_link"))
-    for m in _HTML_A.finditer(text):
-        if not host_allowed(m.group(1), allowlist):
-            out.append(Redaction(start=m.start(), end=m.end(), replacement="[link removed]", kind="egress_link"))
-    for m in _MD_REF.finditer(text):
-        if _host(m.group(1)) is not None and not host_allowed(m.group(1), allowlist):
-            out.append(Redaction(start=m.start(), end=m.end(), replacement="[link removed]", kind="egress_link"))
-    for m in _BARE_URL.finditer(text):
-        url = m.group(0).rstrip(".,;:!?")
-        if not host_allowed(url, allowlist):
-            out.append(
-                Redaction(start=m.start(), end=m.start() + len(url), replacement="[link removed]", kind="egress_link")
-            )
-    return out
+    """Links, images and HTML that point at hosts not on the allowlist (any syntax, any encoding)."""
+    return [Redaction(start=s.start, end=s.end, replacement=s.replacement, kind=s.kind)  # type: ignore[arg-type]
+            for s in egress_spans(text, allowlist)]
 
 
 # --- untrusted values: exact and fuzzy ---------------------------------------------------------
@@ -228,17 +178,26 @@ class OutputFilter:
                               kind="pseudonym", entity=entry.entity)
                 )
         trusted_keys = {f"{e.entity}:{canonical(e.entity, e.value)}" for e in vault.values(trusted=True)}
-        for span in self.detector.detect(text, "output"):
-            value = text[span.start : span.end]
-            if TOKEN_RE.fullmatch(value) or f"{span.entity}:{canonical(span.entity, value)}" in trusted_keys:
-                continue  # the user's own value, given by the user
-            found.append(
-                Redaction(start=span.start, end=span.end, replacement=f"[{self.detector.label(span.entity)} redacted]",
-                          kind="pii", entity=span.entity)
-            )
         untrusted = [(e.entity, e.value) for e in vault.values(trusted=False)]
         untrusted.extend(extra_values)
-        found.extend(value_redactions(text, untrusted, self.fuzzy_threshold, self.min_fuzzy_length))
+        # Personal data is looked for in the text as written and again after entity and percent
+        # decoding (a card number percent-encoded into a link's query string), mapped back.
+        view = decoded_view(text)
+        views = [(text, None)] if view.text == text else [(text, None), (view.text, view)]
+        for scanned, mapping in views:
+            for span in self.detector.detect(scanned, "output"):
+                value = scanned[span.start : span.end]
+                if TOKEN_RE.fullmatch(value) or f"{span.entity}:{canonical(span.entity, value)}" in trusted_keys:
+                    continue  # the user's own value, given by the user
+                start, end = (span.start, span.end) if mapping is None else mapping.original(span.start, span.end)
+                found.append(
+                    Redaction(start=start, end=end, replacement=f"[{self.detector.label(span.entity)} redacted]",
+                              kind="pii", entity=span.entity)
+                )
+            for r in value_redactions(scanned, untrusted, self.fuzzy_threshold, self.min_fuzzy_length):
+                if mapping is not None:
+                    r.start, r.end = mapping.original(r.start, r.end)
+                found.append(r)
         found.extend(egress_redactions(text, self.egress_allowlist))
         return found
 
@@ -306,6 +265,10 @@ class StreamingOutputFilter:
         if len(self._pending) < self.hold + self.batch:
             return ""
         cut = len(self._pending) - self.hold
+        # An HTML tag or Markdown link whose target has not arrived yet is held back whole.
+        open_at = unclosed_tag_start(self._pending, self.hold * 8)
+        if 0 <= open_at < cut:
+            cut = open_at
         space = max(self._pending.rfind(" ", 0, cut), self._pending.rfind("\n", 0, cut))
         if space <= 0:
             return ""

@@ -178,6 +178,22 @@ class ModelDetectorConfig(_Strict):
         return self
 
 
+class LearnedDetectorConfig(_Strict):
+    """The shipped embedding classifier (policies/injection_model.py), combined with the rules.
+
+    A text whose most suspicious window scores >= `threshold` is flagged on its own; >= `mid` adds
+    `mid_weight` to the rules' score, so it flags only together with a weak rule.
+    """
+
+    enabled: bool = False
+    kinds: list[Kind] = Field(default_factory=lambda: ["retrieved", "tool_output"])
+    weights: str = ""  # empty: the weights shipped in the package
+    threshold: float | None = Field(default=None, gt=0, le=1)  # None: the one stored with the weights
+    mid: float | None = Field(default=None, gt=0, le=1)
+    mid_weight: float = Field(default=1.5, ge=0, le=10)
+    max_windows: int = Field(default=64, ge=1, le=1024)
+
+
 class InjectionPolicy(_Strict):
     version: int = Field(ge=1)
     kinds: dict[Kind, KindPolicy]
@@ -185,6 +201,7 @@ class InjectionPolicy(_Strict):
     max_base64_segments: int = Field(default=8, ge=0)
     rules: list[InjectionRule] = Field(min_length=1)
     model_detector: ModelDetectorConfig = Field(default_factory=ModelDetectorConfig)
+    learned: LearnedDetectorConfig = Field(default_factory=LearnedDetectorConfig)
 
     @model_validator(mode="after")
     def _all_kinds(self) -> InjectionPolicy:

