@@ -204,7 +204,7 @@ def interrupt_value(pending: dict[str, Any], state: InterlockState) -> dict[str,
            "once they have.")
     )
     review: dict[str, Any] = {"action_name": tool, "allowed_decisions": list(DECISIONS) if may_decide else []}
-    if isinstance(pending.get("input_schema"), dict):
+    if may_decide and isinstance(pending.get("input_schema"), dict):  # the schema serves the UI's edit form
         review["args_schema"] = pending["input_schema"]
     return {
         "type": "approval",

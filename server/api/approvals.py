@@ -177,6 +177,15 @@ async def _tool_calls(store: Any, approval_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def _waiting_value(thread: dict[str, Any], approval_id: str) -> dict[str, Any]:
+    for items in (thread.get("interrupts") or {}).values():
+        for item in items:
+            value = item.get("value")
+            if isinstance(value, dict) and value.get("approval_id") == approval_id:
+                return value
+    return {}
+
+
 def _waiting_interrupt(thread: dict[str, Any], approval_id: str) -> str | None:
     for items in (thread.get("interrupts") or {}).values():
         for item in items:
@@ -221,11 +230,22 @@ async def decide(request: Request) -> Response:
     if approval.status != "pending":
         raise Conflict(f"Approval {approval.id} is already {approval.status}")
     if body.decision == "edit":
-        schema = input_schema(approval.server, approval.tool)
-        problems = schema_errors(schema, body.args or {}) if schema else []
-        problem = edit_problem(approval.tool, approval.args or {}, body.args or {}, schema)
-        if problems or problem:
-            raise Invalid("; ".join(problems) or f"edit refused: {problem}")
+        # The graph's own rules first (same tool, no tenant switch, argument types, policy constraints; against the
+        # schema the waiting call carries), then the MCP tool's published input schema, for the console's form.
+        # A waiting run carries the schema its toolbox listed for the call; an MCP client's request (no run) is
+        # checked against the schema the MCP server publishes for the tool.
+        thread = await svc.threads.find(approval.thread_id) if approval.thread_id else None
+        if thread is not None:
+            waiting = _waiting_value(thread, approval.id)
+            problem = edit_problem(approval.tool, approval.args or {}, body.args or {}, waiting.get("input_schema"))
+            if problem:
+                raise Invalid(f"edit refused: {problem}")
+        else:
+            schema = input_schema(approval.server, approval.tool)
+            problems = schema_errors(schema, body.args or {}) if schema else []
+            problem = edit_problem(approval.tool, approval.args or {}, body.args or {}, schema)
+            if problems or problem:
+                raise Invalid("; ".join(problems) or f"edit refused: {problem}")
     identity = access.decider()[0]
     if not approval.thread_id:
         # Requested by an MCP client (no run waits): the decision is the record; the identical retry spends it.

@@ -66,7 +66,11 @@ async def test_an_injected_instruction_with_raw_pii_is_guarded_in_every_served_g
 
 
 async def policy_reasons(client: Any, thread_id: str) -> list[str]:
-    """The planner's reasons for gating the call, from the paused subgraph's state."""
+    """The planner's reasons for gating the call: from the root state where the router asks for approvals, else
+    from the paused planner subgraph's state (the standalone planner asks inside itself)."""
     root = await client.threads.get_state(thread_id, subgraphs=True)
+    pending = (root.get("values") or {}).get("pending_approval")
+    if pending:
+        return list(pending["policy_reasons"])
     (planner,) = [t["state"]["values"] for t in root["tasks"] if t["name"] == "planner"]
     return list(planner["pending_approval"]["policy_reasons"])
