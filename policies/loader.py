@@ -132,26 +132,9 @@ def load_policies(directory: Path | None = None) -> PolicySet:
 
 @functools.lru_cache(maxsize=1)
 def _cached(directory: str) -> PolicySet:
-    policies = load_policies(Path(directory))
-    _warm(policies)
-    return policies
-
-
-def _warm(policies: PolicySet) -> None:
-    """Load the PII model and the embedder in the background: they take seconds, and the first guard
-    that needs them runs under limits.yaml's guard timeout."""
-    import threading
-
-    def work() -> None:
-        from interlock.policies.pii import detector_for
-
-        detector_for(policies.pii)
-        if policies.injection.learned.enabled:
-            from interlock.kernel.embeddings import local_minilm
-
-            local_minilm()
-
-    threading.Thread(target=work, name="policy-warm-up", daemon=True).start()
+    # The guards load their models (PII, learned detector) on first use, outside their per-call timeout
+    # (graphs/nodes/guards.py): no background thread here, which could still be inside native code at exit.
+    return load_policies(Path(directory))
 
 
 def get_policies() -> PolicySet:

@@ -54,8 +54,10 @@ async def test_suites_run_offline_with_no_network_attempt(monkeypatch: pytest.Mo
     assert all(c.passed for c in approval.cases), [c.model_dump() for c in approval.cases]
     # The first approval case really executed the approved cancel over MCP, with its approval id.
     first = approval.cases[0].detail
-    assert first["interrupted"] and [c["tool"] for c in first["calls"]] == ["cancel_order"]
-    assert first["calls"][0]["approval_id"].startswith("apr_") and first["calls"][0]["approval_status"] == "consumed"
+    # The playbook reads the order first (an already cancelled one is answered from its state), then cancels.
+    assert first["interrupted"] and [c["tool"] for c in first["calls"]] == ["get_order", "cancel_order"]
+    cancel = first["calls"][1]
+    assert cancel["approval_id"].startswith("apr_") and cancel["approval_status"] == "consumed"
     assert approval.invariant_violations == {"destructive_needs_approval": [], "reject_never_executes": []}
 
 
