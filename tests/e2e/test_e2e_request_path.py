@@ -63,7 +63,10 @@ def test_files_one_cancel_request_crosses_up_to_the_approval_interrupt(e2e_env: 
     print(f"\n{len(files)} files from the request to the approval interrupt:\n" + "\n".join(files))
     # Recording stops when the approval node interrupts. A background poll (crons, leases) that ticks meanwhile is
     # recorded too: the total varies by a file or two, so only the graph layer's share is bounded below.
-    assert files[0].startswith("server/") and "graphs/nodes/approval.py" in files, files
+    # Background work (WAL checkpoints, polls) may land first; the request itself enters through server/.
+    background = ("interlock/kernel/wal_checkpoints.py", "server/crons.py", "server/engine/leases.py")
+    request = [f for f in files if f not in background]
+    assert request[0].startswith("server/") and "graphs/nodes/approval.py" in files, files
     assert {"graphs/router.py", "graphs/planner.py", "graphs/nodes/toolbox.py", "tools/client.py"} <= set(files)
     graph_layer = [f for f in files if f.startswith(("graphs/", "tools/"))]
     assert len(graph_layer) <= GRAPH_LAYER_BUDGET, graph_layer
