@@ -177,28 +177,21 @@ async def _tool_calls(store: Any, approval_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def _waiting_value(thread: dict[str, Any], approval_id: str) -> dict[str, Any]:
+def _waiting(thread: dict[str, Any], approval_id: str) -> dict[str, Any] | None:
+    """The thread's pending interrupt (`{"id", "value"}`) that waits on this approval, if any."""
     for items in (thread.get("interrupts") or {}).values():
         for item in items:
             value = item.get("value")
             if isinstance(value, dict) and value.get("approval_id") == approval_id:
-                return value
-    return {}
-
-
-def _waiting_interrupt(thread: dict[str, Any], approval_id: str) -> str | None:
-    for items in (thread.get("interrupts") or {}).values():
-        for item in items:
-            value = item.get("value")
-            if isinstance(value, dict) and value.get("approval_id") == approval_id:
-                return item["id"]
+                return item
     return None
 
 
 async def resume_waiting_run(svc: Services, user: User, approval: Any, resume: dict[str, Any]) -> dict[str, Any]:
     """Resume the run interrupted on `approval` with `resume` and wait for it; Conflict when none waits."""
     thread = await svc.threads.find(approval.thread_id)
-    interrupt_id = _waiting_interrupt(thread, approval.id) if thread else None
+    waiting = _waiting(thread, approval.id) if thread else None
+    interrupt_id = waiting["id"] if waiting else None
     if thread is None or interrupt_id is None:
         raise Conflict(f"No run is waiting on approval {approval.id}")
     assistant_id = thread["metadata"].get("assistant_id") or thread["metadata"].get("graph_id")
@@ -236,7 +229,7 @@ async def decide(request: Request) -> Response:
         # checked against the schema the MCP server publishes for the tool.
         thread = await svc.threads.find(approval.thread_id) if approval.thread_id else None
         if thread is not None:
-            waiting = _waiting_value(thread, approval.id)
+            waiting = (_waiting(thread, approval.id) or {}).get("value") or {}
             problem = edit_problem(approval.tool, approval.args or {}, body.args or {}, waiting.get("input_schema"))
             if problem:
                 raise Invalid(f"edit refused: {problem}")
