@@ -6,6 +6,8 @@ of each side and their ratio. The base runs from a detached worktree with its ow
 this virtualenv's installed dependencies.
 
     python bench/before_after.py --base 6dc7501 [--rounds 3] [--only server,mcp,retrieval]
+
+Run it with the dev virtualenv plus psutil (the server benchmark reads process memory with it).
 """
 
 from __future__ import annotations
@@ -57,10 +59,16 @@ def numeric_leaves(value: object, prefix: str = "") -> Metrics:
     return out
 
 
+def run(python: Path, args: list[str], tree: Path, timeout: float) -> str:
+    done = subprocess.run([str(python), *args], cwd=tree, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} in {tree} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
 def server_metrics(tree: Path, python: Path) -> Metrics:
     args = ["--only", "interlock", "--seq", "200", "--conc-n", "500", "--concurrency", "50"]
-    out = subprocess.run([str(python), "bench/server_runs.py", *args], cwd=tree, capture_output=True, text=True,
-                         check=True, timeout=900).stdout
+    out = run(python, ["bench/server_runs.py", *args], tree, 900)
     metrics: Metrics = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -70,15 +78,13 @@ def server_metrics(tree: Path, python: Path) -> Metrics:
 
 
 def mcp_metrics(tree: Path, python: Path) -> Metrics:
-    subprocess.run([str(python), "bench/mcp_calls.py", "--calls", "500"], cwd=tree, capture_output=True, check=True,
-                   timeout=900)
+    run(python, ["bench/mcp_calls.py", "--calls", "500"], tree, 900)
     report = json.loads((tree / "bench" / "results" / "mcp_calls.json").read_text())
     return {k: v for k, v in numeric_leaves({"http": report["http"], "memory": report["memory"]}).items()}
 
 
 def retrieval_metrics(tree: Path, python: Path) -> Metrics:
-    out = subprocess.run([str(python), "bench/retrieval.py", "--sizes", "10000", "--queries", "200"], cwd=tree,
-                         capture_output=True, text=True, check=True, timeout=1800).stdout
+    out = run(python, ["bench/retrieval.py", "--sizes", "10000", "--queries", "200"], tree, 1800)
     written = re.search(r"written (\S+)", out)
     if not written:
         raise RuntimeError("bench/retrieval.py wrote no report")
