@@ -233,6 +233,7 @@ class PlannerNodes:
         an unreadable call get a correction naming the problem and another try, at most `MAX_REPAIRS` times and
         never past the step or time limit; each try counts as a step."""
         schemas = {name: info.input_schema for name, info in tools.items()}
+        vault = _vault(state)
         bound = [t.as_openai_tool() for t in tools.values()]
         choice = self._tool_choice(state, tools) if bound else None
         conversation: list[Any] = [system, *state.get("messages", [])]
@@ -247,7 +248,8 @@ class PlannerNodes:
                 calls = from_text.calls
                 if not from_text.attempted:
                     return reply, steps, False  # a plain answer
-            problems = [*(from_text.problems if from_text else []), *toolcalls.check_calls(calls, schemas)]
+            problems = [*(from_text.problems if from_text else []),
+                        *toolcalls.check_calls(calls, schemas, vault.rehydrate_args if vault is not None else None)]
             if calls and not problems:
                 if from_text is not None:
                     # The call itself is the message: the JSON text is no answer for anyone to read.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import jsonschema
@@ -109,11 +109,13 @@ def recognise(text: str, tools: Collection[str] = ()) -> TextToolCalls:
     return TextToolCalls(calls=calls, attempted=attempted, problems=problems)
 
 
-def check_calls(calls: list[dict[str, Any]], schemas: Mapping[str, dict[str, Any] | None]) -> list[str]:
+def check_calls(calls: list[dict[str, Any]], schemas: Mapping[str, dict[str, Any] | None],
+                rehydrate: Callable[[Any], Any] | None = None) -> list[str]:
     """Why each call cannot be planned as written (unknown tool, arguments that break its schema); empty if fine.
 
-    `schemas` maps the tools the caller may use to their input schemas. The messages name the tool and the field,
-    never an argument's value (it may be a pseudonym or text from a tool result)."""
+    `schemas` maps the tools the caller may use to their input schemas. Arguments are checked as the tool will get
+    them: `rehydrate` puts the real values back for pseudonyms (`<EMAIL_1>` is no email address); the result is only
+    validated, never kept. The messages name the tool and the field, never an argument's value."""
     problems: list[str] = []
     for call in calls:
         name = call.get("name") or ""
@@ -123,7 +125,8 @@ def check_calls(calls: list[dict[str, Any]], schemas: Mapping[str, dict[str, Any
             continue
         schema = schemas[name] or {"type": "object"}
         validator = jsonschema.Draft202012Validator(schema)
-        for error in sorted(validator.iter_errors(call.get("args") or {}), key=lambda e: list(e.path)):
+        args = call.get("args") or {}
+        for error in sorted(validator.iter_errors(rehydrate(args) if rehydrate else args), key=lambda e: list(e.path)):
             where = ".".join(str(p) for p in error.path) or "arguments"
             problems.append(f"{name}: {where}: {_describe(error)}")
     return problems
