@@ -189,8 +189,8 @@ async def test_a_stream_without_a_usage_chunk_is_estimated_and_marked() -> None:
 
 def test_a_provider_timeout_above_the_chain_budget_is_reported(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="interlock.models")
-    gateway = local_gateway("http://127.0.0.1:9/v1", timeout_s=60)
-    assert "'local': timeout_s=60 is capped by chain_timeout_s=45" in caplog.text
+    capped = local_gateway("http://127.0.0.1:9/v1", timeout_s=60)
+    assert capped.configuration_warnings() and "'local': timeout_s=60 is capped by chain_timeout_s=45" in caplog.text
     assert local_gateway("http://127.0.0.1:9/v1", timeout_s=5).configuration_warnings() == []
 
 
