@@ -60,7 +60,8 @@ _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
 
 
 def _first_person(verbs: str) -> re.Pattern[str]:
-    return re.compile(rf"{_SUBJECT}(?:\s+(?!{_HEDGE}\b)[\w'’-]+){{0,3}}?{_ADVERBS}\s+(?:{verbs})\b", re.I)
+    word = rf"(?!{_HEDGE}\b)(?![\w'’-]*n['’]t\b)[\w'’-]+"  # no hedge, no negation ("haven't")
+    return re.compile(rf"{_SUBJECT}(?:\s+{word}){{0,3}}?{_ADVERBS}\s+(?:{verbs})\b", re.I)
 
 
 def _state(verbs: str) -> re.Pattern[str]:
@@ -82,16 +83,31 @@ class Claim:
     request: str
 
 
+# A condition or a time clause before the verb describes a rule, not a done deed ("once your order has been
+# cancelled, ...", "if it has been refunded").
+_CONDITION = re.compile(r"\b(?:once|after|when|whenever|if|unless|until|before|as soon as)\b", re.I)
+# Text quoted from a document (the extractive answer quotes passages in curly quotes) is not our claim.
+_QUOTED = re.compile(r"“[^”]*”")
+_DONE = re.compile(r"^\s*(done|all set|success|completed?)\s*[!.]+", re.I)
+
+
+def _claimed(pattern: re.Pattern[str], sentence: str) -> bool:
+    return any(not _CONDITION.search(sentence[: m.start()]) for m in pattern.finditer(sentence))
+
+
 def claims_in(text: str) -> list[Claim]:
-    """Completed-action claims in `text`, one per action (a negated or hedged sentence claims nothing)."""
+    """Completed-action claims in `text`, one per action (a negated, hedged or conditional sentence, or a quote,
+    claims nothing)."""
     found: dict[str, Claim] = {}
+    text = _DONE.sub(r"\1:", _QUOTED.sub("“”", text))  # "Done! Order cancelled." is one claim
     for sentence in _SENTENCE.findall(text):
+        sentence = sentence.strip()
         for action, first, state in _PATTERNS:
             if action.name in found:
                 continue
-            if first.search(sentence):
+            if _claimed(first, sentence):
                 found[action.name] = Claim(action.name, True, action.request)
-            elif state.search(sentence.strip()):
+            elif _claimed(state, sentence):
                 found[action.name] = Claim(action.name, False, action.request)
     return list(found.values())
 
