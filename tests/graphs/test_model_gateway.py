@@ -217,3 +217,10 @@ def test_anthropic_is_asked_for_any_tool_when_one_is_required() -> None:
     _bind(provider, [GET_ORDER], "required")
     _bind(provider, [GET_ORDER], "get_order")
     assert seen == ["any", "get_order"]
+
+
+def test_the_shipped_models_policy_caps_no_provider_silently() -> None:
+    from interlock.policies.graph_schema import load_models_policy
+
+    policy = load_models_policy()
+    assert all(p.timeout_s <= policy.chain_timeout_s for p in policy.providers.values())
