@@ -246,7 +246,9 @@ class PlannerNodes:
             if not calls:
                 from_text = toolcalls.recognise(message_text(reply), schemas.keys())
                 calls = from_text.calls
-                if not from_text.attempted:
+                if not message_text(reply).strip():  # some servers answer a tool prompt with nothing at all
+                    from_text.attempted, from_text.problems = True, ["your reply was empty"]
+                elif not from_text.attempted:
                     return reply, steps, False  # a plain answer
             problems = [*(from_text.problems if from_text else []),
                         *toolcalls.check_calls(calls, schemas, vault.rehydrate_args if vault is not None else None)]

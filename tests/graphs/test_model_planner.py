@@ -171,6 +171,14 @@ async def test_the_repair_loop_is_bounded_and_never_shows_the_json(toolbox: Gove
     assert "{" not in answer(out)
 
 
+async def test_an_empty_reply_is_retried_not_delivered(toolbox: GovernedToolbox) -> None:
+    model = RecordingModel(replies=["", '{"name": "get_order", "arguments": {"order_id": "ORD-1002"}}',
+                                    "Order ORD-1002 is on its way."])
+    out = await router(toolbox, model).ainvoke({"messages": [("user", STATUS)]}, thread())
+    assert "reply was empty" in str(model.sent[1][-1].content) and calls_of(toolbox, "get_order")
+    assert answer(out) == "Order ORD-1002 is on its way."
+
+
 async def test_the_repair_loop_stays_inside_the_step_limit(toolbox: GovernedToolbox) -> None:
     model = RecordingModel(replies=['{"name": "nope", "arguments": {}}'])
     out = await router(toolbox, model, limits=RunLimits(max_steps=2, max_tool_calls=5, wall_clock_s=60)).ainvoke(
