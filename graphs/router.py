@@ -59,10 +59,12 @@ def _smalltalk_reply(text: str) -> str:
 
 
 def refuse(state: InterlockState) -> dict[str, Any]:
+    mode = state.get("mode") or "zero-key"
+    # A canned reply: even with a model configured, no model wrote it, and the state says so.
+    mode = mode if mode != "model" else "zero-key"
     msg = final_message("Sorry, I can only help with this company's orders, deliveries, returns, billing and "
-                        "accounts. Is there something along those lines I can do for you?",
-                        state.get("mode") or "zero-key", "refused")
-    return {"messages": [msg], "outcome": "refused"}
+                        "accounts. Is there something along those lines I can do for you?", mode, "refused")
+    return {"messages": [msg], "outcome": "refused", "mode": mode}
 
 
 def smalltalk(state: InterlockState) -> dict[str, Any]:
