@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -81,6 +82,8 @@ class ScriptedChatModel(BaseChatModel):
     fail_first: int = 0  # fail only the first N calls (with fail_status, default 503)
     _index: int = PrivateAttr(default=0)
     calls: int = 0
+    # The `tool_choice` of every bind_tools call, in order (what a real provider would have been sent).
+    tool_choices: list[Any] = []
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -127,6 +130,7 @@ class ScriptedChatModel(BaseChatModel):
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None,
                    **kwargs: Any) -> Runnable[Any, AIMessage]:
+        self.tool_choices.append(tool_choice)
         return self  # the script already decides which tool it calls
 
     @classmethod
@@ -188,6 +192,8 @@ class UsageRecord(BaseModel):
     cost_usd: float
     latency_ms: float
     outcome: str
+    # The provider reported no usage (e.g. a stream without a usage chunk): the counts are estimated locally.
+    estimated: bool = False
 
 
 @dataclass
@@ -233,20 +239,20 @@ def build_chat_model(cfg: ProviderConfig, env: dict[str, str] | None = None,
     `env` holds the provider variables models.yaml names (API keys, base URLs); `settings` Interlock's own.
     """
     env = dict(os.environ) if env is None else env
+    settings = settings or get_settings()
     if cfg.kind == "scripted":
-        scripted = (settings or get_settings()).scripted_model
+        scripted = settings.scripted_model
         path = cfg.script or (str(scripted) if scripted else None)
         return ScriptedChatModel.from_file(path) if path and Path(path).is_file() else None
     api_key = env.get(cfg.api_key_env) if cfg.api_key_env else None
-    base_url = cfg.base_url or (env.get(cfg.base_url_env) if cfg.base_url_env else None)
+    base_url = cfg.base_url or (_setting_or_env(cfg.base_url_env, env, settings) if cfg.base_url_env else None)
     if cfg.kind == "openai":
         if not api_key and not base_url:
             return None
-        try:
-            from langchain_openai import ChatOpenAI
-        except ImportError:
-            log.warning("provider configured but langchain-openai is not installed (pip install '.[openai]')")
-            return None
+        # A base dependency: a configured provider never silently drops to the zero-key mode for want of it.
+        from langchain_openai import ChatOpenAI
+
+        base_url = normalise_base_url(base_url) if base_url else None
         return ChatOpenAI(model=cfg.model, base_url=base_url, api_key=api_key or "not-needed",
                           timeout=cfg.timeout_s, max_retries=0, temperature=cfg.temperature,
                           stream_usage=True)
@@ -261,6 +267,105 @@ def build_chat_model(cfg: ProviderConfig, env: dict[str, str] | None = None,
         return ChatAnthropic(model=cfg.model, api_key=api_key, base_url=base_url, timeout=cfg.timeout_s,
                              max_retries=0, temperature=cfg.temperature)
     return None
+
+
+def _setting_or_env(name: str, env: dict[str, str], settings: Settings) -> str | None:
+    """A provider variable from models.yaml: Interlock's own (INTERLOCK_*) come from the settings object."""
+    if name.startswith("INTERLOCK_"):
+        field_name = name.removeprefix("INTERLOCK_").lower()
+        if field_name in Settings.model_fields:
+            value = getattr(settings, field_name)
+            return str(value) if value else env.get(name)
+    return env.get(name)
+
+
+def normalise_base_url(url: str) -> str:
+    """An OpenAI-compatible base URL ends in its API version (`/v1`): `http://host:8000` and `http://host:8000/`
+    become `http://host:8000/v1`, so a missing suffix is not a 404 on every call. A URL that already names a
+    version (`/v1`, `/openai/v1`, `/api/v2`...) or a deployment path with one is kept as it is."""
+    url = url.strip().rstrip("/")
+    if re.search(r"/v\d+(beta\d*|alpha\d*)?(/|$)", url):
+        return url
+    return url + "/v1"
+
+
+async def probe_openai_endpoint(base_url: str, api_key: str | None = None, timeout_s: float = 3.0) -> str | None:
+    """None when `base_url` answers `GET /models` like an OpenAI-compatible API, else what is wrong (for the log)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url = base_url.rstrip("/") + "/models"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        return f"{url} did not answer ({type(exc).__name__})"
+    if response.status_code in (401, 403):
+        return None  # an API that wants a key: it is one, the key is the caller's business
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        return (f"{url} answered HTTP {response.status_code} without an OpenAI model list: not an OpenAI-compatible "
+                "API (is the base URL right? it normally ends in /v1)")
+    return None
+
+
+def _bind(provider: Provider, tools: Sequence[Any] | None, tool_choice: str | None) -> Runnable[Any, Any]:
+    """The provider's model with `tools` bound, and the tool choice in the provider's own terms."""
+    if not tools:
+        return provider.model
+    if tool_choice is None:
+        return provider.model.bind_tools(list(tools))
+    if provider.config.kind == "anthropic" and tool_choice == "required":
+        tool_choice = "any"  # Anthropic's name for "must call some tool"
+    return provider.model.bind_tools(list(tools), tool_choice=tool_choice)
+
+
+_TOKENIZER: Any = None
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens in `text` by the tokenizer shipped with the kernel (a WordPiece vocabulary: close to, not equal to,
+    a chat model's own count), or about four characters per token if it cannot be loaded."""
+    global _TOKENIZER
+    if not text:
+        return 0
+    if _TOKENIZER is None:
+        try:
+            from tokenizers import Tokenizer
+
+            from interlock.kernel.embeddings import TOKENIZER_PATH
+
+            _TOKENIZER = Tokenizer.from_file(str(TOKENIZER_PATH))
+            _TOKENIZER.no_truncation()
+            _TOKENIZER.no_padding()
+        except Exception:  # noqa: BLE001 - an estimate must never fail a run
+            _TOKENIZER = False
+    if _TOKENIZER is False:
+        return max(1, len(text) // 4)
+    return len(_TOKENIZER.encode(text, add_special_tokens=False).ids)
+
+
+def estimate_usage(messages: Sequence[BaseMessage], reply: AIMessage | None,
+                   tools: Sequence[Any] | None = None) -> tuple[int, int]:
+    """(input, output) token estimates for one call: every message's text plus a few tokens of chat framing
+    each, the bound tool schemas, and the reply's text and tool calls."""
+    def text_of(message: BaseMessage) -> str:
+        content = message.content
+        return content if isinstance(content, str) else json.dumps(content, default=str)
+
+    tin = sum(estimate_tokens(text_of(m)) + 4 for m in messages)
+    if tools:
+        tin += estimate_tokens(json.dumps(list(tools), default=str))
+    tout = 0
+    if reply is not None:
+        tout = estimate_tokens(text_of(reply))
+        if reply.tool_calls:
+            tout += estimate_tokens(json.dumps([{"name": c["name"], "args": c.get("args")} for c in reply.tool_calls],
+                                               default=str))
+    return tin, tout
 
 
 class ModelGateway:
@@ -296,16 +401,49 @@ class ModelGateway:
                              CircuitBreaker(policy.breaker.failure_threshold, policy.breaker.reset_after_s))
                 for tier in ("router", "planner", "answer"):
                     chains[tier] = [p, *chains.get(tier, [])]
-        return cls({t: c for t, c in chains.items() if c}, chain_timeout_s=policy.chain_timeout_s,
-                   backoff_base_s=policy.backoff_base_s)
+        gateway = cls({t: c for t, c in chains.items() if c}, chain_timeout_s=policy.chain_timeout_s,
+                      backoff_base_s=policy.backoff_base_s)
+        for line in gateway.configuration_warnings():
+            log.warning("%s", line)
+        return gateway
+
+    def configuration_warnings(self) -> list[str]:
+        """What the configuration silently changes about a provider: a per-call timeout longer than the
+        whole-chain budget is capped by it (stated once at start, not discovered as a timeout)."""
+        seen: dict[str, Provider] = {p.name: p for chain in self.chains.values() for p in chain}
+        return [f"model provider {p.name!r}: timeout_s={p.config.timeout_s:g} is capped by chain_timeout_s="
+                f"{self.chain_timeout_s:g} (models.yaml): a call to it ends after {self.chain_timeout_s:g}s"
+                for p in seen.values() if p.config.timeout_s > self.chain_timeout_s]
+
+    async def check_endpoints(self, timeout_s: float = 3.0) -> dict[str, str | None]:
+        """Probe every OpenAI-compatible provider's base URL (`GET /models`); provider -> problem (None: fine).
+
+        Called at server start so a wrong URL is a clear log line instead of a 404 on every call and a gateway that
+        quietly reports no model."""
+        results: dict[str, str | None] = {}
+        for provider in {p.name: p for chain in self.chains.values() for p in chain}.values():
+            base_url = getattr(provider.model, "openai_api_base", None)
+            if provider.config.kind != "openai" or not base_url:
+                continue
+            secret = getattr(provider.model, "openai_api_key", None)
+            key = secret.get_secret_value() if secret is not None and hasattr(secret, "get_secret_value") else None
+            problem = await probe_openai_endpoint(str(base_url), key, timeout_s)
+            results[provider.name] = problem
+            if problem:
+                log.error("model provider %r is configured but unusable: %s", provider.name, problem)
+            else:
+                log.info("model provider %r answers at %s", provider.name, base_url)
+        return results
 
     def has(self, tier: Tier | str) -> bool:
         return bool(self.chains.get(tier))
 
     async def ainvoke(self, tier: Tier | str, messages: Sequence[BaseMessage], *, tenant: str = "",
-                      feature: str = "", tools: Sequence[Any] | None = None,
+                      feature: str = "", tools: Sequence[Any] | None = None, tool_choice: str | None = None,
                       deadline: float | None = None) -> tuple[AIMessage, str]:
-        """The first provider's answer as (message, provider name); `ModelsUnavailable` if none."""
+        """The first provider's answer as (message, provider name); `ModelsUnavailable` if none.
+
+        `tool_choice` ("auto", "required" or a tool's name) is sent with `tools` when given."""
         chain = self.chains.get(tier, [])
         failures: list[str] = []
         end = time.monotonic() + self.chain_timeout_s
@@ -315,7 +453,7 @@ class ModelGateway:
             if not provider.breaker.allow():
                 failures.append(f"{provider.name}: circuit open")
                 continue
-            runnable: Runnable[Any, Any] = provider.model.bind_tools(list(tools)) if tools else provider.model
+            runnable: Runnable[Any, Any] = _bind(provider, tools, tool_choice)
             for attempt in range(provider.config.max_retries + 1):
                 remaining = end - time.monotonic()
                 if remaining <= 0:
@@ -345,18 +483,26 @@ class ModelGateway:
                 provider.breaker.record(True)
                 if not isinstance(message, AIMessage):
                     message = AIMessage(content=str(getattr(message, "content", message)))
-                await self._record(provider, tier, tenant, feature, message, started, "ok")
+                await self._record(provider, tier, tenant, feature, message, started, "ok",
+                                   estimate=(messages, tools))
                 return message, provider.name
         raise ModelsUnavailable(str(tier), failures)
 
     async def _record(self, provider: Provider, tier: str, tenant: str, feature: str, message: AIMessage | None,
-                      started: float, outcome: str) -> None:
+                      started: float, outcome: str,
+                      estimate: tuple[Sequence[BaseMessage], Sequence[Any] | None] | None = None) -> None:
+        """`estimate` = (messages, tools) of a call that answered: counted locally when the provider sent no usage."""
         usage = (message.usage_metadata if message is not None else None) or {}
         tin, tout = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        estimated = False
+        if message is not None and estimate is not None and not (tin or tout):
+            tin, tout = estimate_usage(estimate[0], message, estimate[1])
+            estimated = True
         cost = (tin * provider.config.input_cost_per_mtok + tout * provider.config.output_cost_per_mtok) / 1e6
         record = UsageRecord(at=time.time(), tenant=tenant, feature=feature, tier=str(tier), provider=provider.name,
                              model=provider.config.model, input_tokens=tin, output_tokens=tout, cost_usd=cost,
-                             latency_ms=round((time.monotonic() - started) * 1000, 1), outcome=outcome)
+                             latency_ms=round((time.monotonic() - started) * 1000, 1), outcome=outcome,
+                             estimated=estimated)
         self.ledger.add(record)
         # Whoever runs the graph learns about usage from this event (the server: run traces, metrics, budgets).
         await emit(USAGE_EVENT, record.model_dump())

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from interlock.graphs import prompts
+from interlock.graphs import prompts, toolcalls
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
 from interlock.graphs.nodes import approval, guards
@@ -31,10 +31,10 @@ from interlock.graphs.nodes.intent import Classify
 from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
 from interlock.graphs.nodes.playbooks import plan as playbook_plan
 from interlock.graphs.nodes.toolbox import GovernedToolbox, Toolbox, ToolInfo
-from interlock.graphs.state import InterlockState, PrincipalInfo, last_user_text
+from interlock.graphs.state import InterlockState, PrincipalInfo, last_user_text, message_text
 from interlock.policies.pii import PiiVault
 from interlock.policies.tool_rules import ToolDecision
-from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -123,6 +123,20 @@ def _vault(state: InterlockState) -> PiiVault | None:
     return PiiVault.from_state(state["pii_vault"]) if state.get("pii_vault") else None
 
 
+# Corrections a planner model gets for an unusable tool call before the run gives up on that step.
+MAX_REPAIRS = 2
+
+
+def _results_this_turn(state: InterlockState) -> bool:
+    """A tool has answered since the user's latest message."""
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, ToolMessage):
+            return True
+        if isinstance(message, HumanMessage):
+            return False
+    return False
+
+
 def _tool_result_text(content: Any) -> str:
     return content if isinstance(content, str) else json.dumps(content, default=str)
 
@@ -173,11 +187,15 @@ class PlannerNodes:
 
     async def _plan_with_model(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int) -> Command[Any]:
         system = SystemMessage(prompts.PLANNER.format(company=state.get("tenant", "the company")))
-        remaining = self.limits.wall_clock_s - _elapsed(state)
-        reply, _provider = await self.deps.gateway.ainvoke(
-            "planner", [system, *state.get("messages", [])], tenant=state.get("tenant", ""), feature="planner",
-            tools=[t.as_openai_tool() for t in tools.values()], deadline=time.monotonic() + max(remaining, 0.0))
+        reply, steps, unusable = await self._checked_model_reply(state, tools, steps, system)
         reply.response_metadata = {**reply.response_metadata, "interlock_mode": "model"}
+        if unusable:
+            # The repair budget is spent and the reply is still a tool call nobody can run: say so, never show it.
+            text = ("I couldn't complete that: I wasn't able to turn your request into a valid action. Nothing was "
+                    "changed. Please rephrase it, or ask me to hand you to a person.")
+            update = {"messages": [final_message(text, "model", "tool_error")], "steps": steps, "mode": "model",
+                      "outcome": "tool_error"}
+            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update))
         if not reply.tool_calls:
             update = {"messages": [reply], "steps": steps, "mode": "model", "outcome": "answered"}
             return Command(goto=END, update=await deliver(self.deps.use_guards, state, update))
@@ -187,6 +205,65 @@ class PlannerNodes:
             raw["id"] = call.id  # the ToolMessages answer these ids
         return Command(goto="execute", update={"messages": [reply], "plan": [c.model_dump() for c in calls],
                                                "steps": steps, "mode": "model"})
+
+    # model replies that real providers give: tool choice, calls written as text, a bounded repair loop ------
+
+    def _tool_choice(self, state: InterlockState, tools: dict[str, ToolInfo]) -> str:
+        """What the model may do at this step. `auto` (answer or call) once a tool has answered in this turn, or
+        when the routed intent names no action; when the intent's playbook can act on this message, the step must
+        act: its one tool by name, or `required` (any tool). Small open models left on `auto` tend to answer in
+        prose instead of calling the tool (or to claim the action was done)."""
+        if _results_this_turn(state):
+            return "auto"
+        intent = state.get("intent") or ""
+        pb = playbook_plan(intent, last_user_text(state), self.deps.playbooks or default_playbooks(),
+                           principal=_principal(state).sub) if intent else None
+        if pb is None or pb.missing or not pb.calls:
+            return "auto"
+        names = list(dict.fromkeys(tool for tool, _ in pb.calls if tool in tools))
+        if len(names) == 1:
+            return names[0]
+        return "required" if names else "auto"
+
+    async def _checked_model_reply(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int,
+                                   system: SystemMessage) -> tuple[AIMessage, int, bool]:
+        """The planner model's reply with every tool call checked against the tools' schemas: (reply, steps used,
+        still unusable). Calls written as text are turned into ordinary tool calls, so they take exactly the path
+        (policy, approval, provenance) a native call takes. An unknown tool, arguments that break the schema or
+        an unreadable call get a correction naming the problem and another try, at most `MAX_REPAIRS` times and
+        never past the step or time limit; each try counts as a step."""
+        schemas = {name: info.input_schema for name, info in tools.items()}
+        bound = [t.as_openai_tool() for t in tools.values()]
+        choice = self._tool_choice(state, tools) if bound else None
+        conversation: list[Any] = [system, *state.get("messages", [])]
+        for attempt in range(MAX_REPAIRS + 1):
+            remaining = self.limits.wall_clock_s - _elapsed(state)
+            reply, _provider = await self.deps.gateway.ainvoke(
+                "planner", conversation, tenant=state.get("tenant", ""), feature="planner", tools=bound or None,
+                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0))
+            calls, from_text = list(reply.tool_calls), None
+            if not calls:
+                from_text = toolcalls.recognise(message_text(reply), schemas.keys())
+                calls = from_text.calls
+                if not from_text.attempted:
+                    return reply, steps, False  # a plain answer
+            problems = [*(from_text.problems if from_text else []), *toolcalls.check_calls(calls, schemas)]
+            if calls and not problems:
+                if from_text is not None:
+                    # The call itself is the message: the JSON text is no answer for anyone to read.
+                    reply = AIMessage(content="", tool_calls=calls, id=reply.id, usage_metadata=reply.usage_metadata,
+                                      response_metadata={**reply.response_metadata, "tool_calls_from_text": True})
+                return reply, steps, False
+            out_of_budget = steps + 1 > self.limits.max_steps or _elapsed(state) > self.limits.wall_clock_s
+            if attempt == MAX_REPAIRS or out_of_budget:
+                break
+            steps += 1
+            said = message_text(reply) or json.dumps([{"name": c["name"], "arguments": c.get("args")}
+                                                      for c in calls])
+            conversation += [AIMessage(content=said), HumanMessage(toolcalls.retry_message(problems))]
+        if reply.tool_calls:
+            return reply, steps, False  # native calls go on to the executor, which refuses what it cannot run
+        return reply, steps, True
 
     async def _plan_with_playbook(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int,
                                   mode: str) -> Command[Any]:

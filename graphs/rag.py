@@ -55,6 +55,11 @@ class RagConfig:
     # Further sentences must score within this of the best one, so answers are not padded.
     max_drop_from_best: float = 0.12
     max_sentences: int = 3
+    # A model's NOT_IN_CONTEXT is overruled when a passage sentence matches the question at least this well (the
+    # extractive score: cosine plus keyword bonus); the extractive answer is given instead of a refusal.
+    strong_support: float = 0.75
+    # A model's rewrite is used as the search query only if it looks like one (see `looks_like_search_query`).
+    max_query_words: int = 16
 
 
 @dataclass
@@ -104,6 +109,28 @@ def name_sources(answer: str, chunks: list[Chunk]) -> str:
     return CITE.sub(named, answer)
 
 
+_LOOSE_CITE = re.compile(r"(?P<open>\[\s*#?|\(\s*#?|(?<![\w#/])#)(?P<ids>[0-9A-Za-z_-]{4,64}(?:\s*[,;]\s*#?[0-9A-Za-z_-]{4,64})*)"
+                         r"(?P<close>\s*[\])])?")
+
+
+def normalise_citations(answer: str, chunks: list[Chunk]) -> str:
+    """Write the citation forms models use (`#id`, `[#id]`, `[id]`, `(id)`, `(#id)`, `[id1, id2]`) as `[#id]`, for
+    ids of retrieved passages only: other bracketed text is left alone, and an id nobody retrieved keeps its
+    form, so it still fails verification if written as `[#id]`."""
+    known = {short_id(c["chunk_id"]) for c in chunks}
+
+    def fix(match: re.Match[str]) -> str:
+        opened, closed = match.group("open").strip(), (match.group("close") or "").strip()
+        if opened[:1] in "[(" and closed != {"[": "]", "(": ")"}[opened[:1]]:
+            return match.group(0)  # an unclosed bracket is not a citation
+        ids = [i.strip().lstrip("#") for i in re.split(r"[,;]", match.group("ids"))]
+        if not all(i[:SHORT_ID] in known for i in ids):
+            return match.group(0)
+        return " ".join(f"[#{i}]" for i in ids)
+
+    return _LOOSE_CITE.sub(fix, answer)
+
+
 def verify_citations(answer: str, chunks: list[Chunk]) -> tuple[list[Citation], list[str]]:
     """The answer's citations, and the problems found (empty when every citation checks out)."""
     by_short = {short_id(c["chunk_id"]): c for c in chunks}
@@ -138,6 +165,25 @@ _STOP = frozenset("""a about an and any are as at be by can could do does for fr
 
 def _terms(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
+
+
+_ANSWERISH = re.compile(r"^(?:yes|no|sure|certainly|of course|you can|you should|you will|you'll|we |our |it "
+                        r"|to |the answer|as an|i )|\b(?:i|we|you)\b.*\b(?:can|will|should|must|need)\b", re.I)
+
+
+def looks_like_search_query(candidate: str, question: str, max_words: int = 16) -> bool:
+    """A model's rewrite is a search query, not an answer: one short line, no sentence after sentence, not
+    phrased as a reply, sharing a content word with the question, and adding no number the question did not
+    have (an invented "5-7 business days" is an answer, and a wrong one becomes the query)."""
+    text = candidate.strip().strip('"“”\'`')
+    if not text or "\n" in text or len(text.split()) > max_words:
+        return False
+    if re.search(r"[.!?]\s+\S", text) or _ANSWERISH.search(text):
+        return False
+    asked = _terms(question)
+    if asked and not (asked & _terms(text)):
+        return False
+    return set(re.findall(r"\d+", text)) <= set(re.findall(r"\d+", question))
 
 
 def _normalise(text: str) -> str:
@@ -183,8 +229,8 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
             try:
                 reply, _ = await deps.gateway.ainvoke("router", [SystemMessage(prompts.RAG_REWRITE), HumanMessage(question)],
                                                       tenant=state.get("tenant", ""), feature="rag.rewrite")
-                rewritten = str(reply.content).strip()
-                if 0 < len(rewritten) <= 300:
+                rewritten = str(reply.content).strip().strip('"“”\'`')
+                if looks_like_search_query(rewritten, question, cfg.max_query_words):
                     query = rewritten
             except ModelsUnavailable:
                 pass
@@ -233,10 +279,11 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
             kept.append(chunk)
         return {"retrieved": kept}
 
-    async def extractive(question: str, chunks: list[Chunk]) -> tuple[str, list[Citation]]:
+    async def extractive(question: str, chunks: list[Chunk]) -> tuple[str, list[Citation], float]:
+        """The quoted answer, its citations, and the best sentence's score (how strongly the passages answer)."""
         candidates = [(s, c) for c in chunks for s in split_sentences(c.get("text", ""))]
         if not candidates:
-            return "", []
+            return "", [], 0.0
         embedder = _get_embedder(deps)
         vectors = await asyncio.to_thread(embedder.embed, [question] + [s for s, _ in candidates])
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -248,7 +295,7 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
         floor = max(cfg.min_sentence_similarity, best - cfg.max_drop_from_best)
         order = [int(i) for i in np.argsort(-sims) if sims[int(i)] >= floor][: cfg.max_sentences]
         if not order:
-            return "", []
+            return "", [], best
         lines, citations = [], {}
         for i in sorted(order, key=lambda i: -sims[i]):
             sentence, chunk = candidates[i]
@@ -256,7 +303,7 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
             citations.setdefault(chunk["chunk_id"], {"chunk_id": chunk["chunk_id"], "quote": sentence,
                                                      "title": chunk.get("title", ""),
                                                      "source": chunk.get("source", ""), "verified": True})
-        return "From our help centre:\n" + "\n".join(lines), list(citations.values())
+        return "From our help centre:\n" + "\n".join(lines), list(citations.values()), best
 
     async def answer(state: InterlockState) -> dict[str, Any]:
         return await deliver(deps.use_guards, state, await draft_answer(state))
@@ -276,9 +323,14 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
             except ModelsUnavailable:
                 mode = "degraded"
             else:
-                text = str(reply.content).strip()
+                text = normalise_citations(str(reply.content).strip(), chunks)
                 if "NOT_IN_CONTEXT" in text:
-                    return _refusal("model", state)
+                    # Checked against the evidence: a passage that plainly answers overrules the model's refusal.
+                    quoted, quoted_citations, best = await extractive(question, chunks)
+                    if not quoted or best < cfg.strong_support:
+                        return _refusal("model", state)
+                    verdicts.append({"guard": "not_in_context", "ok": False, "support": round(best, 3)})
+                    return _quoted(quoted, quoted_citations, "degraded", verdicts)
                 citations, problems = verify_citations(text, chunks)
                 if not problems:
                     text = name_sources(text, chunks)
@@ -288,9 +340,13 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
                 # Unverifiable citations: fall back to quoting the passages verbatim.
                 verdicts.append({"guard": "citations", "ok": False, "problems": problems[:5]})
                 mode = "degraded"
-        text, citations = await extractive(question, chunks) if chunks else ("", [])
+        text, citations, _ = await extractive(question, chunks) if chunks else ("", [], 0.0)
         if not text:
-            return {**_refusal(mode, state), "guard_verdicts": verdicts}
+            # No model wrote this refusal: the state says which mode did.
+            return {**_refusal(mode if mode != "model" else "zero-key", state), "guard_verdicts": verdicts}
+        return _quoted(text, citations, mode, verdicts)
+
+    def _quoted(text: str, citations: list[Citation], mode: str, verdicts: list[dict[str, Any]]) -> dict[str, Any]:
         note = ("zero-key mode: extractive answer quoting the help centre, no language model" if mode == "zero-key"
                 else "degraded mode: no model answer could be used, so this quotes the help centre")
         message = AIMessage(content=f"{text}\n\n({note})", name="interlock",

@@ -128,6 +128,17 @@ async def _check_redis_at_start(mirror: Any) -> None:
         )
 
 
+async def _check_models_at_start() -> None:
+    """A configured model provider that is not an OpenAI-compatible API (a base URL without /v1 on a server that
+    needs it, a wrong port) or whose timeout the chain caps is said at start, not found out as zero-key answers."""
+    from interlock.graphs.models import ModelGateway
+
+    try:
+        await ModelGateway.from_policy().check_endpoints()
+    except Exception as exc:  # noqa: BLE001 - a probe must never stop the server
+        log.warning("model providers could not be checked at start (%s)", type(exc).__name__)
+
+
 def create_app(
     config_path: str | Path,
     *,
@@ -202,6 +213,7 @@ def create_app(
             bind_graphs(project, checkpointer, long_term_store, engine.ephemeral_checkpointer)
             app.state.services = svc
             await engine.start()
+            models_check = asyncio.create_task(_check_models_at_start())
             scheduler = Scheduler(svc.crons, crons.firer(svc))
             scheduler.start()
             notices = ApprovalNotices(svc, webhooks)
@@ -210,6 +222,7 @@ def create_app(
             try:
                 yield
             finally:
+                models_check.cancel()
                 await notices.stop()
                 await scheduler.stop()
                 await engine.stop()

@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from interlock.graphs.events import emit, guard_label
+from interlock.graphs.nodes import claims
 from interlock.graphs.state import message_text
 from interlock.policies.injection import InjectionDetector, InjectionVerdict, load_model_detector, quarantine
 from interlock.policies.loader import PolicySet, get_policies
@@ -43,7 +45,7 @@ from interlock.policies.output import (
     system_prompt_leak,
     verify_citations,
 )
-from interlock.policies.pii import PiiDetector, PiiVault, detector_for, pseudonymise
+from interlock.policies.pii import TOKEN_RE, PiiDetector, PiiVault, detector_for, pseudonymise
 from interlock.policies.scope import ScopeChecker
 from interlock.policies.tool_rules import ToolCall, ToolContext, ToolDecision, evaluate_tool_call
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -287,8 +289,11 @@ def check_output(state: dict[str, Any]) -> dict[str, Any]:
     if target is None:
         return {"guard_verdicts": []}
     raw = message_text(target)
+    honesty = answer_honesty(raw, state.get("messages") or [])
+    if honesty["replacement"] is not None:
+        raw = honesty["replacement"]
     filtered = output_filter(policies).filter(raw, vault)
-    text = filtered.text
+    text = render_pseudonyms(filtered.text, vault)
     leak = None
     system_prompt = _system_prompt(state)
     if system_prompt:
@@ -298,13 +303,56 @@ def check_output(state: dict[str, Any]) -> dict[str, Any]:
     citations = verify_citations(raw, state.get("retrieved") or [], state.get("citations") or [])
     verdict = _verdict(
         "output", policies, target=target.id or "",
-        ok=not filtered.changed and not (leak and leak.leaked) and citations.ok,
+        ok=not filtered.changed and not (leak and leak.leaked) and citations.ok and honesty["ok"],
         findings=[f.model_dump() for f in filtered.findings],
+        honesty={k: v for k, v in honesty.items() if k != "replacement"},
         system_prompt_leak=leak.model_dump() if leak else None,
         citations={"ok": citations.ok, "unknown": citations.unknown,
                    "unsupported_quotes": citations.unsupported_quotes},
     )
     return {"messages": [_rewrite(target, text, "output")], "guard_verdicts": [verdict]}
+
+
+# --- answer honesty ----------------------------------------------------------------------------
+
+TOOL_CALL_TEXT_ANSWER = ("I couldn't complete that request, and nothing was changed. Please try again in other "
+                         "words, or ask me to hand you to a person.")
+
+
+def answer_honesty(text: str, messages: list[BaseMessage]) -> dict[str, Any]:
+    """An answer is no tool call written as text, and claims no action that this run's tool results do not show
+    (graphs/nodes/claims.py). `replacement` is the honest answer to send instead, or None when `text` is fine."""
+    from interlock.graphs.toolcalls import recognise
+
+    if recognise(text).attempted:
+        return {"ok": False, "tool_call_text": True, "unsupported_claims": [], "replacement": TOOL_CALL_TEXT_ANSWER}
+    unsupported = claims.unsupported_claims(text, messages)
+    return {"ok": not unsupported, "tool_call_text": False, "unsupported_claims": [c.action for c in unsupported],
+            "replacement": claims.honest_answer(unsupported) if unsupported else None}
+
+
+def _mask(value: str, entity: str) -> str:
+    """The user's own value, recognisable but not whole: `j•••@example.com`, `•••0143`."""
+    if entity == "EMAIL_ADDRESS" and "@" in value:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}•••@{domain}"
+    tail = re.sub(r"[^0-9A-Za-z]", "", value)[-4:]
+    return f"•••{tail}" if len(re.sub(r"[^0-9A-Za-z]", "", value)) >= 8 else "•••"
+
+
+def render_pseudonyms(text: str, vault: PiiVault) -> str:
+    """No `<EMAIL_1>`-style placeholder reaches a reader. The user's own values (trusted: the user typed them) show
+    masked, so the customer recognises them while the answer, which is kept in state, checkpoints and traces,
+    still holds no raw personal data; a token nobody issued (a model made it up) is removed. Third-party values
+    were already redacted by the output filter."""
+
+    def sub(match: re.Match[str]) -> str:
+        entry = vault.entries.get(match.group(0))
+        if entry is None:
+            return "[redacted]"
+        return _mask(entry.value, entry.entity) if entry.trusted else f"[{match.group(1)} redacted]"
+
+    return TOKEN_RE.sub(sub, text)
 
 
 # --- tool calls --------------------------------------------------------------------------------
