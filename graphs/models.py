@@ -10,6 +10,7 @@ instead of failing the run. Token usage and cost are recorded per call against t
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -250,8 +251,7 @@ def build_chat_model(cfg: ProviderConfig, env: dict[str, str] | None = None,
         if not api_key and not base_url:
             return None
         # A base dependency: a configured provider never silently drops to the zero-key mode for want of it.
-        from langchain_openai import ChatOpenAI
-
+        ChatOpenAI = _openai_compatible_chat()
         base_url = normalise_base_url(base_url) if base_url else None
         return ChatOpenAI(model=cfg.model, base_url=base_url, api_key=api_key or "not-needed",
                           timeout=cfg.timeout_s, max_retries=0, temperature=cfg.temperature,
@@ -267,6 +267,25 @@ def build_chat_model(cfg: ProviderConfig, env: dict[str, str] | None = None,
         return ChatAnthropic(model=cfg.model, api_key=api_key, base_url=base_url, timeout=cfg.timeout_s,
                              max_retries=0, temperature=cfg.temperature)
     return None
+
+
+@functools.cache
+def _openai_compatible_chat() -> type[BaseChatModel]:
+    """ChatOpenAI that sends an assistant tool-call message's empty content as "" rather than null.
+
+    LangChain sends null there (OpenAI accepts both); llama.cpp's Python server accepts only a string and
+    answers HTTP 500, which failed every planner call after a tool result (notes/localmodel-findings.md)."""
+    from langchain_openai import ChatOpenAI
+
+    class OpenAICompatibleChat(ChatOpenAI):
+        def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            for message in payload.get("messages") or []:
+                if message.get("role") == "assistant" and message.get("content") is None:
+                    message["content"] = ""
+            return payload
+
+    return OpenAICompatibleChat
 
 
 def _setting_or_env(name: str, env: dict[str, str], settings: Settings) -> str | None:
