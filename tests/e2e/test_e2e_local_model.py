@@ -84,7 +84,7 @@ def llm_url(e2e_env: Environment) -> Iterator[str]:
         ready = time.monotonic()
         # Warm-up: the first completion pages the weights in; also a decode-speed sample for the note.
         body = {"model": "local", "max_tokens": 64, "temperature": 0,
-                "messages": [{"role": "user", "content": "Count from one to thirty in words."}]}
+                "messages": [{"role": "user", "content": "Write a 300-word story about a lighthouse keeper."}]}
         response = httpx.post(url + "/chat/completions", json=body, timeout=600)
         response.raise_for_status()
         warm = time.monotonic()
