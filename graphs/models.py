@@ -283,9 +283,51 @@ def _openai_compatible_chat() -> type[BaseChatModel]:
             for message in payload.get("messages") or []:
                 if message.get("role") == "assistant" and message.get("content") is None:
                     message["content"] = ""
+            if payload.get("tools"):  # copies: the bound tools are the caller's objects
+                payload["tools"] = [portable_patterns(tool) for tool in payload["tools"]]
             return payload
 
     return OpenAICompatibleChat
+
+
+# (outside a class, inside one); \w keeps every non-ASCII character, as Python's Unicode \w nearly does.
+_CLASS_SHORTHANDS = {"d": ("[0-9]", "0-9"), "s": ("[ \\t\\n\\r]", " \\t\\n\\r"),
+                     "w": ("[A-Za-z0-9_\\u0080-\\uffff]", "A-Za-z0-9_\\u0080-\\uffff")}
+
+
+def portable_pattern(pattern: str) -> str:
+    """`pattern` with the shorthand classes \\d, \\s and \\w spelled out, inside and outside brackets.
+
+    llama.cpp's JSON-schema-to-grammar converter mistranslates them (`ORD-\\d{4}` became the literal
+    `ORD-\\dORD-\\d...`, a grammar that fails to parse), and the server then died on the forced tool call.
+    The arguments are still validated against the tool's own schema afterwards."""
+    out: list[str] = []
+    opened = -1  # index in `pattern` of the open bracket, -1 outside a class
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            escaped = pattern[i + 1]
+            out.append(_CLASS_SHORTHANDS[escaped][opened >= 0] if escaped in _CLASS_SHORTHANDS else char + escaped)
+            i += 2
+            continue
+        if char == "[" and opened < 0:
+            opened = i
+        elif char == "]" and opened >= 0 and pattern[opened + 1:i] not in ("", "^"):  # "[]" / "[^]": literal
+            opened = -1
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def portable_patterns(schema: Any) -> Any:
+    """A copy of a JSON schema with every string `pattern` made portable (`portable_pattern`)."""
+    if isinstance(schema, dict):
+        return {k: portable_pattern(v) if k == "pattern" and isinstance(v, str) else portable_patterns(v)
+                for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [portable_patterns(v) for v in schema]
+    return schema
 
 
 def _setting_or_env(name: str, env: dict[str, str], settings: Settings) -> str | None:

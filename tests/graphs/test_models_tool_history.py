@@ -5,13 +5,14 @@ the real langchain-openai client; the endpoint validates like that server and sc
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import uvicorn
-from interlock.graphs.models import ModelGateway
+from interlock.graphs.models import ModelGateway, portable_pattern, portable_patterns
 from interlock.policies.graph_schema import ModelsPolicy
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from starlette.applications import Starlette
@@ -23,7 +24,8 @@ from interlock.kernel.settings import Settings
 
 GET_ORDER = {"type": "function", "function": {"name": "get_order", "description": "Look up an order",
                                                "parameters": {"type": "object", "properties": {
-                                                   "order_id": {"type": "string"}}, "required": ["order_id"]}}}
+                                                   "order_id": {"type": "string", "pattern": r"^ORD-\d{4}$"}},
+                                                   "required": ["order_id"]}}}
 
 
 class StrictServer:
@@ -83,3 +85,20 @@ async def test_a_tool_call_in_the_history_is_sent_with_string_content(strict: tu
     assert assistant["role"] == "assistant" and assistant["content"] == ""
     assert assistant["tool_calls"][0]["function"]["name"] == "get_order"
     assert sent["messages"][2]["role"] == "tool" and "shipped" in sent["messages"][2]["content"]
+    # The tool's pattern goes out without regex shorthands, which llama.cpp's grammar converter mistranslates.
+    assert sent["tools"][0]["function"]["parameters"]["properties"]["order_id"]["pattern"] == "^ORD-[0-9]{4}$"
+    assert GET_ORDER["function"]["parameters"]["properties"]["order_id"]["pattern"] == r"^ORD-\d{4}$"
+
+
+@pytest.mark.parametrize("pattern", [
+    r"^ORD-\d{4}$", r"^CUS-\d{3}$", r"^[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,}$", r"^\+?[0-9][0-9 \-]{5,24}$",
+    r"^[\w.]+$", r"^[]\d]+$", r"^a\\d$", r"^\w+\s\d$",
+])
+def test_portable_patterns_match_what_the_originals_match(pattern: str) -> None:
+    portable = portable_pattern(pattern)
+    assert "\\d" not in portable.replace("\\\\", "") and "\\w" not in portable and "\\s" not in portable
+    samples = ["ORD-1234", "ORD-12345", "CUS-101", "a@b.example", "a b@c.de", "+44 20 7946 0321", "x.y_z", "]5",
+               "a\\d", "ad", "abc 7", "abc\t7", "é", ""]
+    assert [bool(re.search(pattern, s)) for s in samples] == [bool(re.search(portable, s)) for s in samples]
+    nested = portable_patterns({"anyOf": [{"type": "string", "pattern": pattern}], "pattern": pattern})
+    assert nested == {"anyOf": [{"type": "string", "pattern": portable}], "pattern": portable}
