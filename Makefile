@@ -54,7 +54,7 @@ model: $(MODEL_STAMP)
 test-model: $(MODEL_STAMP)
 	gguf="$$($(BIN)/python bench/local_model.py --model $(LOCAL_MODEL))" && \
 		LOCAL_MODEL_GGUF="$$gguf" OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -q -m model --durations=0 \
-		tests/e2e/test_e2e_local_model.py
+		--basetemp=.interlock/test-model tests/e2e/test_e2e_local_model.py
 
 # The import layers (pyproject.toml [tool.importlinter]). The folders install as interlock.<folder> through a
 # package-dir mapping that import-linter cannot follow, so it reads a tree of symlinks shaped like the wheel.

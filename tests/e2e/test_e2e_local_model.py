@@ -61,6 +61,18 @@ def _timings(name: str, **numbers: float) -> None:
 # --- the model server and the Interlock server in front of it ----------------------------------------------
 
 
+LLAMA: dict[str, Any] = {}  # the model server's process and log, for the check after every test
+
+
+@pytest.fixture(autouse=True)
+def model_server_survives() -> Iterator[None]:
+    """A model server that died mid-test (a native crash) fails the test with its log, not as a degraded answer."""
+    yield
+    proc, log = LLAMA.get("proc"), LLAMA.get("log")
+    if proc is not None and proc.poll() is not None:
+        pytest.fail(f"the model server exited ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+
+
 @pytest.fixture(scope="module")
 def llm_url(e2e_env: Environment) -> Iterator[str]:
     """`python -m llama_cpp.server` on a free port, warmed up; its OpenAI-compatible base URL."""
@@ -78,6 +90,7 @@ def llm_url(e2e_env: Environment) -> Iterator[str]:
     env = {**e2e_env.env, "OMP_WAIT_POLICY": "PASSIVE"}
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    LLAMA.update(proc=proc, log=log)
     try:
         url = f"http://127.0.0.1:{port}/v1"
         _wait_http(url + "/models", proc, log, 180)
@@ -95,6 +108,7 @@ def llm_url(e2e_env: Environment) -> Iterator[str]:
                  tokens_per_s=tokens / decode_s)
         yield url
     finally:
+        LLAMA.clear()
         proc.terminate()
         try:
             proc.wait(15)
@@ -149,6 +163,15 @@ def executed_with(env: Environment, tool: str, approval_id: str) -> list[dict[st
     return [row for row in env.audit(tool) if row["approval_id"] == approval_id]
 
 
+def model_called(values: dict[str, Any], tool: str) -> dict[str, Any]:
+    """The model's own call of `tool` in the run's messages (a playbook's call is the fallback, not the model)."""
+    assert values.get("mode") == "model", values.get("mode")
+    calls = [c for m in values.get("messages") or [] if m.get("type") == "ai" and m.get("name") != "playbook"
+             for c in m.get("tool_calls") or [] if c["name"] == tool]
+    assert calls, [(m.get("type"), m.get("name"), m.get("tool_calls")) for m in values.get("messages") or []]
+    return dict(calls[-1])
+
+
 def model_answered(values: dict[str, Any]) -> None:
     """The answer is the model's (not a playbook's or a degraded fallback's) and carries no raw tool-call JSON."""
     answer = last_ai(values)
@@ -166,6 +189,7 @@ async def test_order_question_calls_the_read_tool_and_answers_from_its_result(
     started, before = time.monotonic(), len(e2e_env.audit("get_order"))
     values = await run(client, await new_thread(client), input=ask("What's the status of my order ORD-1002?"))
     assert values["route"] == "planner", values.get("route")
+    assert model_called(values, "get_order")["args"]["order_id"] == "ORD-1002"
     calls = e2e_env.audit("get_order")[before:]
     assert args_hash({"order_id": "ORD-1002"}) in [c["args_hash"] for c in calls], calls
     # The result the orders system returned is in the conversation, and the final answer comes after it.
@@ -184,7 +208,8 @@ async def test_cancel_reaches_the_exact_call_approval_and_approve_executes_once(
     started = time.monotonic()
     tenant, order = e2e_env.claim_order("acme")
     tid = await new_thread(client)
-    await run(client, tid, tenant, input=ask(f"Please cancel my order {order}, I ordered the wrong size."))
+    waiting = await run(client, tid, tenant, input=ask(f"Please cancel my order {order}, I ordered the wrong size."))
+    assert model_called(waiting, "cancel_order")["args"]["order_id"] == order
     value = interrupt_value(await client.threads.get(tid))
     assert value["tool"] == "cancel_order" and value["args"]["order_id"] == order, value
     assert e2e_env.order_status(order) != "cancelled", "nothing executes before the approval"
@@ -205,7 +230,8 @@ async def test_a_rejected_cancel_never_executes(client: Any, local: Server, e2e_
     started = time.monotonic()
     tenant, order = e2e_env.claim_order("acme")
     tid = await new_thread(client)
-    await run(client, tid, tenant, input=ask(f"Cancel order {order} please, I changed my mind."))
+    waiting = await run(client, tid, tenant, input=ask(f"Cancel order {order} please, I changed my mind."))
+    assert model_called(waiting, "cancel_order")["args"]["order_id"] == order
     value = interrupt_value(await client.threads.get(tid))
     assert value["tool"] == "cancel_order" and value["args"]["order_id"] == order, value
     async with httpx.AsyncClient(base_url=local.url, timeout=RUN_TIMEOUT_S) as http:
