@@ -83,7 +83,10 @@ def llm_url(e2e_env: Environment) -> Iterator[str]:
     port = free_port()
     log = e2e_env.root / "llama-server.log"
     command = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "local",
-               "--n_threads", "2", "--n_ctx", "8192", "--host", "127.0.0.1", "--port", str(port)]
+               "--n_threads", "2", "--n_ctx", "8192", "--host", "127.0.0.1", "--port", str(port),
+               # Keep the evaluated prompts: the planner's ~2,200-token system prompt and tool list is then read
+               # once, not again after every RAG call in between (prompt reading is the slow part here).
+               "--cache", "true", "--cache_size", str(2 << 30)]
     if os.environ.get("LOCAL_MODEL_CHAT_FORMAT"):  # default: the GGUF's own chat template
         command += ["--chat_format", os.environ["LOCAL_MODEL_CHAT_FORMAT"]]
     # Spin-waiting OpenMP threads collapse throughput on a shared machine (local-llm.md, section 3).
