@@ -10,6 +10,7 @@ instead of failing the run. Token usage and cost are recorded per call against t
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -250,8 +251,7 @@ def build_chat_model(cfg: ProviderConfig, env: dict[str, str] | None = None,
         if not api_key and not base_url:
             return None
         # A base dependency: a configured provider never silently drops to the zero-key mode for want of it.
-        from langchain_openai import ChatOpenAI
-
+        ChatOpenAI = _openai_compatible_chat()
         base_url = normalise_base_url(base_url) if base_url else None
         return ChatOpenAI(model=cfg.model, base_url=base_url, api_key=api_key or "not-needed",
                           timeout=cfg.timeout_s, max_retries=0, temperature=cfg.temperature,
@@ -267,6 +267,67 @@ def build_chat_model(cfg: ProviderConfig, env: dict[str, str] | None = None,
         return ChatAnthropic(model=cfg.model, api_key=api_key, base_url=base_url, timeout=cfg.timeout_s,
                              max_retries=0, temperature=cfg.temperature)
     return None
+
+
+@functools.cache
+def _openai_compatible_chat() -> type[BaseChatModel]:
+    """ChatOpenAI that sends an assistant tool-call message's empty content as "" rather than null.
+
+    LangChain sends null there (OpenAI accepts both); llama.cpp's Python server accepts only a string and
+    answers HTTP 500, which failed every planner call after a tool result (notes/localmodel-findings.md)."""
+    from langchain_openai import ChatOpenAI
+
+    class OpenAICompatibleChat(ChatOpenAI):
+        def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            for message in payload.get("messages") or []:
+                if message.get("role") == "assistant" and message.get("content") is None:
+                    message["content"] = ""
+            if payload.get("tools"):  # copies: the bound tools are the caller's objects
+                payload["tools"] = [portable_patterns(tool) for tool in payload["tools"]]
+            return payload
+
+    return OpenAICompatibleChat
+
+
+# (outside a class, inside one); \w keeps every non-ASCII character, as Python's Unicode \w nearly does.
+_CLASS_SHORTHANDS = {"d": ("[0-9]", "0-9"), "s": ("[ \\t\\n\\r]", " \\t\\n\\r"),
+                     "w": ("[A-Za-z0-9_\\u0080-\\uffff]", "A-Za-z0-9_\\u0080-\\uffff")}
+
+
+def portable_pattern(pattern: str) -> str:
+    """`pattern` with the shorthand classes \\d, \\s and \\w spelled out, inside and outside brackets.
+
+    llama.cpp's JSON-schema-to-grammar converter mistranslates them (`ORD-\\d{4}` became the literal
+    `ORD-\\dORD-\\d...`, a grammar that fails to parse), and the server then died on the forced tool call.
+    The arguments are still validated against the tool's own schema afterwards."""
+    out: list[str] = []
+    opened = -1  # index in `pattern` of the open bracket, -1 outside a class
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            escaped = pattern[i + 1]
+            out.append(_CLASS_SHORTHANDS[escaped][opened >= 0] if escaped in _CLASS_SHORTHANDS else char + escaped)
+            i += 2
+            continue
+        if char == "[" and opened < 0:
+            opened = i
+        elif char == "]" and opened >= 0 and pattern[opened + 1:i] not in ("", "^"):  # "[]" / "[^]": literal
+            opened = -1
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def portable_patterns(schema: Any) -> Any:
+    """A copy of a JSON schema with every string `pattern` made portable (`portable_pattern`)."""
+    if isinstance(schema, dict):
+        return {k: portable_pattern(v) if k == "pattern" and isinstance(v, str) else portable_patterns(v)
+                for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [portable_patterns(v) for v in schema]
+    return schema
 
 
 def _setting_or_env(name: str, env: dict[str, str], settings: Settings) -> str | None:
