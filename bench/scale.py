@@ -55,6 +55,22 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its descendants, from /proc: unlike wall time, it does not
+    depend on what else the machine is running."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     def __init__(self, name: str, workdir: Path, reference_bin: str | None, jobs: int = 10) -> None:
         self.name = name
@@ -135,6 +151,7 @@ async def interleaved_fill(servers: list[Server], n: int, chunk: int, conc: int)
     """Store puts up to n items per server, `chunk` at a time, alternating servers chunk by chunk."""
     rates: dict[str, list[float]] = {s.name: [] for s in servers}
     spent: dict[str, float] = {s.name: 0.0 for s in servers}
+    cpu: dict[str, float] = {s.name: 0.0 for s in servers}
     done = {s.name: 0 for s in servers}
     while any(s.items + done[s.name] < n for s in servers):
         for s in servers:
@@ -142,16 +159,18 @@ async def interleaved_fill(servers: list[Server], n: int, chunk: int, conc: int)
             if k <= 0:
                 continue
             base = s.items + done[s.name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds(s.proc.pid)
             await fill(s, k, lambda srv, i, base=base: put_item(srv, base + i), conc)
             dt = time.perf_counter() - t0
+            cpu[s.name] += cpu_seconds(s.proc.pid) - c0
             rates[s.name].append(k / dt)
             spent[s.name] += dt
             done[s.name] += k
     for s in servers:
         s.items += done[s.name]
     return {s.name: {"median": statistics.median(rates[s.name]) if rates[s.name] else 0.0,
-                     "overall": done[s.name] / spent[s.name] if spent[s.name] else 0.0} for s in servers}
+                     "overall": done[s.name] / spent[s.name] if spent[s.name] else 0.0,
+                     "cpu_ms": cpu[s.name] * 1000 / done[s.name] if done[s.name] else 0.0} for s in servers}
 
 
 async def make_thread(server: Server, i: int) -> None:
@@ -300,11 +319,13 @@ async def main() -> None:
                                  {k: v["median"] for k, v in rates.items()}, names, lower=False))
                 lines.append(row(f"{n} items: fill puts/s @8, overall",
                                  {k: v["overall"] for k, v in rates.items()}, names, lower=False))
+                lines.append(row(f"{n} items: server CPU ms per put", {k: v["cpu_ms"] for k, v in rates.items()},
+                                 names, "{:.2f}"))
                 lines.append(row(f"{n} items: fill slowest ms", {s.name: s.slowest * 1000 for s in servers}, names))
                 res = await interleaved(servers, store_ops, args.reps)
                 for label in res[names[0]]:
                     lines.append(row(f"{n} items: {label} ms", {k: v[label] for k, v in res.items()}, names, "{:.2f}"))
-                print("\n".join(lines[-7:]), flush=True)
+                print("\n".join(lines[-8:]), flush=True)
             for k in filter(None, stream_sizes):
                 out = {s.name: await open_streams(s, k) for s in servers}
                 lines.append(row(f"{k} open streams: completed", {n: v["completed"] for n, v in out.items()}, names,

@@ -248,7 +248,10 @@ class PostgresDatabase(Database):
             min_size=min(2, max_size),
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None, **connect_kwargs(timeout)},
+            # Server-side prepared statements from a statement's second use on a connection: the hot path repeats
+            # a few dozen statement texts, which PostgreSQL then neither parses nor plans again (the checkpointer's
+            # pool prepares from the first use).
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": 1, **connect_kwargs(timeout)},
             **pool_options(timeout),
         )
         await pool.open(wait=True, timeout=15)
