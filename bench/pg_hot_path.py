@@ -6,10 +6,11 @@ rotated each round), so machine load on a shared host hits every configuration a
 total time per configuration, p50/p99 over all of its runs.
 
 Transactions per run = the delta of pg_stat_database.xact_commit for the configuration's own database over its
-phases, divided by its runs (it includes the engine's own polling and heartbeats meanwhile, as a deployment
-pays). A thread-per-run phase creates a thread then calls `runs.wait` on it; a stateless phase calls `/runs/wait`.
+phases, divided by its runs; server CPU per run = user + system time of the server processes (not the
+database's) over its phases, divided by its runs, which machine load inflates far less than wall time. Both
+include the engine's own polling and heartbeats meanwhile, as a deployment pays. A thread-per-run phase creates a thread then calls `runs.wait` on it; a stateless phase calls `/runs/wait`.
 
---base-python/--base-cwd add the PostgreSQL configurations once more on another checkout (e.g. the main
+--base-python/--base-cwd add the Interlock configurations once more on another checkout (e.g. the main
 worktree's venv and directory) for a before/after in the same run.
 
     python bench/pg_hot_path.py [--n 300] [--rounds 3] [--concurrency 50] [--pg URL] [--reference-bin PATH]
@@ -38,6 +39,7 @@ from langgraph_sdk import get_client
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE / "project"
 sys.path.insert(0, str(HERE))
+from scale import cpu_seconds  # noqa: E402
 from server_runs import free_port, pct  # noqa: E402
 
 
@@ -51,6 +53,7 @@ class Config:
     spent: dict[str, float] = field(default_factory=lambda: {"thread": 0.0, "stateless": 0.0})
     xacts: dict[str, int] = field(default_factory=lambda: {"thread": 0, "stateless": 0})
     errors: dict[str, int] = field(default_factory=lambda: {"thread": 0, "stateless": 0})
+    cpu: dict[str, float] = field(default_factory=lambda: {"thread": 0.0, "stateless": 0.0})
 
 
 def wait_ok(url: str, proc: subprocess.Popen, log: Path) -> None:
@@ -130,9 +133,10 @@ async def phase(cfg: Config, n: int, conc: int, mode: str) -> None:
                 cfg.errors[mode] += 1
             cfg.lats[mode].append(time.perf_counter() - t)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), sum(cpu_seconds(p.pid) for p in cfg.procs)
     await asyncio.gather(*(one(i) for i in range(n)))
     cfg.spent[mode] += time.perf_counter() - t0
+    cfg.cpu[mode] += sum(cpu_seconds(p.pid) for p in cfg.procs) - c0
 
 
 async def main() -> None:
@@ -155,7 +159,8 @@ async def main() -> None:
         ("SQLite", "sqlite", 1, here), ("PostgreSQL x1", "pg", 1, here), ("PostgreSQL x2", "pg", 2, here)]
     if args.base_python and args.base_cwd:
         base = (args.base_python, Path(args.base_cwd))
-        plans += [("PostgreSQL x1 (base)", "pg", 1, base), ("PostgreSQL x2 (base)", "pg", 2, base)]
+        plans += [("SQLite (base)", "sqlite", 1, base), ("PostgreSQL x1 (base)", "pg", 1, base),
+                  ("PostgreSQL x2 (base)", "pg", 2, base)]
     if ref_exe:
         plans.append(("reference", "reference", 1, None))
     else:
@@ -189,6 +194,7 @@ async def main() -> None:
                 cfg.lats["stateless"].clear()
                 cfg.spent["stateless"] = 0.0
                 cfg.errors["stateless"] = 0
+                cfg.cpu["stateless"] = 0.0
             for r in range(args.rounds):
                 order = configs[r % len(configs):] + configs[: r % len(configs)]
                 for mode in ("thread", "stateless"):
@@ -216,15 +222,15 @@ async def main() -> None:
                     admin.execute(f'DROP DATABASE IF EXISTS "{cfg.dbname}" WITH (FORCE)')
     total = per_round * args.rounds
     print(f"\n{total} runs per row at {args.concurrency} concurrent, two-node graph, {args.rounds} interleaved rounds\n")
-    print("| server | mode | xact/run | runs/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| server | mode | xact/run | runs/s | p50 ms | p99 ms | server CPU ms/run | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode in ("thread", "stateless"):
         for cfg in configs:
             xact = f"{cfg.xacts[mode] / total:.1f}" if cfg.dbname else "-"
             lats = cfg.lats[mode]
             rate = total / cfg.spent[mode] if cfg.spent[mode] else 0.0
             print(f"| {cfg.label} | {mode} | {xact} | {rate:.1f} | {pct(lats, 50) * 1000:.0f} | "
-                  f"{pct(lats, 99) * 1000:.0f} | {cfg.errors[mode]} |")
+                  f"{pct(lats, 99) * 1000:.0f} | {cfg.cpu[mode] * 1000 / total:.1f} | {cfg.errors[mode]} |")
 
 
 if __name__ == "__main__":
