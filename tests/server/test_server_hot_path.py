@@ -130,3 +130,27 @@ def test_a_due_run_that_cannot_be_claimed_is_not_polled_in_a_loop(tmp_path: Path
 
     reads = asyncio.run(main())
     assert reads <= 2 + 1.0 / BLOCKED_RECHECK_SECONDS + 2, reads
+
+
+def test_trace_redaction_is_remembered_and_still_redacts() -> None:
+    """The same short string is scanned once; the remembered answer is the redacted one, and a different
+    string is still scanned."""
+    from interlock.server.traces import Redactor
+
+    redactor = Redactor()
+    detector = redactor._get_detector()
+    assert detector is not None, "the PII policy's detector must load in tests"
+    calls: list[str] = []
+    original = detector.detect
+
+    def counting(text: str) -> Any:
+        calls.append(text)
+        return original(text)
+
+    detector.detect = counting
+    first = redactor({"email": "reach me at ann.lee@example.com", "node": "a"})
+    again = redactor({"email": "reach me at ann.lee@example.com", "node": "a"})
+    assert first == again and "ann.lee@example.com" not in str(first) and first["node"] == "a"
+    assert calls.count("reach me at ann.lee@example.com") == 1
+    other = redactor("call 415-555-0134 today")
+    assert "415-555-0134" not in other
