@@ -6,7 +6,9 @@ machine load hits both alike), median of --reps calls:
   (default order at a deep offset), search by metadata matching nothing, search by status, count, runs.wait on
   a thread; plus the fill rate and its slowest request.
 - store items grown to each of --items (default 10k, 100k in 100 namespaces): put (and the fill's puts/s at
-  concurrency 8), get, search in a namespace, list_namespaces.
+  concurrency 8, filled in chunks of --chunk puts alternating between the servers, so both rates come from the
+  same minutes of machine load; median and total of the chunk rates), get, search in a namespace,
+  list_namespaces.
 - --streams (default 200, 500) concurrent `runs.stream` held open ~3 s each: completed count and RSS per stream.
 Interlock's log is checked for "database is locked". --quick shrinks every size for a bounded run (~3 min).
 
@@ -51,6 +53,22 @@ def rss_mib(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its descendants, from /proc: unlike wall time, it does not
+    depend on what else the machine is running."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -129,6 +147,32 @@ async def fill(server: Server, n: int, make: Callable[[Server, int], Awaitable[N
     return n / (time.perf_counter() - t0)
 
 
+async def interleaved_fill(servers: list[Server], n: int, chunk: int, conc: int) -> dict[str, dict[str, float]]:
+    """Store puts up to n items per server, `chunk` at a time, alternating servers chunk by chunk."""
+    rates: dict[str, list[float]] = {s.name: [] for s in servers}
+    spent: dict[str, float] = {s.name: 0.0 for s in servers}
+    cpu: dict[str, float] = {s.name: 0.0 for s in servers}
+    done = {s.name: 0 for s in servers}
+    while any(s.items + done[s.name] < n for s in servers):
+        for s in servers:
+            k = min(chunk, n - s.items - done[s.name])
+            if k <= 0:
+                continue
+            base = s.items + done[s.name]
+            t0, c0 = time.perf_counter(), cpu_seconds(s.proc.pid)
+            await fill(s, k, lambda srv, i, base=base: put_item(srv, base + i), conc)
+            dt = time.perf_counter() - t0
+            cpu[s.name] += cpu_seconds(s.proc.pid) - c0
+            rates[s.name].append(k / dt)
+            spent[s.name] += dt
+            done[s.name] += k
+    for s in servers:
+        s.items += done[s.name]
+    return {s.name: {"median": statistics.median(rates[s.name]) if rates[s.name] else 0.0,
+                     "overall": done[s.name] / spent[s.name] if spent[s.name] else 0.0,
+                     "cpu_ms": cpu[s.name] * 1000 / done[s.name] if done[s.name] else 0.0} for s in servers}
+
+
 async def make_thread(server: Server, i: int) -> None:
     r = await server.http.post("/threads", json={"metadata": {"graph_id": "two_node", "owner": f"user{i % 50}"}})
     assert r.status_code == 200, r.text
@@ -136,7 +180,8 @@ async def make_thread(server: Server, i: int) -> None:
 
 
 async def put_item(server: Server, i: int) -> None:
-    body = {"namespace": ["scale", f"ns{i % 100}"], "key": f"k{server.items + i}", "value": {"i": i, "text": "x" * 64}}
+    """The i-th item of the fill (keys k0, k1, ... across 100 namespaces)."""
+    body = {"namespace": ["scale", f"ns{i % 100}"], "key": f"k{i}", "value": {"i": i, "text": "x" * 64}}
     r = await server.http.put("/store/items", json=body)
     assert r.status_code in (200, 204), r.text
 
@@ -221,6 +266,7 @@ async def main() -> None:
     ap.add_argument("--items", default="10000,100000")
     ap.add_argument("--streams", default="200,500")
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--chunk", type=int, default=500, help="store puts per server per turn while filling")
     ap.add_argument("--quick", action="store_true", help="threads 500,2000; items 1000,5000; streams 50,100")
     ap.add_argument("--only", choices=["interlock", "reference"])
     ap.add_argument("--reference-bin", help="the reference's `langgraph` executable (default: next to python)")
@@ -268,15 +314,18 @@ async def main() -> None:
             for n in item_sizes:
                 for s in servers:
                     s.slowest = 0.0
-                    s.fill_rate = await fill(s, n - s.items, put_item, 8)  # type: ignore[attr-defined]
-                    s.items = n
-                lines.append(row(f"{n} items: fill puts/s @8", {s.name: s.fill_rate for s in servers}, names,
-                                 lower=False))
+                rates = await interleaved_fill(servers, n, args.chunk, 8)
+                lines.append(row(f"{n} items: fill puts/s @8, median of chunks",
+                                 {k: v["median"] for k, v in rates.items()}, names, lower=False))
+                lines.append(row(f"{n} items: fill puts/s @8, overall",
+                                 {k: v["overall"] for k, v in rates.items()}, names, lower=False))
+                lines.append(row(f"{n} items: server CPU ms per put", {k: v["cpu_ms"] for k, v in rates.items()},
+                                 names, "{:.2f}"))
                 lines.append(row(f"{n} items: fill slowest ms", {s.name: s.slowest * 1000 for s in servers}, names))
                 res = await interleaved(servers, store_ops, args.reps)
                 for label in res[names[0]]:
                     lines.append(row(f"{n} items: {label} ms", {k: v[label] for k, v in res.items()}, names, "{:.2f}"))
-                print("\n".join(lines[-6:]), flush=True)
+                print("\n".join(lines[-8:]), flush=True)
             for k in filter(None, stream_sizes):
                 out = {s.name: await open_streams(s, k) for s in servers}
                 lines.append(row(f"{k} open streams: completed", {n: v["completed"] for n, v in out.items()}, names,

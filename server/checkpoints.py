@@ -76,7 +76,7 @@ async def open_persistence(
     """The checkpointer and the long-term store for a database URL, set up and migrated. `index` (see
     store_index.py) turns on the store's semantic search; PostgreSQL then needs the pgvector extension."""
     if is_postgres(url):
-        from langgraph.store.postgres.aio import AsyncPostgresStore
+        from interlock.server.storage.postgres_store import IndexedPostgresStore
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
@@ -92,7 +92,7 @@ async def open_persistence(
         await pool.open(wait=True, timeout=15)
         try:
             saver = pooled_postgres_saver(pool)
-            store = AsyncPostgresStore(pool, index=index)  # type: ignore[arg-type]
+            store = IndexedPostgresStore(pool, index=index)  # type: ignore[arg-type]
             async with setup_lock(url):
                 await saver.setup()
                 await store.setup()

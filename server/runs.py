@@ -126,17 +126,18 @@ class Runs:
     async def request_cancel(self, run_id: str, action: str) -> None:
         await self.db.execute("UPDATE runs SET cancel_action = ? WHERE run_id = ?", [action, run_id])
 
-    async def claim(self, worker_id: str) -> dict[str, Any] | None:
+    async def claim(self, worker_id: str, *, known_due: bool = False) -> dict[str, Any] | None:
         """Take the oldest due pending run whose thread has nothing running. Atomic across replicas.
 
         A run created by a streaming or waiting request carries its replica's id as an affinity hint, so the
         replica holding the client connection executes it; other replicas take it only if it lingers.
+        `known_due`: the caller has just read (next_due) that a pending run is due, so skip the idle check.
         """
         now = clock.iso()
         affinity_expired = clock.iso_in(-2.0)
-        # The dispatcher calls this every poll even when idle: look for work with a plain read before taking the
-        # write lock (BEGIN IMMEDIATE on SQLite), so an idle server never contends with other writers.
-        if not await self.db.fetchone(
+        # Look for work with a plain read before taking the write lock (BEGIN IMMEDIATE on SQLite), so an idle
+        # server never contends with other writers.
+        if not known_due and not await self.db.fetchone(
             "SELECT 1 AS x FROM runs WHERE status = 'pending' AND available_at <= ? LIMIT 1", [now]
         ):
             return None

@@ -95,12 +95,14 @@ class Threads:
         return await self.get(thread_id)
 
     async def merge_metadata(self, thread_id: str, extra: dict[str, Any]) -> None:
-        async with self.db.transaction() as tx:
-            row = await tx.fetchone("SELECT metadata FROM threads WHERE thread_id = ?", [thread_id])
-            if row is None:
-                return
-            merged = {**(loads(row["metadata"]) or {}), **extra}
-            await tx.execute("UPDATE threads SET metadata = ? WHERE thread_id = ?", [dumps_str(merged), thread_id])
+        """Shallow-merge `extra` into the thread's metadata in one statement (no read-modify-write round trips:
+        every run on a new thread pays this). `extra` holds no nulls, so json_patch is a plain key merge."""
+        if any(v is None for v in extra.values()):
+            raise ValueError("merge_metadata: json_patch would delete keys set to null")
+        merged = (
+            "((metadata)::jsonb || (?)::jsonb)::text" if self.db.dialect == "postgres" else "json_patch(metadata, ?)"
+        )
+        await self.db.execute(f"UPDATE threads SET metadata = {merged} WHERE thread_id = ?", [dumps_str(extra), thread_id])
 
     async def delete(self, thread_id: str) -> bool:
         await self.db.execute("DELETE FROM runs WHERE thread_id = ?", [thread_id])

@@ -16,6 +16,9 @@ from interlock.server.runs import Runs
 
 log = logging.getLogger("interlock.engine")
 
+# How soon a due run that could not be claimed (thread busy, another replica's fresh affinity) is looked at again.
+BLOCKED_RECHECK_SECONDS = 0.1
+
 
 class RunQueue:
     def __init__(
@@ -41,17 +44,28 @@ class RunQueue:
 
     async def dispatch(self) -> None:
         while True:
+            timeout = self.poll_seconds
             try:
-                while len(self.inflight.tasks) < self.concurrency:
-                    row = await self.runs.claim(self.worker_id)
+                # One read per wake-up answers both "is anything due?" and "when is the next one due?"; an idle
+                # wake-up costs that one statement, a claimed run one more read after its claim.
+                due = await self.runs.next_due()
+                blocked = False
+                while due is not None and self._is_due(due) and len(self.inflight.tasks) < self.concurrency:
+                    row = await self.runs.claim(self.worker_id, known_due=True)
                     if row is None:
+                        blocked = True
                         break
                     self._launch(RunJob.from_row(row))
-                timeout = self.poll_seconds
-                due = await self.runs.next_due()
-                if due:
+                    due = await self.runs.next_due()
+                if due is not None:
                     delta = (datetime.fromisoformat(due) - clock.now()).total_seconds()
-                    timeout = max(0.0, min(timeout, delta))
+                    if delta > 0:
+                        timeout = min(timeout, delta)
+                    elif blocked:
+                        # Due but not ours to take yet (its thread has a run executing, or another replica's
+                        # affinity hint is fresh): look again shortly instead of at once. Local completions wake
+                        # the loop anyway; rechecking at once spun on the database while a run was queued.
+                        timeout = min(timeout, BLOCKED_RECHECK_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep the queue alive through transient DB errors
@@ -60,6 +74,10 @@ class RunQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+
+    @staticmethod
+    def _is_due(due: str) -> bool:
+        return datetime.fromisoformat(due) <= clock.now()
 
     def _launch(self, job: RunJob) -> None:
         run_id = job.run_id

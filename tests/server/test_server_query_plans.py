@@ -21,6 +21,7 @@ from interlock.server.storage import connect
 from interlock.server.storage.migrations import migrate
 from interlock.server.storage.sqlite_store import LoopSqliteStore
 from interlock.server.threads import Threads
+from langgraph.store.base import PutOp
 
 from interlock.kernel.database import Database, _PostgresTx, _SqliteTx
 
@@ -198,3 +199,86 @@ def test_postgres_plans(label: str, pg_factory: Callable[[], str], monkeypatch: 
                 assert "Sort" not in text, f"{label}: {sql}\n{text}"
             plans.append(text)
     assert case[3] in "\n".join(plans), f"{label}: expected {case[3]}\n" + "\n".join(plans)
+
+
+def _store_search_ops() -> list[Any]:
+    from langgraph.store.base import SearchOp
+
+    return [
+        SearchOp(("users", "u3", "prefs"), None, 10, 0, refresh_ttl=False),
+        SearchOp(("users", "u3", "prefs"), {"v": 3}, 10, 20),
+        SearchOp(("users", "u3", "prefs"), None, 10, 0),  # refreshing TTLs
+    ]
+
+
+def test_sqlite_store_search_in_a_namespace_reads_the_index_in_order(tmp_path: Path) -> None:
+    """A namespace's newest items come from the (prefix, updated_at) index, never a sort of the namespace; only
+    its descendants (none here) may be sorted, in the right arm of the merge."""
+    conn = sqlite3.connect(tmp_path / "store.sqlite", isolation_level=None, check_same_thread=False)
+    store = LoopSqliteStore(conn)
+    store.setup()
+    for n in range(10):
+        store.batch([PutOp(("users", f"u{n}", "prefs"), f"k{k}", {"v": k}) for k in range(200)])
+    store.put(("users", "u3", "prefs", "deeper"), "child", {"v": 3})
+    queries, _ = store._prepare_batch_search_queries(list(enumerate(_store_search_ops())))
+    for sql, params, _refresh in queries:
+        rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        text = "\n".join(r[3] for r in rows)
+        assert not [r for r in rows if r[3].startswith("SCAN ")], text
+        right = {r[0] for r in rows if r[3] == "RIGHT"}
+        assert right, f"not split into the namespace and its descendants:\n{text}"
+        left_of_merge = [r for r in rows if r[1] not in right and r[0] not in right]
+        assert not [r for r in left_of_merge if "TEMP B-TREE" in r[3]], text
+        assert "SEARCH store USING INDEX store_prefix_updated_idx (prefix=?)" in text, text
+    # Same answers as SqliteStore's own query: newest first, the namespace and its descendants, filters applied.
+    page = store.search(("users", "u3", "prefs"), limit=300)
+    assert len(page) == 201 and {i.key for i in page} >= {"child", "k0", "k199"}
+    assert [i.key for i in store.search(("users", "u3", "prefs"), filter={"v": 3}, limit=10)] in (
+        ["child", "k3"], ["k3", "child"])
+    assert len(store.search(("users", "u3", "prefs"), limit=10, offset=195)) == 6
+    conn.close()
+
+
+def test_postgres_store_search_in_a_namespace_reads_the_index_in_order(pg_factory: Callable[[], str]) -> None:
+    from interlock.server.storage.postgres_store import IndexedPostgresStore
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    url = pg_factory()
+
+    async def main() -> list[str]:
+        pool = AsyncConnectionPool(url, min_size=1, max_size=2, open=False,
+                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+        await pool.open()
+        try:
+            store = IndexedPostgresStore(pool)  # type: ignore[arg-type]
+            await store.setup()
+            for n in range(10):
+                await store.abatch([PutOp(("users", f"u{n}", "prefs"), f"k{k}", {"v": k}) for k in range(300)])
+            await store.aput(("users", "u3", "prefs", "deeper"), "child", {"v": 3})
+            async with pool.connection() as conn:
+                await conn.execute("ANALYZE store")
+                # As in test_postgres_plans: a small table must not hide a missing index behind a Seq Scan.
+                await conn.execute("SET enable_seqscan = off")
+                plans = []
+                queries, _ = store._prepare_batch_search_queries(list(enumerate(_store_search_ops())))
+                for sql, params in queries:
+                    rows = await (await conn.execute("EXPLAIN " + sql, params)).fetchall()
+                    plans.append("\n".join(next(iter(r.values())) for r in rows))
+            page = await store.asearch(("users", "u3", "prefs"), limit=400)
+            assert len(page) == 301 and {i.key for i in page} >= {"child", "k0", "k299"}
+            hits = await store.asearch(("users", "u3", "prefs"), filter={"v": 3}, limit=10)
+            assert sorted(i.key for i in hits) == ["child", "k3"]
+            assert len(await store.asearch(("users", "u3", "prefs"), limit=10, offset=295)) == 6
+            return plans
+        finally:
+            await pool.close()
+
+    unfiltered, filtered, refreshing = asyncio.run(main())
+    for plan in (unfiltered, filtered, refreshing):
+        assert "Seq Scan" not in plan, plan
+        assert "store_prefix_updated_idx" in plan, plan
+    # Unfiltered pages read the namespace newest-first and stop; a filtered one may sort the (few) matches.
+    for plan in (unfiltered, refreshing):
+        assert "Merge Append" in plan, plan
+        assert "Index Scan Backward using store_prefix_updated_idx" in plan, plan

@@ -1,0 +1,156 @@
+"""The run hot path's database round trips, on real SQLite and PostgreSQL: a pooled connection is checked without
+a statement unless the server dropped it, thread metadata is merged in one statement, and a due run that cannot
+be claimed yet is not polled in a tight loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from interlock.server.engine.inflight import Inflight
+from interlock.server.engine.queue import BLOCKED_RECHECK_SECONDS, RunQueue
+from interlock.server.runs import Runs
+from interlock.server.storage import connect
+from interlock.server.storage.migrations import migrate
+from interlock.server.threads import Threads
+from server_testkit import PG_ADMIN
+
+from interlock.kernel.database import PostgresDatabase
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_factory: Callable[[], str]) -> str:
+    return f"sqlite:///{tmp_path / 'hot.sqlite'}" if request.param == "sqlite" else pg_factory()
+
+
+def test_thread_metadata_merge_is_one_statement(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> tuple[dict[str, Any], list[str]]:
+        db = await connect(db_url)
+        await migrate(db)
+        threads = Threads(db)
+        thread = await threads.create(None, {"owner": "ann", "graph_id": "old", "nested": {"a": 1}}, None)
+        seen: list[str] = []
+        for name in ("execute", "fetchall"):
+            original = getattr(db, name)
+
+            async def wrapped(sql: str, params: Any = (), _original: Any = original) -> Any:
+                seen.append(sql)
+                return await _original(sql, params)
+
+            monkeypatch.setattr(db, name, wrapped)
+        monkeypatch.setattr(db, "transaction", lambda: (_ for _ in ()).throw(AssertionError("no transaction")))
+        await threads.merge_metadata(thread["thread_id"], {"graph_id": "g1", "assistant_id": "a1"})
+        monkeypatch.undo()
+        found = await threads.find(thread["thread_id"])
+        hits = await threads.search(metadata={"graph_id": "g1"})
+        await db.close()
+        assert [t["thread_id"] for t in hits] == [thread["thread_id"]]
+        return found["metadata"], seen
+
+    metadata, statements = asyncio.run(main())
+    assert metadata == {"owner": "ann", "graph_id": "g1", "assistant_id": "a1", "nested": {"a": 1}}
+    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("UPDATE"), statements
+
+
+def test_pooled_connection_check_costs_no_statement_and_replaces_a_dropped_one(
+    pg_factory: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = pg_factory()
+    dbname = url.rsplit("/", 1)[1]
+    sent: list[str] = []
+    original = psycopg.AsyncConnection.execute
+
+    async def recording(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return await original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", recording)
+
+    async def main() -> tuple[int, list[dict[str, Any]]]:
+        db = await PostgresDatabase.open(url, max_size=1)
+        try:
+            for _ in range(20):
+                await db.fetchall("SELECT 1 AS x")
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                # The server drops the pooled connection; the next checkout must notice and reconnect.
+                killed = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                    "pg_backend_pid()", [dbname]).fetchall()
+            await asyncio.sleep(0.2)
+            rows = await db.fetchall("SELECT 2 AS x")
+            return len(killed), rows
+        finally:
+            await db.close()
+
+    killed, rows = asyncio.run(main())
+    assert killed >= 1 and rows == [{"x": 2}]
+    # psycopg's own check sends an empty query at every checkout; a live idle connection needs none. The dropped
+    # one gets the full check (one empty query), which fails, and the pool replaces it.
+    assert sent.count("") <= 1, sent
+
+
+def test_a_due_run_that_cannot_be_claimed_is_not_polled_in_a_loop(tmp_path: Path) -> None:
+    """A run queued behind its thread's running run is due but not claimable: the dispatcher looks again every
+    BLOCKED_RECHECK_SECONDS (or when woken), instead of re-reading the queue back to back."""
+
+    async def main() -> int:
+        db = await connect(f"sqlite:///{tmp_path / 'queue.sqlite'}")
+        await migrate(db)
+        threads, runs = Threads(db), Runs(db)
+        thread = await threads.create(None, {}, None)
+        for i in range(2):
+            await runs.insert(run_id=f"00000000-0000-0000-0000-00000000000{i}", thread_id=thread["thread_id"],
+                              assistant_id="a", metadata={}, kwargs={}, multitask_strategy="enqueue",
+                              after_seconds=None, temporary=0)
+        reads = 0
+        original = runs.next_due
+
+        async def counted() -> str | None:
+            nonlocal reads
+            reads += 1
+            return await original()
+
+        runs.next_due = counted  # type: ignore[method-assign]
+        release = asyncio.Event()
+
+        async def execute(job: Any) -> None:
+            await release.wait()  # the first run keeps its thread busy; the second stays queued behind it
+
+        queue = RunQueue(runs, Inflight(), execute, worker_id="w", concurrency=5, poll_seconds=5.0)
+        task = asyncio.create_task(queue.dispatch())
+        await asyncio.sleep(1.0)
+        task.cancel()
+        release.set()
+        await db.close()
+        return reads
+
+    reads = asyncio.run(main())
+    assert reads <= 2 + 1.0 / BLOCKED_RECHECK_SECONDS + 2, reads
+
+
+def test_trace_redaction_is_remembered_and_still_redacts() -> None:
+    """The same short string is scanned once; the remembered answer is the redacted one, and a different
+    string is still scanned."""
+    from interlock.server.traces import Redactor
+
+    redactor = Redactor()
+    detector = redactor._get_detector()
+    assert detector is not None, "the PII policy's detector must load in tests"
+    calls: list[str] = []
+    original = detector.detect
+
+    def counting(text: str) -> Any:
+        calls.append(text)
+        return original(text)
+
+    detector.detect = counting
+    first = redactor({"email": "reach me at ann.lee@example.com", "node": "a"})
+    again = redactor({"email": "reach me at ann.lee@example.com", "node": "a"})
+    assert first == again and "ann.lee@example.com" not in str(first) and first["node"] == "a"
+    assert calls.count("reach me at ann.lee@example.com") == 1
+    other = redactor("call 415-555-0134 today")
+    assert "415-555-0134" not in other
