@@ -97,7 +97,8 @@ async def list_orders(
     status: OrderStatus | None = None,
     limit: Annotated[int, Field(ge=1, le=100)] = 20,
 ) -> OrderList:
-    """List the tenant's most recent orders, optionally for one customer or status."""
+    """List the most recent orders you may see (a signed-in customer: only their own), optionally for one
+    customer or status."""
     rows = records.newest("orders", "orders", columns="id, customer_id, status, total_cents, created_at",
                           order_by="created_at", limit=limit, customer_id=customer_id, status=status)
     return OrderList(orders=[OrderSummary(order_id=r.pop("id"), **r) for r in rows])

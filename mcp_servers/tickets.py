@@ -59,8 +59,9 @@ async def create_ticket(
     customer_id: Annotated[str | None, Field(pattern=r"^CUS-\d{3}$")] = None,
     priority: Priority = "normal",
 ) -> Ticket:
-    """Open a new support ticket."""
+    """Open a new support ticket (a signed-in customer's ticket is always their own)."""
     tenant = records.tenant()
+    customer_id = records.owner_for_new(customer_id)
     ticket_id = f"TCK-{9000 + uuid.uuid4().int % 1000}"
     now = records.now()
     with sample_data.session("tickets") as conn:
