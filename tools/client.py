@@ -18,7 +18,7 @@ Configuration, not code (YAML at $INTERLOCK_TOOLS_CONFIG, else <home>/tools.yaml
     read_retries: 2
 
 Public interface:
-    Principal(sub, tenant, scopes)
+    Principal(sub, tenant, scopes, customer_id=None)   # customer_id: the customer an end user acts for
     tools = GovernedTools.from_config()
     await tools.list_tools(principal, allowlist=None) -> list[ToolInfo]
     await tools.as_langchain_tools(principal, allowlist=None, approval_for=None, trace_id=None) -> list[BaseTool]

@@ -284,3 +284,20 @@ def test_token_mint_says_whom_a_token_acts_for(mcp_home):
     assert neither.returncode == 0 and "no customer" in neither.stderr
     claims = jwt.decode(neither.stdout.strip(), KeySet.import_key_set(identity.jwks())).claims
     assert "customer_id" not in claims and claims["aud"] == endpoints.canonical_url("orders")
+
+
+async def test_the_seeded_demo_users_map_to_their_customers(servers):
+    from interlock.mcp_servers import sample_data
+
+    users = sample_data.demo_users()
+    assert {u["tenant"] for u in users} == {"acme", "globex"}
+    url = servers.urls["orders"]
+    for user in users:
+        tok = token(url, ["orders:read"], sub=str(user["sub"]), tenant=str(user["tenant"]),
+                    customer=user["customer_id"])
+        listed = (await call(url, tok, "list_orders", {"limit": 100})).structured_content["orders"]
+        owners = {o["customer_id"] for o in listed}
+        if user["customer_id"]:
+            assert owners == {user["customer_id"]}
+        else:  # staff
+            assert len(owners) > 1
