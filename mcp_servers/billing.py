@@ -71,7 +71,8 @@ async def list_invoices(
     return InvoiceList(invoices=[_invoice(r) for r in rows])
 
 
-@system.write("Issue credit", destructive=True, idempotent=False)
+@system.write("Issue credit", destructive=True, idempotent=False,
+              record=("invoices", "invoice_id", "invoice"))
 async def issue_credit(
     invoice_id: InvoiceId,
     amount_cents: Annotated[int, Field(gt=0, description="Credit amount, in cents")],

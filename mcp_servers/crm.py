@@ -57,7 +57,8 @@ async def get_customer(customer_id: CustomerId) -> Customer:
     return _customer(records.get("crm", "customers", customer_id, "customer"))
 
 
-@system.write("Update contact details", destructive=False, idempotent=True)
+@system.write("Update contact details", destructive=False, idempotent=True,
+              record=("customers", "customer_id", "customer"))
 async def update_contact(customer_id: CustomerId, email: Email | None = None, phone: Phone | None = None) -> Customer:
     """Change a customer's email and/or phone number."""
     if email is None and phone is None:

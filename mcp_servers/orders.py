@@ -117,7 +117,7 @@ async def track_shipment(order_id: OrderId) -> Shipment:
                     status=row["status"], eta=row["eta"], events=json.loads(row["events"]))
 
 
-@system.write("Cancel order", destructive=True, idempotent=True)
+@system.write("Cancel order", destructive=True, idempotent=True, record=("orders", "order_id", "order"))
 async def cancel_order(order_id: OrderId, reason: Annotated[str, Field(min_length=3, max_length=500)]) -> Order:
     """Cancel an order that has not shipped yet. Irreversible; requires an operator approval."""
     tenant = records.tenant()
@@ -131,7 +131,7 @@ async def cancel_order(order_id: OrderId, reason: Annotated[str, Field(min_lengt
         return _load(conn, order_id, tenant)
 
 
-@system.write("Refund order", destructive=True, idempotent=False)
+@system.write("Refund order", destructive=True, idempotent=False, record=("orders", "order_id", "order"))
 async def refund_order(
     order_id: OrderId,
     amount_cents: Annotated[int, Field(gt=0, description="Amount to refund, in cents")],

@@ -45,10 +45,19 @@ HTTP_TRANSPORTS = ("streamable-http", "sse")
 _principal: ContextVar[Principal | None] = ContextVar("interlock_principal", default=None)
 
 
+class OwnedRecord(BaseModel):
+    """The customer-owned record a tool acts on: its table and the argument holding its id."""
+
+    table: str
+    argument: str
+    noun: str
+
+
 class ToolPolicy(BaseModel):
     scope: str
     destructive: bool = False
     read_only: bool = True
+    record: OwnedRecord | None = None
 
 
 def _environment_token() -> str | None:

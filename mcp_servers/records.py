@@ -20,9 +20,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import mcp_types as mt
 from fastmcp.exceptions import ToolError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import ToolResult
 from interlock.mcp_servers import sample_data
-from interlock.mcp_servers.principals import current_principal
+from interlock.mcp_servers.principals import ToolPolicy, current_principal
 
 
 def now() -> str:
@@ -134,3 +137,33 @@ def matching(system: str, table: str, *, text: str, columns: Sequence[str], orde
     with sample_data.session(system) as conn:
         rows = conn.execute(sql, (tenant(), *bound, *(pattern for _ in columns), limit)).fetchall()
     return [fields(r) for r in rows]
+
+
+def visible(system: str, table: str, record_id: str) -> bool:
+    """Whether the caller may act on this record of their tenant (the same filter `fetch` applies)."""
+    owner, bound = owner_filter(table)
+    with sample_data.session(system) as conn:
+        row = conn.execute(f"SELECT 1 FROM {table} WHERE id = ? AND tenant = ?{owner}",  # noqa: S608
+                           (record_id, tenant(), *bound)).fetchone()
+    return row is not None
+
+
+class RecordOwnership(Middleware):
+    """Answers a call on a record the caller may not act on with the tool's own "not found", before the approval
+    gate: no operator is asked about, and no approval is spent on, another customer's order."""
+
+    def __init__(self, system: str, policies: dict[str, ToolPolicy]) -> None:
+        self.system = system
+        self.policies = policies
+
+    async def on_call_tool(
+        self, context: MiddlewareContext[mt.CallToolRequestParams], call_next: CallNext[mt.CallToolRequestParams, ToolResult]
+    ) -> ToolResult:
+        policy = self.policies.get(context.message.name)
+        owned = policy.record if policy is not None else None
+        if owned is not None:
+            record_id = (context.message.arguments or {}).get(owned.argument)
+            # A malformed id is left to the tool's input validation, which answers it precisely.
+            if isinstance(record_id, str) and not visible(self.system, owned.table, record_id):
+                raise ToolError(f"{owned.noun} {record_id} not found")
+        return await call_next(context)

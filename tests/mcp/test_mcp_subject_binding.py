@@ -301,3 +301,27 @@ async def test_the_seeded_demo_users_map_to_their_customers(servers):
             assert owners == {user["customer_id"]}
         else:  # staff
             assert len(owners) > 1
+
+
+async def test_no_operator_is_asked_about_and_no_approval_spent_on_another_customers_record(servers):
+    orders = servers.urls["orders"]
+    order = others("orders", "orders", where=" AND status IN ('processing', 'pending')")[-1]
+    args = {"order_id": order, "reason": "desktop hijack"}
+    # A desktop-style call without an approval id would open a pending approval; for another customer's order it
+    # answers "not found" first, so the operator inbox never hears of it.
+    result = await call(orders, end_user(orders), "cancel_order", args)
+    assert result.is_error and text(result) == f"order {order} not found"
+    store = ApprovalStore()
+    try:
+        assert await store.find_call("cancel_order", "orders", args, ANN, "acme", "pending") == []
+        approval = await approve("cancel_order", args, ANN, "orders")
+        result = await call(orders, end_user(orders), "cancel_order", args, meta={APPROVAL: approval})
+        assert result.is_error and text(result) == f"order {order} not found"
+        assert (await store.get(approval)).status == "approved"  # not spent on a record she cannot act on
+    finally:
+        await store.close()
+    assert order_status(order)[0] in ("processing", "pending")
+    # Her own order still goes to the operator as before.
+    own = {"order_id": "ORD-1004", "reason": "desktop request"}
+    result = await call(orders, end_user(orders), "cancel_order", own)
+    assert result.is_error and "pending" in text(result) and "approval" in text(result)
