@@ -9,9 +9,9 @@ their annotations, tags and scope in one place:
   the approval gate.
 
 `build_server(system)` wires, outermost first: audit -> rate limits -> tenant binding (floor + tool scopes)
--> record ownership (a write's record must be the caller's customer's) -> approval gate -> tool. Error details are masked (internal exception text never reaches the client;
-`ToolError`/`Denied` messages are deliberate and shown). `run(...)` serves stdio or Streamable HTTP with
-Host/Origin protection on.
+-> record ownership (a write's record must be the caller's customer's) -> approval gate -> tool. Error details
+are masked (internal exception text never reaches the client; `ToolError`/`Denied` messages are deliberate and
+shown). `run(...)` serves stdio or Streamable HTTP with Host/Origin protection on.
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ themselves) are filtered the same way by the customer the token binds (`Principa
 reads, lists, searches and changes only their own customer's records, another customer's id answers "not found",
 and a bulk read returns only theirs. Staff (`customers:any`, no binding) reach every customer of the tenant; a
 principal with neither reaches only records owned by no customer. Writes load the record through `fetch` first,
-in the same transaction, so they are bound by the same filter. A read-then-change runs in one immediate transaction, so two concurrent calls
-cannot both pass a business rule (refund at most what was paid) on the same stale row. Table and column names
-come from the tool modules, never from arguments.
+in the same transaction, so they are bound by the same filter; `RecordOwnership` refuses them even earlier.
+
+A read-then-change runs in one immediate transaction, so two concurrent calls cannot both pass a business rule
+(refund at most what was paid) on the same stale row. Table and column names come from the tool modules, never
+from arguments.
 """
 
 from __future__ import annotations
