@@ -277,7 +277,9 @@ class PlannerNodes:
         waiting = state.get("awaiting_input") or {}
         if waiting.get("intent") == intent:
             text = f"{waiting.get('text', '')} {text}"
-        pb = playbook_plan(intent, text, self.deps.playbooks or default_playbooks(), principal=_principal(state).sub)
+        principal = _principal(state)  # a bound end user's slots name their customer, else the subject
+        pb = playbook_plan(intent, text, self.deps.playbooks or default_playbooks(),
+                           principal=principal.customer_id or principal.sub)
 
         def finish(message: str, outcome: str, **extra: Any) -> Command[Any]:
             return Command(goto=END, update={"messages": [final_message(message, mode, outcome)], "mode": mode,

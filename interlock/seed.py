@@ -25,6 +25,11 @@ def run(args: argparse.Namespace) -> int:
     counts = sample_data.seed(reset=args.reset)
     for system, n in counts.items():
         print(f"{system}: {n} rows inserted -> {sample_data.db_path(system)}")
+    # Who to act as: end users are bound to their own customer record, staff reach every customer.
+    for user in sample_data.demo_users():
+        who = f"--customer {user['customer_id']}" if user["customer_id"] else f"--sub {user['sub']} --staff"
+        print(f"demo user {user['sub']} ({user['tenant']}): interlock token mint {who} "
+              f"--tenant {user['tenant']} --scopes orders:read --aud orders", file=sys.stderr)
     # The sample company's help centre, so the RAG path has something to ground answers in.
     print("ingesting the sample help centre (embedding every chunk; a few seconds)...", file=sys.stderr)
     reports = asyncio.run(ingest_sample())

@@ -86,7 +86,8 @@ class GovernedToolbox:
 
     @staticmethod
     def _principal(principal: PrincipalInfo) -> Principal:
-        return Principal(sub=principal.sub, tenant=principal.tenant, scopes=principal.scopes)
+        return Principal(sub=principal.sub, tenant=principal.tenant, scopes=principal.scopes,
+                         customer_id=principal.customer_id)
 
     async def list_tools(self, principal: PrincipalInfo) -> list[ToolInfo]:
         policy = tool_policy()
