@@ -26,6 +26,7 @@ from interlock.graphs import prompts
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
 from interlock.graphs.nodes import approval, guards
+from interlock.graphs.nodes.answer_stream import ProgressiveAnswer
 from interlock.graphs.nodes.answers import deliver, final_message
 from interlock.graphs.nodes.intent import Classify
 from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
@@ -174,13 +175,21 @@ class PlannerNodes:
     async def _plan_with_model(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int) -> Command[Any]:
         system = SystemMessage(prompts.PLANNER.format(company=state.get("tenant", "the company")))
         remaining = self.limits.wall_clock_s - _elapsed(state)
-        reply, _provider = await self.deps.gateway.ainvoke(
-            "planner", [system, *state.get("messages", [])], tenant=state.get("tenant", ""), feature="planner",
-            tools=[t.as_openai_tool() for t in tools.values()], deadline=time.monotonic() + max(remaining, 0.0))
+        # The reply streams to clients as it is generated, through the incremental output guard.
+        stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards)
+        try:
+            reply, _provider = await self.deps.gateway.ainvoke(
+                "planner", [system, *state.get("messages", [])], tenant=state.get("tenant", ""), feature="planner",
+                tools=[t.as_openai_tool() for t in tools.values()], deadline=time.monotonic() + max(remaining, 0.0),
+                stream=stream)
+        except ModelsUnavailable:
+            await stream.discard()
+            raise
         reply.response_metadata = {**reply.response_metadata, "interlock_mode": "model"}
         if not reply.tool_calls:
             update = {"messages": [reply], "steps": steps, "mode": "model", "outcome": "answered"}
-            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update))
+            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update, stream=stream))
+        reply = await stream.settle_tool_step(reply)
         calls = [PlannedCall(id=c.get("id") or f"call_{uuid.uuid4().hex[:12]}", tool=c["name"],
                              args=dict(c.get("args") or {})) for c in reply.tool_calls]
         for call, raw in zip(calls, reply.tool_calls, strict=True):
