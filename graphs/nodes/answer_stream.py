@@ -47,14 +47,15 @@ log = logging.getLogger("interlock.answer_stream")
 
 ANSWER_TAG = "interlock:answer"
 CONTEXT_CHARS = 96  # text on each side of a segment that the filter sees, so split values are judged whole
-MIN_SOFT_CUT = 48  # a long sentence may be cut at a clause boundary once it is at least this long
-MAX_SEGMENT = 160  # ... and is cut there once it is longer than this
+MIN_CLAUSE = 24  # a clause boundary (, ; : dash) ends a segment once the segment is at least this long
+TAG_LIMIT = 1280  # an HTML tag or Markdown link longer than this is not waited for (the filter still sees it)
 RELAY_IDLE_S = 300.0  # a relay whose producer vanished (the node raised) ends on its own
 
-# A sentence ends at . ! ? (optionally closed by quotes/brackets) followed by whitespace and more text.
-_SENTENCE_END = re.compile(r"[.!?][\"')\]”’]*(?=\s+\S)")
-_CLAUSE_END = re.compile(r"[,;:](?=\s+\S)|\s[-–—](?=\s+\S)")
-_ABBREVIATION = re.compile(r"(?:\b[A-Za-z]|\b(?:mr|mrs|ms|dr|st|no|nr|vs|etc|approx|inc|ltd|jr|sr|e\.g|i\.e))\.$",
+# Where a segment may end: after a sentence stop, a clause mark or a line break, with more text already after it
+# (so the next character is known). The whitespace after the mark stays with the segment.
+_BREAK = re.compile(r"(?P<stop>[.!?][\"')\]”’]*\s)(?=\s*\S)|(?P<clause>(?:[,;:]|\s[-–—])\s)(?=\s*\S)"
+                    r"|(?P<line>\n+)(?=[^\n])")
+_ABBREVIATION = re.compile(r"(?:\b[A-Za-z]|\b(?:mr|mrs|ms|dr|st|no|nr|vs|etc|approx|inc|ltd|jr|sr|e\.g|i\.e))[.]$",
                            re.IGNORECASE)
 # Text the node may turn into a tool call (JSON in content, fenced or tagged) is never streamed as prose.
 _STRUCTURED_START = re.compile(r"^\s*(?:[{\[<]|```)")
@@ -129,6 +130,7 @@ class ProgressiveAnswer:
         self._stopped: str | None = None
         self._queue: asyncio.Queue[str | None] | None = None
         self._relay: asyncio.Task[AIMessage] | None = None
+        self._worker: asyncio.Task[None] | None = None
         self.problems: list[str] = []
 
     # --- feeding -------------------------------------------------------------------------------
@@ -142,6 +144,9 @@ class ProgressiveAnswer:
         """A provider failed mid-answer. Forget its unreleased text; False when some already went out."""
         if self.released:
             return False
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
         self._raw, self._cut, self._decided, self._held, self._stopped = "", 0, [], [], None
         return True
 
@@ -157,10 +162,17 @@ class ProgressiveAnswer:
         self._raw += text
         if self._stopped:
             return
-        if not self._decided and _STRUCTURED_START.match(self._raw) and self._raw.strip():
+        if not self._decided and _STRUCTURED_START.match(self._raw):
             self.hold("structured")
             return
-        await self._advance()
+        # Checks run beside the provider's stream, not in it: a slow check never slows reading the tokens.
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._advance())
+
+    async def _settle(self) -> None:
+        """Wait for the checks in flight (their result is released before the final answer)."""
+        if self._worker is not None:
+            await self._worker
 
     async def _advance(self) -> None:
         while not self._stopped:
@@ -189,28 +201,20 @@ class ProgressiveAnswer:
             self._send("".join(pieces))
 
     def _boundary(self) -> int | None:
-        """Raw offset just after the next complete segment, or None to wait for more text."""
+        """Raw offset after the furthest complete segment (everything ready goes through one check, so a slow
+        guard batches instead of falling behind), or None to wait for more text."""
         start, raw = self._cut, self._raw
-        candidates: list[int] = []
-        nl = raw.find("\n", start)
-        if nl >= 0:
-            end = nl + 1
-            while end < len(raw) and raw[end] == "\n":
-                end += 1
-            if end < len(raw):  # more text follows: the line (and its blank lines) is complete
-                candidates.append(end)
-        for m in _SENTENCE_END.finditer(raw, start):
-            if not _ABBREVIATION.search(raw[max(start, m.start() - 6):m.start() + 1]):
-                candidates.append(m.end() + 1)  # the whitespace after the stop goes with the sentence
-                break
-        end = min(candidates) if candidates else None
-        if end is None and len(raw) - start > MAX_SEGMENT:
-            end = next((m.end() + 1 for m in _CLAUSE_END.finditer(raw, start + MIN_SOFT_CUT)), None)
-        if end is not None and unclosed_tag_start(raw[start:end], MAX_SEGMENT * 8) >= 0:
-            # An HTML tag or Markdown link is still open at the cut: the segment grows until it closes.
-            end = next((m.end() + 1 for m in _SENTENCE_END.finditer(raw, end)
-                        if unclosed_tag_start(raw[start:m.end() + 1], MAX_SEGMENT * 8) < 0), None)
-        return end
+        best = None
+        for m in _BREAK.finditer(raw, start):
+            end = m.end()
+            if m.group("stop") and _ABBREVIATION.search(raw[max(start, m.start() - 6):m.start() + 1]):
+                continue  # "Dr. Smith", "e.g. this": not a sentence end, and a name must not be cut
+            if m.group("clause") and end - start < MIN_CLAUSE:
+                continue
+            if unclosed_tag_start(raw[start:end], TAG_LIMIT) >= 0:
+                continue  # an HTML tag or Markdown link is still open here: the segment grows until it closes
+            best = end
+        return best
 
     async def _guard(self, text: str, raw_end: int) -> str | None:
         """The segment as a client may see it, or None when a redaction reaches past it (wait)."""
@@ -220,7 +224,15 @@ class ProgressiveAnswer:
         after = self._raw[raw_end:raw_end + CONTEXT_CHARS]
         window = before + text + after
         lo, hi = len(before), len(before) + len(text)
-        redactions = await asyncio.to_thread(self._filter.redactions, window, self._vault)
+        policies = get_policies()
+        try:
+            await guards._warm(policies)  # no-op once the input guard loaded the models
+            redactions = await asyncio.wait_for(asyncio.to_thread(self._filter.redactions, window, self._vault),
+                                                policies.limits.run.guard_timeout_s)
+        except Exception as exc:  # fails closed like every guard: the run ends with guard_failed
+            verdict = {"guard": "output_stream", "ok": False, "error": type(exc).__name__,
+                       "reason": guards.GuardFailed.reason}
+            raise guards.GuardFailed("output_stream", type(exc).__name__, verdict) from None
         if after and any(r.start < hi < r.end for r in redactions):
             return None
         inside = []
@@ -234,7 +246,7 @@ class ProgressiveAnswer:
         guarded, _ = _apply(text, inside)
         if self._system_prompt:
             leak = system_prompt_leak("".join(self._decided) + text, self._system_prompt,
-                                      get_policies().scope.system_prompt_leak_threshold)
+                                      policies.scope.system_prompt_leak_threshold)
             if leak.leaked or leak.matched_sentences:
                 self.problems.append("system_prompt")
                 self.hold("system_prompt")
@@ -262,11 +274,13 @@ class ProgressiveAnswer:
     async def discard(self) -> None:
         """Nothing (more) will be released; end the relay if one started."""
         self.hold("discarded")
+        await self._settle()
         await self._close_relay()
 
     async def finish(self, message: AIMessage) -> tuple[AIMessage, list[dict[str, Any]]]:
         """The node's final answer, guarded whole, stored under the streamed id; the rest goes out as chunks."""
         verdicts: list[dict[str, Any]] = []
+        await self._settle()
         if self._use_guards:
             out = await guards.output_guard({**self._state, "messages": [*(self._state.get("messages") or []),
                                                                            message]})
@@ -294,6 +308,7 @@ class ProgressiveAnswer:
     async def settle_tool_step(self, message: AIMessage) -> AIMessage:
         """A reply that turned out to call tools after some text went out: that text is the message's content
         (guarded), under the streamed id, so the chunks and the stored message agree."""
+        await self._settle()
         if not self.released:
             return message
         text = message.content if isinstance(message.content, str) else str(message.content)
