@@ -26,7 +26,7 @@ from interlock.graphs import prompts
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
 from interlock.graphs.nodes import approval, guards
-from interlock.graphs.nodes.answer_stream import ProgressiveAnswer
+from interlock.graphs.nodes.answer_stream import ProgressiveAnswer, action_claim_check
 from interlock.graphs.nodes.answers import deliver, final_message
 from interlock.graphs.nodes.intent import Classify
 from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
@@ -176,7 +176,7 @@ class PlannerNodes:
         system = SystemMessage(prompts.PLANNER.format(company=state.get("tenant", "the company")))
         remaining = self.limits.wall_clock_s - _elapsed(state)
         # The reply streams to clients as it is generated, through the incremental output guard.
-        stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards)
+        stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards, segment_check=action_claim_check)
         try:
             reply, _provider = await self.deps.gateway.ainvoke(
                 "planner", [system, *state.get("messages", [])], tenant=state.get("tenant", ""), feature="planner",

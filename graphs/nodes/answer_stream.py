@@ -8,8 +8,9 @@ every check that could still change it has passed:
   text around it, so a value or link split across tokens is judged whole; a boundary that a redaction or an
   unclosed tag/link straddles is not a boundary;
 - a system-prompt leak check over everything released so far;
-- the caller's own per-segment check (RAG: cited ids retrieved, quotes found, `NOT_IN_CONTEXT`), which can also
-  ask to hold everything until one segment passes (RAG: nothing goes out before a verified citation);
+- the caller's own per-segment check (RAG: cited ids retrieved, quotes found, `NOT_IN_CONTEXT`; the planner: a
+  sentence claiming an action was taken waits for the whole-answer checks), which can also ask to hold
+  everything until one segment passes (RAG: nothing goes out before a verified citation);
 - text that looks like a structured tool call (JSON, a code fence, `<tool_call>`) stops the release: the node
   decides what it is when the reply is complete.
 
@@ -73,6 +74,24 @@ class SegmentVerdict:
 
 
 SegmentCheck = Callable[[str], SegmentVerdict]
+
+
+# "I have cancelled…", "your order has been refunded", "it is now updated": a claim that something was done.
+# Such a sentence waits for the whole-answer checks (action honesty), which may replace the answer.
+_ACTION_CLAIM = re.compile(
+    r"\b(?:(?:i|we)(?:'ve|\s+have|\s+had)?(?:\s+(?:just|now|already|successfully))?\s+"
+    r"|(?:has|have)\s+(?:now\s+|just\s+|already\s+|successfully\s+)?been\s+"
+    r"|(?:is|are)\s+now\s+|(?:was|were)\s+(?:successfully\s+|just\s+)?)"
+    r"(?:cancel+ed|refunded|updated|changed|sent|created|issued|processed|submitted|deleted|removed|booked|"
+    r"scheduled|escalated|opened|closed|reset|emailed|credited|charged|approved|placed|added|applied)\b",
+    re.IGNORECASE)
+
+
+def action_claim_check(segment: str) -> SegmentVerdict:
+    """Hold a sentence that says an action was taken until the final answer is checked whole."""
+    if _ACTION_CLAIM.search(segment):
+        return SegmentVerdict(text=segment, stop="action_claim")
+    return SegmentVerdict(text=segment)
 
 
 class _Relay(BaseChatModel):

@@ -125,3 +125,22 @@ async def test_a_failed_provider_is_failed_over_only_before_text_went_out() -> N
     await fresh._settle()
     assert fresh.released and not fresh.restart()
     await fresh.discard()
+
+
+async def test_a_claimed_action_waits_for_the_whole_answer_check() -> None:
+    from interlock.graphs.nodes.answer_stream import action_claim_check
+
+    text = ("Thanks for your patience with this. I have cancelled your order ORD-1001 just now. "
+            "You will get an email shortly.")
+    answer = ProgressiveAnswer({"messages": []}, segment_check=action_claim_check)
+    released = await _feed(answer, text, (2, 5), 5)
+    assert released == ["Thanks for your patience with this. "] and answer.problems == ["action_claim"]
+    honest = "Thanks for your patience with this. I could not cancel the order: no cancellation was made."
+    final, _ = await answer.finish(AIMessage(content=honest))
+    assert final.content == honest == "".join(answer._sent) and "interlock_stream" not in final.response_metadata
+    for claim in ("Your order has been refunded.", "We've just updated your address.", "It is now cancelled.",
+                  "I cancelled it.", "The invoice was sent to you."):
+        assert action_claim_check(claim).stop == "action_claim", claim
+    for fine in ("Refunds are processed within 5 days.", "I can cancel it if you confirm.", "Orders ship daily.",
+                 "Do you want me to update the address?"):
+        assert action_claim_check(fine).stop is None, fine

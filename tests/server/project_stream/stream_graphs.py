@@ -19,7 +19,7 @@ SENTENCES = [
     "Most banks show the credit within a few business days after that {cite}.",
     "If you paid with a gift card, the value is restored to the same card {cite}.",
     "Store credit is available right away when you choose it instead of a refund {cite}.",
-    "Shipping costs are refunded when the item arrived damaged or was sent in error {cite}.",
+    "Shipping costs are refunded when the item arrived damaged or was shipped by mistake {cite}.",
     "You will receive an email confirmation as soon as the refund is processed {cite}.",
     "Keep the tracking number of your return until the refund has arrived {cite}.",
     "Our team is happy to help if anything about your refund is unclear {cite}.",
