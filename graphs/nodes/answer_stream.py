@@ -300,6 +300,7 @@ class ProgressiveAnswer:
         """The node's final answer, guarded whole, stored under the streamed id; the rest goes out as chunks."""
         verdicts: list[dict[str, Any]] = []
         await self._settle()
+        await self._release_tail(message.content if isinstance(message.content, str) else "")
         if self._use_guards:
             out = await guards.output_guard({**self._state, "messages": [*(self._state.get("messages") or []),
                                                                            message]})
@@ -323,6 +324,23 @@ class ProgressiveAnswer:
             text = relayed.content if relayed is not None and isinstance(relayed.content, str) else text
         return message.model_copy(update={"id": relayed.id if relayed is not None else message.id, "content": text,
                                           "response_metadata": meta}), verdicts
+
+    async def _release_tail(self, final: str) -> None:
+        """The last segment of an answer already streaming goes out through the segment checks as soon as the
+        reply is complete, when the final answer is exactly what was streamed plus it; the whole-answer guard then
+        runs as the final verification (a disagreement replaces the answer, marked)."""
+        tail = self._raw[self._cut:]
+        if not self.released or self._stopped or not tail or _STRUCTURED.search(tail):
+            return
+        verdict = self._check(tail) if self._check else SegmentVerdict(text=tail)
+        if verdict.stop or "".join(self._decided) + verdict.text != final:
+            return
+        guarded = await self._guard(verdict.text, len(self._raw))
+        if guarded is None:
+            return
+        self._decided.append(verdict.text)
+        self._cut = len(self._raw)
+        self._send(guarded)
 
     async def settle_tool_step(self, message: AIMessage) -> AIMessage:
         """A reply that turned out to call tools after some text went out: that text is the message's content
