@@ -49,6 +49,7 @@ log = logging.getLogger("interlock.answer_stream")
 ANSWER_TAG = "interlock:answer"
 CONTEXT_CHARS = 96  # text on each side of a segment that the filter sees, so split values are judged whole
 MIN_CLAUSE = 24  # a clause boundary (, ; : dash) ends a segment once the segment is at least this long
+CLAUSE_LOOKAHEAD = 16  # ... and this much text after it has arrived (the filter judges a value across it)
 TAG_LIMIT = 1280  # an HTML tag or Markdown link longer than this is not waited for (the filter still sees it)
 RELAY_IDLE_S = 300.0  # a relay whose producer vanished (the node raised) ends on its own
 
@@ -59,7 +60,7 @@ _BREAK = re.compile(r"(?P<stop>[.!?][\"')\]”’]*\s)(?=\s*\S)|(?P<clause>(?:[,
 _ABBREVIATION = re.compile(r"(?:\b[A-Za-z]|\b(?:mr|mrs|ms|dr|st|no|nr|vs|etc|approx|inc|ltd|jr|sr|e\.g|i\.e))[.]$",
                            re.IGNORECASE)
 # Text the node may turn into a tool call (JSON in content, fenced or tagged) is never streamed as prose.
-_STRUCTURED_START = re.compile(r"^\s*(?:[{\[<]|```)")
+_STRUCTURED_START = re.compile(r"^\s*(?:\{|\[\s*\{|```|<tool_call|<function|<\|)")
 _STRUCTURED = re.compile(r"```|\{\s*\"|<tool_call|<function|\"(?:name|arguments|tool)\"\s*:")
 
 
@@ -228,8 +229,8 @@ class ProgressiveAnswer:
             end = m.end()
             if m.group("stop") and _ABBREVIATION.search(raw[max(start, m.start() - 6):m.start() + 1]):
                 continue  # "Dr. Smith", "e.g. this": not a sentence end, and a name must not be cut
-            if m.group("clause") and end - start < MIN_CLAUSE:
-                continue
+            if m.group("clause") and (end - start < MIN_CLAUSE or len(raw) - end < CLAUSE_LOOKAHEAD):
+                continue  # a value may run on past a comma ("12 Main St, Springfield"): see some of what follows
             if unclosed_tag_start(raw[start:end], TAG_LIMIT) >= 0:
                 continue  # an HTML tag or Markdown link is still open here: the segment grows until it closes
             best = end

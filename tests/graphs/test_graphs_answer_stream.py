@@ -144,3 +144,24 @@ async def test_a_claimed_action_waits_for_the_whole_answer_check() -> None:
     for fine in ("Refunds are processed within 5 days.", "I can cancel it if you confirm.", "Orders ship daily.",
                  "Do you want me to update the address?"):
         assert action_claim_check(fine).stop is None, fine
+
+
+@pytest.mark.parametrize("seed", range(2))
+async def test_a_third_party_value_from_a_tool_result_is_caught_across_chunks(seed: int) -> None:
+    from interlock.graphs.nodes.guards import output_filter
+    from interlock.policies.pii import PiiVault, pseudonymise
+
+    vault = PiiVault()
+    tool_text = "Courier contact: Desmond Okonkwo-Hale, phone +44 20 7946 0321, email d.okonkwo@freightline.co.uk"
+    pseudonymise(output_filter().detector, tool_text, vault, trusted=False, direction="input")
+    assert vault.entries, "the tool result's values are in the vault as third-party values"
+    text = ("Your parcel is with the courier now. You can call them on +44 20 7946 0321 "
+            "or write to d.okonkwo@freightline.co.uk, they answer quickly. We will keep you posted.")
+    answer = ProgressiveAnswer({"messages": [], "pii_vault": vault.to_state()})
+    released = await _feed(answer, text, (1, 4), seed)
+    assert released and released[0] == "Your parcel is with the courier now. "
+    final, _ = await answer.finish(AIMessage(content=text))
+    assert final.content == "".join(answer._sent)
+    for piece in answer._sent:
+        for fragment in ("7946", "0321", "okonkwo", "freightline"):
+            assert fragment not in piece.lower(), (fragment, piece)
