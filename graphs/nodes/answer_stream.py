@@ -51,6 +51,7 @@ CONTEXT_CHARS = 96  # text on each side of a segment that the filter sees, so sp
 MIN_CLAUSE = 24  # a clause boundary (, ; : dash) ends a segment once the segment is at least this long
 CLAUSE_LOOKAHEAD = 16  # ... and this much text after it has arrived (the filter judges a value across it)
 TAG_LIMIT = 1280  # an HTML tag or Markdown link longer than this is not waited for (the filter still sees it)
+RELAY_CHUNK_CHARS = 24  # released text goes out in chunks of this size (RelayChatModel's, for the same framing)
 RELAY_IDLE_S = 300.0  # a relay whose producer vanished (the node raised) ends on its own
 
 # Where a segment may end: after a sentence stop, a clause mark or a line break, with more text already after it
@@ -281,7 +282,9 @@ class ProgressiveAnswer:
             # The relay runs as a child of the node (the task copies the run's context), so LangGraph streams it.
             self._relay = asyncio.create_task(_Relay(queue=self._queue).ainvoke([], config={"tags": [ANSWER_TAG]}))
         self._sent.append(piece)
-        self._queue.put_nowait(piece)
+        # Framing only (the text is guarded already): slices of RELAY_CHUNK_CHARS, as the whole-answer relay sends.
+        for start in range(0, len(piece), RELAY_CHUNK_CHARS):
+            self._queue.put_nowait(piece[start:start + RELAY_CHUNK_CHARS])
 
     # --- ending --------------------------------------------------------------------------------
 
