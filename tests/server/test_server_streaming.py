@@ -10,6 +10,7 @@ so its reply takes seconds to write, and the arrival times of the chunks show wh
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -98,9 +99,8 @@ async def test_rag_answer_streams_sentence_by_sentence(stream_server: ServerProc
     assert_progressive(run)
     # Each released sentence passed the citation check: sources named, ids among the retrieved passages.
     retrieved = {c["chunk_id"][:8] for c in run.state["retrieved"]}
-    for _, _, text in run.answer_chunks()[:-1]:
-        if "[#" in text:
-            assert text.split("[#", 1)[1][:8] in retrieved
+    cited = re.findall(r"\[#([0-9A-Za-z_-]{4,64})\]", "".join(c[2] for c in run.answer_chunks()))
+    assert len(cited) == 8 and {c[:8] for c in cited} <= retrieved, cited
     assert run.state["citations"] and all(c["verified"] for c in run.state["citations"])
     assert any(e.startswith("messages|") for e in run.events) == subgraphs
 
