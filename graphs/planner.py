@@ -26,6 +26,7 @@ from interlock.graphs import prompts, toolcalls
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
 from interlock.graphs.nodes import approval, guards
+from interlock.graphs.nodes.answer_stream import ProgressiveAnswer, action_claim_check
 from interlock.graphs.nodes.answers import deliver, final_message
 from interlock.graphs.nodes.intent import Classify
 from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
@@ -187,7 +188,14 @@ class PlannerNodes:
 
     async def _plan_with_model(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int) -> Command[Any]:
         system = SystemMessage(prompts.PLANNER.format(company=state.get("tenant", "the company")))
-        reply, steps, unusable = await self._checked_model_reply(state, tools, steps, system)
+        # A plain answer streams to clients as it is generated, through the incremental output guard; text that
+        # looks like a tool call is never released.
+        stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards, segment_check=action_claim_check)
+        try:
+            reply, steps, unusable = await self._checked_model_reply(state, tools, steps, system, stream)
+        except ModelsUnavailable:
+            await stream.discard()
+            raise
         reply.response_metadata = {**reply.response_metadata, "interlock_mode": "model"}
         if unusable:
             # The repair budget is spent and the reply is still a tool call nobody can run: say so, never show it.
@@ -195,10 +203,12 @@ class PlannerNodes:
                     "changed. Please rephrase it, or ask me to hand you to a person.")
             update = {"messages": [final_message(text, "model", "tool_error")], "steps": steps, "mode": "model",
                       "outcome": "tool_error"}
+            await stream.discard()
             return Command(goto=END, update=await deliver(self.deps.use_guards, state, update))
         if not reply.tool_calls:
             update = {"messages": [reply], "steps": steps, "mode": "model", "outcome": "answered"}
-            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update))
+            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update, stream=stream))
+        reply = await stream.settle_tool_step(reply)
         calls = [PlannedCall(id=c.get("id") or f"call_{uuid.uuid4().hex[:12]}", tool=c["name"],
                              args=dict(c.get("args") or {})) for c in reply.tool_calls]
         for call, raw in zip(calls, reply.tool_calls, strict=True):
@@ -226,7 +236,8 @@ class PlannerNodes:
         return "required" if names else "auto"
 
     async def _checked_model_reply(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int,
-                                   system: SystemMessage) -> tuple[AIMessage, int, bool]:
+                                   system: SystemMessage, stream: ProgressiveAnswer | None = None,
+                                   ) -> tuple[AIMessage, int, bool]:
         """The planner model's reply with every tool call checked against the tools' schemas: (reply, steps used,
         still unusable). Calls written as text are turned into ordinary tool calls, so they take exactly the path
         (policy, approval, provenance) a native call takes. An unknown tool, arguments that break the schema or
@@ -239,9 +250,11 @@ class PlannerNodes:
         conversation: list[Any] = [system, *state.get("messages", [])]
         for attempt in range(MAX_REPAIRS + 1):
             remaining = self.limits.wall_clock_s - _elapsed(state)
+            if attempt and stream is not None:
+                stream.restart()  # the rejected try released nothing (a call written as text is held back)
             reply, _provider = await self.deps.gateway.ainvoke(
                 "planner", conversation, tenant=state.get("tenant", ""), feature="planner", tools=bound or None,
-                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0))
+                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0), stream=stream)
             calls, from_text = list(reply.tool_calls), None
             if not calls:
                 from_text = toolcalls.recognise(message_text(reply), schemas.keys())

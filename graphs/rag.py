@@ -22,6 +22,7 @@ from interlock.graphs.events import emit
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
 from interlock.graphs.nodes import guards
+from interlock.graphs.nodes.answer_stream import ProgressiveAnswer, SegmentCheck, SegmentVerdict
 from interlock.graphs.nodes.answers import deliver
 from interlock.graphs.retrieval.chunks import Hit
 from interlock.graphs.state import Citation, InterlockState, last_user_text
@@ -155,6 +156,24 @@ def verify_citations(answer: str, chunks: list[Chunk]) -> tuple[list[Citation], 
     if not citations:
         problems.append("the answer cites nothing")
     return list(citations.values()), problems
+
+
+def citation_gate(chunks: list[Chunk]) -> SegmentCheck:
+    """The per-sentence form of the checks `draft_answer` runs on a whole model answer, for streaming it: a
+    sentence with a citation is released once its ids were retrieved and its quotes occur in them (with the
+    sources named as in the final answer); `NOT_IN_CONTEXT` or a failing citation stops the release."""
+
+    def check(segment: str) -> SegmentVerdict:
+        if "NOT_IN_CONTEXT" in segment:
+            return SegmentVerdict(text=segment, stop="not_in_context")
+        if not CITE.search(segment):
+            return SegmentVerdict(text=segment)
+        _, problems = verify_citations(segment, chunks)
+        if problems:
+            return SegmentVerdict(text=segment, stop="citation")
+        return SegmentVerdict(text=name_sources(segment, chunks), passes=True)
+
+    return check
 
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -306,9 +325,12 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
         return "From our help centre:\n" + "\n".join(lines), list(citations.values()), best
 
     async def answer(state: InterlockState) -> dict[str, Any]:
-        return await deliver(deps.use_guards, state, await draft_answer(state))
+        # A model answer streams sentence by sentence once its citations check out (nothing before the first).
+        stream = ProgressiveAnswer(dict(state), use_guards=deps.use_guards, gate_until_pass=True,
+                                   segment_check=citation_gate(state.get("retrieved") or []))
+        return await deliver(deps.use_guards, state, await draft_answer(state, stream), stream=stream)
 
-    async def draft_answer(state: InterlockState) -> dict[str, Any]:
+    async def draft_answer(state: InterlockState, stream: ProgressiveAnswer | None = None) -> dict[str, Any]:
         question = last_user_text(state)
         chunks = state.get("retrieved") or []
         mode = state.get("mode") or "zero-key"
@@ -319,7 +341,7 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
             try:
                 reply, provider = await deps.gateway.ainvoke(
                     "answer", [SystemMessage(prompts.RAG_ANSWER.format(context=context)), HumanMessage(question)],
-                    tenant=state.get("tenant", ""), feature="rag.answer")
+                    tenant=state.get("tenant", ""), feature="rag.answer", stream=stream)
             except ModelsUnavailable:
                 mode = "degraded"
             else:
