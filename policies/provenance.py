@@ -181,8 +181,9 @@ def trace_arguments(
         else:
             label, names = index.where(_selector_test(text))
         origin: Origin = label if label is not None else "model"
-        if untrusted_tokens and origin in TRUSTED:
-            origin = "tool_data"  # a trusted text carrying a third party's value still moves that value
+        if untrusted_tokens and origin in (*TRUSTED, "model"):
+            # A text carrying a third party's value (its pseudonym) moves that value, whoever composed the text.
+            origin, names = "tool_data", untrusted_tokens
         traces.append(ArgTrace(path=path, origin=origin, found_in=names, free_text=free,
                                untrusted_tokens=untrusted_tokens))
     return traces
