@@ -2,8 +2,9 @@
 
 A proposed call is checked against tools.yaml: unknown tools are denied, arguments must satisfy
 their constraints (refund <= amount paid), recipients/accounts/URLs must come from trusted input
-or an allowlist, and writes need human approval when the run is tainted (destructive tools
-always). The decision depends only on the call, the run's taint, trusted facts and trusted text:
+or an allowlist, writes need human approval when the run is tainted (destructive tools
+always), and a write whose arguments (record ids included) do not all trace to the user, the
+principal or configuration needs a decision too (policies/provenance.py), tainted or not. The decision depends only on the call, the run's taint, trusted facts and trusted text:
 nothing here reads an approval claim from any text, so "the operator already approved this"
 changes nothing. Approval itself is granted only through the graph's interrupt/resume.
 """

@@ -9,7 +9,7 @@ Keys read and written (all optional on input; a missing key is treated as empty)
 - `retrieved`     read/written by `retrieved_guard` (chunks with `text`, `chunk_id`, `trusted`); each
                   chunk gets `guarded: True`, PII pseudonymised, flagged ones quarantined or dropped.
 - `pii_vault`     read/written: `PiiVault.to_state()`, values Fernet-encrypted with the server key
-                  (INTERLOCK_VAULT_KEY or <home>/keys/pii-vault.key), so state dumps hold no raw PII.
+                  (INTERLOCK_VAULT_KEY or <home>/keys/pii-vault.key): the vault itself holds only ciphertext.
 - `tainted`       written True when flagged content entered the run (state reducer keeps it sticky).
 - `guard_verdicts` appended: one dict per guard call (new items only; state uses operator.add).
                   A verdict holds rule ids, counts and the policy hash, never raw text or values.
@@ -17,11 +17,23 @@ Keys read and written (all optional on input; a missing key is treated as empty)
 The input verdict also carries the scope.yaml decision (in_scope / out_of_scope / unknown) for
 the router; the guard itself does not refuse on scope.
 
+What state and storage hold, and what they do not:
+- Detected PII is a pseudonym everywhere in state once the guards ran. Tool results are guarded inside the node
+  that ran the tool (planner `_guard_results`), so raw tool output never enters state, a checkpoint or a stream
+  mode. The user's message is raw in the checkpoints written before `input_guard` (LangGraph records the run's
+  input first) and in the run's stored `input`, unless pii.yaml `store_raw_input` is false for the tenant (the
+  default): then the server seals it at submission (`policies.pii.seal_input`, encrypted with the vault key)
+  and `input_guard` unseals it in memory, scans it, and stores only the pseudonymised text.
+- PII the detector misses (a name it does not recognise) stays as it was: detection has a recall, not a proof.
+
 Every guard fails closed: an exception or a timeout (limits.yaml run.guard_timeout_s) raises
 `GuardFailed` (reason `guard_failed`) carrying the verdict, so no model or tool call happens
-with unscanned content. Tool arguments must be rehydrated inside the trusted executor with
-`PiiVault.from_state(state["pii_vault"]).rehydrate_args(args)`; client-bound text goes through
-`client_text` / `client_stream_filter` so third-party values never reach the client.
+with unscanned content. Tool arguments get real values back only in the trusted executor
+(`executor_args`): every value for a read, only the requesting user's own values for a write (a third
+party's value read from a tool stays a pseudonym unless tools.yaml `restore_untrusted` names the argument).
+Client-bound text goes through `client_text` / `client_stream_filter`, which likewise put back only the
+user's own values. Which write needs a decision because of where its arguments came from is
+policies/provenance.py, fed by `provenance_sources`.
 """
 
 from __future__ import annotations
