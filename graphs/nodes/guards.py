@@ -119,6 +119,14 @@ def _pseudonymise_result(policies: PolicySet, vault: PiiVault, value: Any) -> An
     return value
 
 
+def pseudonymised_result(state: dict[str, Any], value: Any) -> tuple[Any, dict[str, Any]]:
+    """A tool result read outside the executor (a playbook's precheck) with PII pseudonymised as untrusted values,
+    and the state update that records the new pseudonyms."""
+    policies = get_policies()
+    vault = PiiVault.from_state(state.get("pii_vault"))
+    return _pseudonymise_result(policies, vault, value), {"pii_vault": vault.to_state()}
+
+
 def _verdict(guard: str, policies: PolicySet, **fields: Any) -> dict[str, Any]:
     return {"guard": guard, "policy_hash": policies.hash, **fields}
 

@@ -30,6 +30,7 @@ def hijack_server(e2e_env: Environment) -> Iterator[Server]:
     if not policies.exists():
         shutil.copytree(e2e_env.policy_dir, policies)
         pii = yaml.safe_load((policies / "pii.yaml").read_text())
+        assert "store_raw_input" in pii
         pii["store_raw_input"] = False
         pii["tenants"] = {RAW_TENANT: {"store_raw_input": True}}
         (policies / "pii.yaml").write_text(yaml.safe_dump(pii, sort_keys=False))
@@ -198,14 +199,19 @@ PLANTED = {
 
 @pytest.mark.parametrize("form", sorted(PLANTED))
 async def test_planted_instructions_written_through_a_tool_taint_the_run_that_reads_them_back(
-    client: Any, e2e_env: Environment, form: str
+    client: Any, hijack_server: Server, e2e_env: Environment, form: str
 ) -> None:
     ticket = "TCK-1003"
-    # The user dictates the comment: it is the user's own text, so the write runs without a decision.
+    # Planted through the write tool: dictated by a user (the write waits for an operator when the dictation
+    # itself was flagged; the operator lets it through, as one might for a ticket that merely quotes it).
     e2e_env.script(call("add_comment", ticket_id=ticket, body=PLANTED[form]), "Added.")
     writer = str((await client.threads.create())["thread_id"])
     await client.runs.wait(writer, "router", input=ask(f"Add a comment to ticket {ticket}: {PLANTED[form]}"),
                            config=config())
+    thread = await client.threads.get(writer)
+    if thread["interrupts"]:
+        response = await decide(hijack_server, interrupt_value(thread)["approval_id"], "acme", decision="approve")
+        assert response.status_code == 200, response.text
     bodies = [c["body"] for c in e2e_env.business("tickets", "SELECT body FROM comments WHERE ticket_id = ?", ticket)]
     assert PLANTED[form] in bodies
     # Read back in another conversation: the tool-output guard flags it and the run is tainted.
