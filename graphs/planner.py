@@ -20,9 +20,10 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from interlock.graphs import prompts, toolcalls
+from interlock.graphs.events import shown_args
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
 from interlock.graphs.nodes import approval, guards
@@ -53,6 +54,9 @@ class PlannedCall(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     # A playbook's reply template for this call's result (zero-key answers); None for model calls.
     reply: str | None = None
+    # Who chose the arguments: the model (each write argument is traced to its source) or a playbook (code that
+    # builds them from the user's message and configuration).
+    origin: Literal["model", "playbook"] = "model"
 
     def as_tool_call(self) -> dict[str, Any]:
         return {"name": self.tool, "args": self.args, "id": self.id, "type": "tool_call"}
@@ -161,7 +165,8 @@ class PlannerNodes:
         """allow / require_approval / deny: the tool policy's decision, never weaker than the server's hints."""
         if info is None:
             return ToolDecision(tool=call.tool, call_id=call.id, action="deny", reasons=["not_available"])
-        decision = (guards.decide_tool_call(dict(state), call.tool, call.args, call_id=call.id) if self.deps.use_guards
+        decision = (guards.decide_tool_call(dict(state), call.tool, call.args, call_id=call.id, origin=call.origin,
+                                            input_schema=info.input_schema) if self.deps.use_guards
                     else ToolDecision(tool=call.tool, call_id=call.id, action="allow"))
         if decision.action == "allow" and info.needs_approval(bool(state.get("tainted"))):
             decision = decision.model_copy(update={"action": "require_approval",
@@ -312,7 +317,8 @@ class PlannerNodes:
                 problems.append(f"the {tool} tool is not available to you right now")
                 continue
             problems += validate_args(args, info.input_schema, vault.rehydrate_args if vault is not None else None)
-            calls.append(PlannedCall(id=f"pb_{uuid.uuid4().hex[:12]}", tool=tool, args=args, reply=reply_template))
+            calls.append(PlannedCall(id=f"pb_{uuid.uuid4().hex[:12]}", tool=tool, args=args, reply=reply_template,
+                                     origin="playbook"))
         if problems:
             return finish("I couldn't do that: " + "; ".join(problems) + ".", "needs_input")
         if pb.precheck is not None and pb.precheck[0] in tools and self.deps.toolbox is not None:
@@ -321,7 +327,10 @@ class PlannerNodes:
             tool, args, field_name, stop_if, reply = pb.precheck
             seen = await self.deps.toolbox.call(_principal(state), tool, args)
             if seen.ok and isinstance(seen.content, dict) and seen.content.get(field_name) in stop_if:
-                return finish(render(reply, {**pb.slots, "result": seen.content}), "answered")
+                result, vault_update = seen.content, {}
+                if self.deps.use_guards:  # the reply is state (and streamed) before the output guard: no raw values
+                    result, vault_update = await asyncio.to_thread(guards.pseudonymised_result, dict(state), result)
+                return finish(render(reply, {**pb.slots, "result": result}), "answered", **vault_update)
         # The playbook's calls are recorded like a model's, marked as coming from a playbook.
         announce = AIMessage(content="", name="playbook", response_metadata={"interlock_mode": mode, "intent": intent},
                              tool_calls=[c.as_tool_call() for c in calls])
@@ -346,6 +355,7 @@ class PlannerNodes:
         messages: list[ToolMessage] = []
         executed: dict[str, Any] = {}
         runnable: list[PlannedCall] = []
+        shown: dict[str, dict[str, Any]] = {}  # the arguments as proposed (pseudonyms), for telemetry
         gated: list[tuple[PlannedCall, ToolInfo, list[str]]] = []
         for call in todo:
             info = tools.get(call.tool)
@@ -357,21 +367,24 @@ class PlannerNodes:
                 executed[call.id] = {"status": "denied", "reasons": decision.reasons}
                 continue
             # Arguments go to the MCP server (and into any approval) with the user's real values.
-            real = call.model_copy(update={"args": vault.rehydrate_args(call.args) if vault is not None else call.args})
+            real = call.model_copy(update={"args": guards.executor_args(dict(state), call.tool, call.args)
+                                           if vault is not None else call.args})
             if decision.action == "require_approval":
                 gated.append((real, info, decision.reasons))
             else:
                 runnable.append(real)
+                shown[call.id] = call.args
         if runnable:
             if used + len(runnable) > self.limits.max_tool_calls:
                 return Command(goto="limit", update={"outcome": "limit_tool_calls", "messages": messages,
                                                      "executed": executed})
             # Independent calls of one step run concurrently.
-            for result in await asyncio.gather(*(self._call_tool(c.tool, c.args, None, c.id, state) for c in runnable)):
+            for result in await asyncio.gather(*(self._call_tool(c.tool, c.args, None, c.id, state, shown.get(c.id))
+                                                 for c in runnable)):
                 messages += result["messages"]
                 executed.update(result["executed"])
-            return Command(goto="guard_tools", update={"messages": messages, "executed": executed,
-                                                       "tool_calls": used + len(runnable)})
+            return Command(goto="guard_tools", update=await self._guard_results(
+                state, {"messages": messages, "executed": executed, "tool_calls": used + len(runnable)}))
         update: dict[str, Any] = {"messages": messages, "executed": executed}
         if gated:
             if used + 1 > self.limits.max_tool_calls:
@@ -386,9 +399,10 @@ class PlannerNodes:
         return Command(goto="observe", update=update)
 
     async def _call_tool(self, tool: str, args: dict[str, Any], approval_id: str | None, call_id: str,
-                         state: InterlockState) -> dict[str, Any]:
+                         state: InterlockState, shown: dict[str, Any] | None = None) -> dict[str, Any]:
         assert self.deps.toolbox is not None
-        outcome = await self.deps.toolbox.call(_principal(state), tool, args, approval_id=approval_id)
+        with shown_args(shown if shown is not None else args):
+            outcome = await self.deps.toolbox.call(_principal(state), tool, args, approval_id=approval_id)
         if not outcome.ok and outcome.code == "already_used":
             # The gate already spent this approval: the call ran before a crash. Never run it again.
             content, status = "Already executed earlier; not repeated.", "success"
@@ -407,9 +421,22 @@ class PlannerNodes:
         async def call(tool: str, args: dict[str, Any], approval_id: str | None, call_id: str) -> dict[str, Any]:
             return await self._call_tool(tool, args, approval_id, call_id, state)
 
-        return Command(goto="guard_tools", update=await approval.decide_and_run(state, config, call))
+        return Command(goto="guard_tools",
+                       update=await self._guard_results(state, await approval.decide_and_run(state, config, call)))
+
+    async def _guard_results(self, state: InterlockState, update: dict[str, Any]) -> dict[str, Any]:
+        """Tool results pass the tool-output guard inside the node that ran the tools, so raw output never enters
+        state, a checkpoint or any stream mode (values, updates, messages, events, debug, with subgraphs)."""
+        if not self.deps.use_guards or not update.get("messages"):
+            return update
+        out = await guards.tool_output_guard({**state, "messages": [*(state.get("messages") or []),
+                                                                    *update["messages"]]})
+        guarded = {m.tool_call_id: m for m in out.get("messages") or [] if isinstance(m, ToolMessage)}
+        messages = [guarded.get(m.tool_call_id, m) if isinstance(m, ToolMessage) else m for m in update["messages"]]
+        return {**update, **{k: v for k, v in out.items() if k != "messages"}, "messages": messages}
 
     async def guard_tools(self, state: InterlockState) -> dict[str, Any]:
+        # Results are guarded where they are produced (_guard_results); this catches any that were not.
         return await guards.tool_output_guard(state) if self.deps.use_guards else {}
 
     # answer -------------------------------------------------------------------------------------------
