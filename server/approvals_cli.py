@@ -63,8 +63,14 @@ def _show(resp: httpx.Response) -> int:
         body = resp.json()
     except ValueError:
         body = {"detail": resp.text}
+    if resp.status_code >= 400:
+        # One line, the server's own words (an unknown tenant's names the known ones and how to register one).
+        detail = body.get("detail") if isinstance(body, dict) else body
+        text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+        print(f"interlock approvals: {text} (HTTP {resp.status_code})", file=sys.stderr)
+        return 1
     print(json.dumps(body, indent=2, default=str))
-    return 0 if resp.status_code < 400 else 1
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:
