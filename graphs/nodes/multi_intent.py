@@ -39,8 +39,8 @@ _REQUEST_START = re.compile(r"^(?:(?:can|could|would|will) you\b|" + "|".join(
 _RECORD_ID = re.compile(r"\b(?:ORD|INV|TCK|T)-?\s?\d{3,}\b", re.IGNORECASE)
 _LEADING_JOINER = re.compile(r"^(?:and|also|plus|then|but|btw|by the way|oh and|and also)\b[\s,]*", re.IGNORECASE)
 MIN_WORDS = 3  # "hi", "thanks", "asap" are not requests of their own (a clause naming a record id always counts)
-# A question whose probability leans this much towards a request is about that request ("where is the parcel
-# actually?" beside a tracking request), not a question of its own.
+# A question whose probability leans this much towards the planner's requests is about that request ("where is the
+# parcel actually?" beside a tracking request), not a question of its own.
 MAX_REQUEST_LEANING = 0.25
 ACTION_ROUTES = ("planner", "escalate")
 
@@ -113,7 +113,7 @@ async def find_question_and_request(
     questions: list[str] = []
     requests: list[IntentPrediction] = []
     for clause, prediction in zip(clauses, predictions, strict=True):
-        leaning = sum(score for name, score in prediction.scores.items() if routes.get(name) in ACTION_ROUTES)
+        leaning = sum(score for name, score in prediction.scores.items() if routes.get(name) == "planner")
         if looks_like_question(clause) and leaning < MAX_REQUEST_LEANING:
             if prediction.route == "rag" or (
                     prediction.route == "refuse" and evidence is not None and await evidence(clause) >= evidence_floor):
