@@ -102,8 +102,8 @@ async def find_question_and_request(
     blur it. Conservative, because a false split answers a question nobody asked: the question must read as one
     and lean towards no request; a clause the classifier puts out of scope counts only when the tenant's
     documents hold a close match (`evidence`, the knowledge-aware routing's measure); the request must be a
-    confident classification (or agree with the whole message's) and, unless the whole message is already a
-    request, read as one (imperative, polite request, or a record id).
+    confident classification (or agree with the whole message's) and read as a request (imperative, polite
+    request, or a record id): "My email is x, how do I reset my password?" states context, it asks no change.
     """
     clauses = [c for c in split_clauses(text) if len(c.split()) >= MIN_WORDS or _RECORD_ID.search(c)]
     if len(clauses) < 2:
@@ -120,8 +120,7 @@ async def find_question_and_request(
                 questions.append(clause)
                 continue
         agrees = acting is not None and prediction.intent == acting[0]
-        if prediction.route in ACTION_ROUTES and (prediction.confident or agrees) and (
-                acting is not None or looks_like_request(clause)):
+        if prediction.route in ACTION_ROUTES and (prediction.confident or agrees) and looks_like_request(clause):
             requests.append(prediction)
     if not questions or not requests:
         return None
