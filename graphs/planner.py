@@ -291,7 +291,7 @@ class PlannerNodes:
                                   mode: str) -> Command[Any]:
         """Zero-key or degraded: the playbook for the routed intent, its arguments checked against the schemas."""
         intent = state.get("intent") or ""
-        text = last_user_text(state)
+        text = state.get("request") or last_user_text(state)  # without a question the router answered apart
         waiting = state.get("awaiting_input") or {}
         if waiting.get("intent") == intent:
             text = f"{waiting.get('text', '')} {text}"

@@ -230,6 +230,11 @@ async def knowledge_evidence(retriever: Any, embedder: Any, question: str, *, te
     return float((vectors[1:] @ vectors[0]).max())
 
 
+def rag_question(state: InterlockState) -> str:
+    """What RAG answers: the question asked beside a request (the router split it off), else the last message."""
+    return state.get("question") or last_user_text(state)
+
+
 def _get_embedder(deps: RagDeps) -> Any:
     if deps.embedder is None:
         from interlock.graphs.retrieval.embeddings import get_embedder
@@ -242,7 +247,7 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
     cfg = deps.config or RagConfig()
 
     async def retrieve(state: InterlockState) -> dict[str, Any]:
-        question = last_user_text(state)
+        question = rag_question(state)
         query, mode = question, state.get("mode") or "zero-key"
         if deps.gateway.has("router") and mode != "degraded":
             try:
@@ -331,7 +336,7 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
         return await deliver(deps.use_guards, state, await draft_answer(state, stream), stream=stream)
 
     async def draft_answer(state: InterlockState, stream: ProgressiveAnswer | None = None) -> dict[str, Any]:
-        question = last_user_text(state)
+        question = rag_question(state)
         chunks = state.get("retrieved") or []
         mode = state.get("mode") or "zero-key"
         verdicts: list[dict[str, Any]] = []

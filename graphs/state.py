@@ -82,6 +82,10 @@ class InterlockState(TypedDict, total=False):
     approval_decision: dict[str, Any] | None
     # A playbook that asked for a missing detail: the next turn continues it.
     awaiting_input: dict[str, Any] | None
+    # A message holding a knowledge question beside a request (graphs/nodes/multi_intent.py): RAG answers
+    # `question`, then the planner acts on `request` (the message without the question). Unset otherwise.
+    question: str | None
+    request: str | None
 
 
 _AUTH_REQUIRED = False
@@ -164,7 +168,8 @@ def identify(state: InterlockState, config: RunnableConfig) -> dict[str, Any]:
     # record deliberately survive across turns.
     return {"principal": principal.model_dump(), "tenant": principal.tenant, "started_at": time.time(),
             "steps": 0, "tool_calls": 0, "outcome": "", "plan": [], "retrieved": [], "citations": [],
-            "pending_approval": None, "approval_decision": None, "route": "", "intent": "", "mode": "zero-key"}
+            "pending_approval": None, "approval_decision": None, "route": "", "intent": "", "mode": "zero-key",
+            "question": None, "request": None}
 
 
 def last_user_text(state: InterlockState) -> str:

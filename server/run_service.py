@@ -95,6 +95,7 @@ async def create_run(
         check_url(body.webhook)
     access = Access(svc, user)
     assistant = await access.assistant_for_run(body.assistant_id)
+    await access.check_named_tenants(assistant.get("config"), body.config)
     temporary = thread_id is None
     run_id = clock.new_id()
     value = {
