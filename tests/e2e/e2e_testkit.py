@@ -190,6 +190,7 @@ class Environment:
     def _seed(self) -> None:
         """`interlock seed` (business data + help centre), then `interlock ingest` of the test documents."""
         self._cli("seed", "--reset")
+        self._cli("tenants", "add", BUDGET_TENANT)  # local mode accepts registered tenants only
         extra = self.root / "extra-kb"
         extra.mkdir()
         (extra / "gift-wrapping.md").write_text(POISONED_DOC)
