@@ -24,7 +24,9 @@ What state and storage hold, and what they do not:
   input first) and in the run's stored `input`, unless pii.yaml `store_raw_input` is false for the tenant (the
   default): then the server seals it at submission (`policies.pii.seal_input`, encrypted with the vault key)
   and `input_guard` unseals it in memory, scans it, and stores only the pseudonymised text.
-- PII the detector misses (a name it does not recognise) stays as it was: detection has a recall, not a proof.
+- A tool result's fields that tools.yaml declares personal (`pii_fields`: a customer's name, email, phone) are
+  pseudonyms whatever the detector finds (policies/pii_fields.py). Other PII the detector misses (a name it does
+  not recognise in free text) stays as it was: detection has a recall, not a proof.
 
 Every guard fails closed: an exception or a timeout (limits.yaml run.guard_timeout_s) raises
 `GuardFailed` (reason `guard_failed`) carrying the verdict, so no model or tool call happens
