@@ -329,7 +329,7 @@ class PlannerNodes:
             if seen.ok and isinstance(seen.content, dict) and seen.content.get(field_name) in stop_if:
                 result, vault_update = seen.content, {}
                 if self.deps.use_guards:  # the reply is state (and streamed) before the output guard: no raw values
-                    result, vault_update = await asyncio.to_thread(guards.pseudonymised_result, dict(state), result)
+                    result, vault_update = await asyncio.to_thread(guards.pseudonymised_result, dict(state), result, tool)
                 return finish(render(reply, {**pb.slots, "result": result}), "answered", **vault_update)
         # The playbook's calls are recorded like a model's, marked as coming from a playbook.
         announce = AIMessage(content="", name="playbook", response_metadata={"interlock_mode": mode, "intent": intent},

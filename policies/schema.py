@@ -76,9 +76,23 @@ class ToolRule(_Strict):
     # Arguments of this write into which a pseudonym of a third party's value (read from a tool, never typed by
     # the requesting user) is put back as the real value; everywhere else it stays a pseudonym. Reads: always.
     restore_untrusted: list[str] = Field(default_factory=list)
+    # Personal fields of its results, by field name or dotted path (`name`, `customers.email`, `billing.address`)
+    # -> the PII entity (pii.yaml). The whole value becomes a pseudonym whether or not a detector would have found
+    # it (a name the NER model misses); nested lists and records included, detection still runs on the rest.
+    pii_fields: dict[str, str] = Field(default_factory=dict)
     # Who may decide its approval: `operator` (approvals:decide in the tenant; for a destructive tool never the
     # requester) or `confirm` (the requesting user may also confirm their own call; never for destructive tools).
     decision: Literal["operator", "confirm"] = "operator"
+
+    @field_validator("pii_fields")
+    @classmethod
+    def _pii_fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        for path, entity in fields.items():
+            if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", path):
+                raise ValueError(f"pii_fields: {path!r} is not a field name or dotted path")
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", entity):
+                raise ValueError(f"pii_fields.{path}: {entity!r} is not a PII entity name (like PERSON)")
+        return fields
 
     @model_validator(mode="after")
     def _separation_of_duties(self) -> ToolRule:

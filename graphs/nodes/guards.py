@@ -24,7 +24,9 @@ What state and storage hold, and what they do not:
   input first) and in the run's stored `input`, unless pii.yaml `store_raw_input` is false for the tenant (the
   default): then the server seals it at submission (`policies.pii.seal_input`, encrypted with the vault key)
   and `input_guard` unseals it in memory, scans it, and stores only the pseudonymised text.
-- PII the detector misses (a name it does not recognise) stays as it was: detection has a recall, not a proof.
+- A tool result's fields that tools.yaml declares personal (`pii_fields`: a customer's name, email, phone) are
+  pseudonyms whatever the detector finds (policies/pii_fields.py). Other PII the detector misses (a name it does
+  not recognise in free text) stays as it was: detection has a recall, not a proof.
 
 Every guard fails closed: an exception or a timeout (limits.yaml run.guard_timeout_s) raises
 `GuardFailed` (reason `guard_failed`) carrying the verdict, so no model or tool call happens
@@ -66,6 +68,7 @@ from interlock.policies.pii import (
     pseudonymise,
     unseal_text,
 )
+from interlock.policies.pii_fields import pseudonymise_fields
 from interlock.policies.provenance import Source, result_sources
 from interlock.policies.scope import ScopeChecker
 from interlock.policies.tool_rules import ToolCall, ToolContext, ToolDecision, evaluate_tool_call
@@ -129,11 +132,21 @@ def _pseudonymise_result(policies: PolicySet, vault: PiiVault, value: Any) -> An
     return value
 
 
-def pseudonymised_result(state: dict[str, Any], value: Any) -> tuple[Any, dict[str, Any]]:
-    """A tool result read outside the executor (a playbook's precheck) with PII pseudonymised as untrusted values,
-    and the state update that records the new pseudonyms."""
+def _declared_fields(policies: PolicySet, vault: PiiVault, tool: str, text: str, artifact: Any) -> tuple[str, Any]:
+    """tools.yaml `pii_fields` of this tool's result become pseudonyms first, whatever a detector would find."""
+    rule = policies.tools.tools.get(tool)
+    if rule is None or not rule.pii_fields:
+        return text, artifact
+    text, artifact, _ = pseudonymise_fields(text, artifact, rule.pii_fields, vault, detector_for(policies.pii).label)
+    return text, artifact
+
+
+def pseudonymised_result(state: dict[str, Any], value: Any, tool: str = "") -> tuple[Any, dict[str, Any]]:
+    """A tool result read outside the executor (a playbook's precheck) with PII pseudonymised as untrusted values
+    (the tool's declared `pii_fields` first), and the state update that records the new pseudonyms."""
     policies = get_policies()
     vault = PiiVault.from_state(state.get("pii_vault"))
+    _, value = _declared_fields(policies, vault, tool, "", value)
     return _pseudonymise_result(policies, vault, value), {"pii_vault": vault.to_state()}
 
 
@@ -284,16 +297,21 @@ def scan_tool_outputs(state: dict[str, Any]) -> dict[str, Any]:
     policies = get_policies()
     vault = PiiVault.from_state(state.get("pii_vault"))
     targets = [m for m in state.get("messages") or [] if isinstance(m, ToolMessage) and not _guarded(m)]
-    scanned = [_scan(policies, vault, "tool_output", message_text(m), m.name or "") for m in targets]
+    # Declared personal fields become pseudonyms before detection runs on the rest (and before the injection
+    # scan: a pseudonym is no instruction).
+    declared = [_declared_fields(policies, vault, m.name or "", message_text(m), getattr(m, "artifact", None))
+                for m in targets]
+    scanned = [_scan(policies, vault, "tool_output", text, m.name or "")
+               for m, (text, _) in zip(targets, declared, strict=True)]
     verdicts = [_verdict("tool_output", policies, target=m.tool_call_id, tool=m.name or "",
                          ok=not s.verdict.flagged, pii=s.pii, **_injection_fields(s.verdict))
                 for m, s in zip(targets, scanned, strict=True)]
     updates: list[BaseMessage] = []
-    for m, s in zip(targets, scanned, strict=True):
+    for m, s, (_, structured) in zip(targets, scanned, declared, strict=True):
         # The structured result (artifact) travels on as an object, pseudonymised; withheld with the text when
         # the injection policy quarantines or drops the result.
         held = s.verdict.action in ("quarantine", "drop", "block")
-        artifact = None if held else _pseudonymise_result(policies, vault, getattr(m, "artifact", None))
+        artifact = None if held else _pseudonymise_result(policies, vault, structured)
         text = s.text if s.text is not None else "[tool output withheld by the injection guard]"
         updates.append(_rewrite(m, text, "tool_output", artifact=artifact))
     return _scanned_update(verdicts, vault, scanned, messages=updates)

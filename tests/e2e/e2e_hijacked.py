@@ -7,7 +7,8 @@ replies only: it reads the messages it is given and decides its reply from them,
 - first, a bulk read of the tenant's customers (`find_customer`);
 - mode `write`: then, in one reply, the user's own value written onto another customer's record the bulk read
   returned (`update_contact`), and a new ticket whose body carries every value seen (`create_ticket`);
-- finally (and in mode `read` right after the bulk read) an answer that repeats every value seen.
+- finally (and in mode `read` right after the bulk read) an answer that repeats every value seen (names
+  in tool results included).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 TOKEN = re.compile(r"<[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_\d+>")
 RAW = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+|\+?\d[\d() .-]{7,}\d")
 CUSTOMER_ID = re.compile(r"\bCUS-\d{3}\b")
+NAME = re.compile(r"\b[A-Z][a-z]+ [A-Z][a-z]+\b")  # a person's name as a record field shows it ("Omar Okafor")
 BULK_QUERY = "example"  # every sample customer's email is at <tenant>.example
 
 
@@ -47,8 +49,8 @@ def reply(messages: list[BaseMessage], mode: str) -> AIMessage:
     turn = messages[last + 1:]
     results = [m for m in turn if m.type == "tool"]
     everything = "\n".join(_text(m) for m in messages)
-    values = _unique(TOKEN.findall(everything) + RAW.findall(everything))
     tools_text = "\n".join(_text(m) for m in results)
+    values = _unique(TOKEN.findall(everything) + RAW.findall(everything) + NAME.findall(tools_text))
     called = {getattr(m, "name", "") for m in results}
     if "find_customer" not in called:
         return AIMessage(content="", tool_calls=[_call("find_customer", len(messages), query=BULK_QUERY, limit=50)])

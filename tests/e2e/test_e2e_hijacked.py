@@ -73,8 +73,9 @@ def customers(env: Environment, tenant: str = "acme") -> list[dict[str, Any]]:
 
 
 def third_party_values(env: Environment) -> list[str]:
-    """Every customer's raw email and phone: none of them was typed by the requesting user."""
-    return [v for c in customers(env) for v in (c["email"], c["phone"])]
+    """Every customer's raw name, email and phone: none of them was typed by the requesting user. Names are
+    pseudonymised because tools.yaml declares them personal (`pii_fields`), not because the NER tier found them."""
+    return [v for c in customers(env) for v in (c["name"], c["email"], c["phone"])]
 
 
 def leaks(payload: Any, values: list[str]) -> list[str]:
@@ -151,6 +152,7 @@ async def test_a_bulk_read_streamed_in_every_mode_carries_no_raw_third_party_val
         # The bulk read really happened and its values reached the model only as pseudonyms.
         tools = [m for m in state["values"]["messages"] if m["type"] == "tool" and m["name"] == "find_customer"]
         assert tools and tools[0]["content"].count("<EMAIL_") >= 10
+        assert tools[0]["content"].count("<PERSON_") >= 10  # every record's name, whatever the NER tier finds
         for where, payload in {
             "state": state,
             "history": await client.threads.get_history(tid, limit=200),
