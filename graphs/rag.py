@@ -191,6 +191,13 @@ def looks_like_search_query(candidate: str, question: str, max_words: int = 16) 
     return set(re.findall(r"\d+", text)) <= set(re.findall(r"\d+", question))
 
 
+_NEGATION = re.compile(r"\b(?:not|no|never|none|cannot|without)\b|n't\b", re.I)
+
+
+def _negated(sentence: str) -> bool:
+    return bool(_NEGATION.search(sentence))
+
+
 def _numbers(text: str) -> set[str]:
     return set(re.findall(r"\d+(?:[.,]\d+)?", text))
 
@@ -215,6 +222,8 @@ def attribute_citations(answer: str, chunks: list[Chunk], embed: Any, *, min_sim
         words, text = _terms(sentence), chunk.get("text", "")
         coverage = len(words & _terms(text)) / max(len(words), 1)
         if sims[i][best] < min_similarity or coverage < min_coverage or not _numbers(sentence) <= _numbers(text):
+            return None
+        if _negated(sentence) != _negated(candidates[best][0]):  # "are not free" is close to "are free" in meaning
             return None
         at = cited.find(sentence)
         if at < 0:

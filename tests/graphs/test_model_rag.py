@@ -173,6 +173,7 @@ async def test_an_uncited_answer_every_sentence_of_which_a_passage_backs_gets_it
     "Standard shipping takes 3 to 5 business days within the EU. Express delivery is always free of charge.",
     "Standard shipping takes 1 to 2 business days within the EU.",  # a number no passage has
     "Shipping is always free.",  # short sentences are checked too
+    "Standard shipping does not take 3 to 5 business days within the EU.",  # the passage's words, negated
 ])
 async def test_an_uncited_answer_with_an_unbacked_sentence_falls_back_to_quotes(kb_retriever: Any,
                                                                                 uncited: str) -> None:
