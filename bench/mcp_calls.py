@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PRINCIPAL = {"sub": "bench", "tenant": "acme", "scopes": ["orders:read"]}
+PRINCIPAL = {"sub": "bench", "tenant": "acme", "scopes": ["orders:read", "customers:any"]}
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -20,14 +20,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from interlock.graphs.events import USAGE_EVENT, emit
 from interlock.policies import POLICY_DIR
 from interlock.policies.graph_schema import ModelsPolicy, ProviderConfig, Tier, load_models_policy
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -146,8 +146,54 @@ class ScriptedChatModel(BaseChatModel):
             calls = [{"name": c["name"], "args": c.get("args", {}), "id": "", "type": "tool_call"}
                      for c in item.get("tool_calls", [])]
             replies.append(AIMessage(content=item.get("content", ""), tool_calls=calls))
-        return cls(replies=replies, repeat=data.get("repeat", "last"),
-                   delay_s=float(data.get("delay_s", 0)), fail_status=data.get("fail_status"))
+        fields: dict[str, Any] = {"replies": replies, "repeat": data.get("repeat", "last"),
+                                  "delay_s": float(data.get("delay_s", 0)), "fail_status": data.get("fail_status")}
+        if data.get("stream"):  # {"stream": {"chunk_chars": 4, "token_delay_s": 0.02}}
+            return StreamingScriptedChatModel(**fields, **dict(data["stream"]))
+        return cls(**fields)
+
+
+class StreamingScriptedChatModel(ScriptedChatModel):
+    """The scripted model, streaming its replies the way a provider does: `delay_s` before the first token,
+    then `chunk_chars` characters every `token_delay_s` (tests and benches of token streaming).
+
+    A reply may contain `{cite}`: it becomes the first `[#id]` passage marker of the prompt (RAG's context),
+    so a scripted answer can cite whatever this run retrieved."""
+
+    chunk_chars: int = 4
+    token_delay_s: float = 0.02
+
+    def _scripted(self, messages: list[BaseMessage]) -> AIMessage:
+        message = self._next_reply()
+        if isinstance(message.content, str) and "{cite}" in message.content:
+            prompt = "\n".join(str(m.content) for m in messages)
+            marker = re.search(r"\[#[0-9A-Za-z_-]{4,64}\]", prompt)
+            message.content = message.content.replace("{cite}", marker.group(0) if marker else "")
+        return message
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: Any = None, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        message = self._scripted(messages)
+        text = message.content if isinstance(message.content, str) else ""
+        step = max(self.chunk_chars, 1)
+        for start in range(0, len(text), step):
+            if start and self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=text[start:start + step]))
+        calls = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i,
+                  "type": "tool_call_chunk"} for i, c in enumerate(message.tool_calls)]
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=calls,
+                                                         usage_metadata=message.usage_metadata))
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        chunks = [c async for c in self._astream(messages, stop, **kwargs)]
+        total = chunks[0].message
+        for chunk in chunks[1:]:
+            total = total + chunk.message
+        return ChatResult(generations=[ChatGeneration(message=message_chunk_to_message(total))])
 
 
 # --- circuit breaker and usage ledger ----------------------------------------------------------
@@ -429,6 +475,36 @@ def estimate_usage(messages: Sequence[BaseMessage], reply: AIMessage | None,
     return tin, tout
 
 
+class TokenSink(Protocol):
+    """Where a streamed call's raw text goes (graphs/nodes/answer_stream.py `ProgressiveAnswer`)."""
+
+    async def feed(self, text: str) -> None: ...
+
+    def hold(self, reason: str = "tool_call") -> None: ...
+
+    def restart(self) -> bool: ...
+
+
+async def _stream_into(runnable: Runnable[Any, Any], messages: list[BaseMessage], sink: TokenSink) -> AIMessage:
+    """Consume a provider's token stream, feeding its text to `sink`; the whole reply, tool calls included."""
+    total: Any = None
+    async for chunk in runnable.astream(messages, config={"tags": ["nostream"]}):
+        if not isinstance(chunk, AIMessageChunk):  # a model without streaming answers in one message
+            total = chunk
+            content = getattr(chunk, "content", "")
+            if getattr(chunk, "tool_calls", None):
+                sink.hold()
+            await sink.feed(content if isinstance(content, str) else "")
+            continue
+        total = chunk if total is None else total + chunk
+        if chunk.tool_call_chunks:
+            sink.hold()  # the reply calls tools: its text is not the answer
+        await sink.feed(chunk.text)
+    if isinstance(total, AIMessageChunk):
+        return message_chunk_to_message(total)  # type: ignore[return-value]
+    return total if isinstance(total, AIMessage) else AIMessage(content=str(getattr(total, "content", "") or ""))
+
+
 class ModelGateway:
     """Calls the failover chain of a tier. Construct with `from_policy()` or with explicit chains."""
 
@@ -501,10 +577,13 @@ class ModelGateway:
 
     async def ainvoke(self, tier: Tier | str, messages: Sequence[BaseMessage], *, tenant: str = "",
                       feature: str = "", tools: Sequence[Any] | None = None, tool_choice: str | None = None,
-                      deadline: float | None = None) -> tuple[AIMessage, str]:
+                      deadline: float | None = None, stream: TokenSink | None = None) -> tuple[AIMessage, str]:
         """The first provider's answer as (message, provider name); `ModelsUnavailable` if none.
 
-        `tool_choice` ("auto", "required" or a tool's name) is sent with `tools` when given."""
+        `tool_choice` ("auto", "required" or a tool's name) is sent with `tools` when given. With `stream`, the
+        provider is called in streaming mode and its raw text fed to the sink as it arrives (the sink guards and
+        releases it to clients). Once the sink has released text, a failing provider is not failed over (its
+        successor would write a different answer): `ModelsUnavailable` is raised instead."""
         chain = self.chains.get(tier, [])
         failures: list[str] = []
         end = time.monotonic() + self.chain_timeout_s
@@ -524,18 +603,23 @@ class ModelGateway:
                 try:
                     # Internal call: its raw tokens must not stream to clients (the answer is guarded first, then
                     # relayed by `relay_to_client`); "nostream" keeps it out of the messages stream mode.
-                    message = await asyncio.wait_for(runnable.ainvoke(list(messages), config={"tags": ["nostream"]}),
-                                                     timeout=min(provider.config.timeout_s, remaining))
+                    call = (_stream_into(runnable, list(messages), stream) if stream is not None
+                            else runnable.ainvoke(list(messages), config={"tags": ["nostream"]}))
+                    message = await asyncio.wait_for(call, timeout=min(provider.config.timeout_s, remaining))
                 except TimeoutError:
                     provider.breaker.record(False)
                     await self._record(provider, tier, tenant, feature, None, started, "timeout")
                     failures.append(f"{provider.name}: timeout")
+                    if stream is not None and not stream.restart():
+                        raise ModelsUnavailable(str(tier), failures) from None
                     break  # a hung provider gets no retry: it would eat the whole budget
                 except Exception as exc:  # SDK errors vary; classify by status
                     status = status_of(exc)
                     provider.breaker.record(False)
                     await self._record(provider, tier, tenant, feature, None, started, f"error {status or type(exc).__name__}")
                     failures.append(f"{provider.name}: {status or type(exc).__name__}")
+                    if stream is not None and not stream.restart():
+                        raise ModelsUnavailable(str(tier), failures) from None
                     if status in RETRYABLE_STATUS and attempt < provider.config.max_retries \
                             and provider.breaker.allow():
                         await asyncio.sleep(min(self.backoff_base_s * 2**attempt, max(0.0, end - time.monotonic())))
@@ -607,11 +691,9 @@ class RelayChatModel(BaseChatModel):
 
     async def _astream(self, messages: Any, stop: Any = None, run_manager: Any = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        # langchain-core reports each yielded chunk to the callbacks itself (reporting it here too sent it twice).
         for start in range(0, len(self.text), self.chunk_chars) or [0]:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=self.text[start:start + self.chunk_chars]))
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+            yield ChatGenerationChunk(message=AIMessageChunk(content=self.text[start:start + self.chunk_chars]))
 
 
 async def relay_to_client(message: AIMessage) -> AIMessage:

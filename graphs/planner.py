@@ -20,12 +20,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from interlock.graphs import prompts, toolcalls
+from interlock.graphs.events import shown_args
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
 from interlock.graphs.nodes import approval, guards
+from interlock.graphs.nodes.answer_stream import ProgressiveAnswer, action_claim_check
 from interlock.graphs.nodes.answers import deliver, final_message
 from interlock.graphs.nodes.intent import Classify
 from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
@@ -52,6 +54,9 @@ class PlannedCall(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     # A playbook's reply template for this call's result (zero-key answers); None for model calls.
     reply: str | None = None
+    # Who chose the arguments: the model (each write argument is traced to its source) or a playbook (code that
+    # builds them from the user's message and configuration).
+    origin: Literal["model", "playbook"] = "model"
 
     def as_tool_call(self) -> dict[str, Any]:
         return {"name": self.tool, "args": self.args, "id": self.id, "type": "tool_call"}
@@ -232,7 +237,8 @@ class PlannerNodes:
         """allow / require_approval / deny: the tool policy's decision, never weaker than the server's hints."""
         if info is None:
             return ToolDecision(tool=call.tool, call_id=call.id, action="deny", reasons=["not_available"])
-        decision = (guards.decide_tool_call(dict(state), call.tool, call.args, call_id=call.id) if self.deps.use_guards
+        decision = (guards.decide_tool_call(dict(state), call.tool, call.args, call_id=call.id, origin=call.origin,
+                                            input_schema=info.input_schema) if self.deps.use_guards
                     else ToolDecision(tool=call.tool, call_id=call.id, action="allow"))
         if decision.action == "allow" and info.needs_approval(bool(state.get("tainted"))):
             decision = decision.model_copy(update={"action": "require_approval",
@@ -259,11 +265,23 @@ class PlannerNodes:
 
     async def _plan_with_model(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int) -> Command[Any]:
         system = SystemMessage(prompts.PLANNER.format(company=state.get("tenant", "the company")))
-        reply, steps, unusable = await self._checked_model_reply(state, self._offered(state, tools), steps, system)
+        # A plain answer streams to clients as it is generated, through the incremental output guard; text that
+        # looks like a tool call is never released.
+        stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards, segment_check=action_claim_check)
+        try:
+            reply, steps, unusable = await self._checked_model_reply(state, self._offered(state, tools), steps,
+                                                                     system, stream)
+        except ModelsUnavailable:
+            await stream.discard()
+            raise
         if not unusable and repeats_executed_calls(reply.tool_calls, state):
-            # Nothing new to run: the results are already in the conversation, so the model must answer now.
-            reply, steps = await self._answer_from_results(state, steps, system)
-            unusable = False
+            # Nothing new to run: the results are already in the conversation, so the model must answer now. The
+            # repeated call (text is held back, never released) is forgotten and the answer streams afresh.
+            if not stream.restart():
+                await stream.discard()
+                stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards,
+                                           segment_check=action_claim_check)
+            reply, steps = await self._answer_from_results(state, steps, system, stream)
         reply.response_metadata = {**reply.response_metadata, "interlock_mode": "model"}
         if unusable:
             # The repair budget is spent and the reply is still a tool call nobody can run: say so, never show it.
@@ -271,10 +289,12 @@ class PlannerNodes:
                     "changed. Please rephrase it, or ask me to hand you to a person.")
             update = {"messages": [final_message(text, "model", "tool_error")], "steps": steps, "mode": "model",
                       "outcome": "tool_error"}
+            await stream.discard()
             return Command(goto=END, update=await deliver(self.deps.use_guards, state, update))
         if not reply.tool_calls:
             update = {"messages": [reply], "steps": steps, "mode": "model", "outcome": "answered"}
-            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update))
+            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update, stream=stream))
+        reply = await stream.settle_tool_step(reply)
         calls = [PlannedCall(id=c.get("id") or f"call_{uuid.uuid4().hex[:12]}", tool=c["name"],
                              args=dict(c.get("args") or {})) for c in reply.tool_calls]
         for call, raw in zip(calls, reply.tool_calls, strict=True):
@@ -296,8 +316,8 @@ class PlannerNodes:
         offered = {name: info for name, info in tools.items() if info.server in servers}
         return offered or tools
 
-    async def _answer_from_results(self, state: InterlockState, steps: int,
-                                   system: SystemMessage) -> tuple[AIMessage, int]:
+    async def _answer_from_results(self, state: InterlockState, steps: int, system: SystemMessage,
+                                   stream: ProgressiveAnswer | None = None) -> tuple[AIMessage, int]:
         """The answer once the model only repeats calls that already ran: asked once more with no tools bound (the
         Qwen template lists bound tools in the prompt whatever `tool_choice` says, and a model shown tools keeps
         calling them); when that is again a call, or nothing, the answer is written from the tool results."""
@@ -310,13 +330,15 @@ class PlannerNodes:
             try:
                 reply, _provider = await self.deps.gateway.ainvoke(
                     "planner", [system, *state.get("messages", []), nudge], tenant=state.get("tenant", ""),
-                    feature="planner", deadline=time.monotonic() + max(remaining, 0.0))
+                    feature="planner", deadline=time.monotonic() + max(remaining, 0.0), stream=stream)
             except ModelsUnavailable:
                 reply = None
             text = message_text(reply) if reply is not None else ""
             if reply is not None and not reply.tool_calls and text.strip() and not toolcalls.recognise(text).attempted:
                 return AIMessage(content=text, id=reply.id, usage_metadata=reply.usage_metadata,
                                  response_metadata=dict(reply.response_metadata)), steps
+            if stream is not None:
+                stream.restart()  # a call written as text was held back; the summary below goes out instead
         return AIMessage(content=results_summary(state, self.deps.playbooks or default_playbooks()),
                          response_metadata={"answer_from": "tool_results"}), steps
 
@@ -338,7 +360,8 @@ class PlannerNodes:
         return "required" if names else "auto"
 
     async def _checked_model_reply(self, state: InterlockState, tools: dict[str, ToolInfo], steps: int,
-                                   system: SystemMessage) -> tuple[AIMessage, int, bool]:
+                                   system: SystemMessage, stream: ProgressiveAnswer | None = None,
+                                   ) -> tuple[AIMessage, int, bool]:
         """The planner model's reply with every tool call checked against the tools' schemas: (reply, steps used,
         still unusable). Calls written as text are turned into ordinary tool calls, so they take exactly the path
         (policy, approval, provenance) a native call takes. An unknown tool, arguments that break the schema or
@@ -351,9 +374,11 @@ class PlannerNodes:
         conversation: list[Any] = [system, *state.get("messages", [])]
         for attempt in range(MAX_REPAIRS + 1):
             remaining = self.limits.wall_clock_s - _elapsed(state)
+            if attempt and stream is not None:
+                stream.restart()  # the rejected try released nothing (a call written as text is held back)
             reply, _provider = await self.deps.gateway.ainvoke(
                 "planner", conversation, tenant=state.get("tenant", ""), feature="planner", tools=bound or None,
-                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0))
+                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0), stream=stream)
             calls, from_text = list(reply.tool_calls), None
             if not calls:
                 from_text = toolcalls.recognise(message_text(reply), schemas.keys())
@@ -385,11 +410,13 @@ class PlannerNodes:
                                   mode: str) -> Command[Any]:
         """Zero-key or degraded: the playbook for the routed intent, its arguments checked against the schemas."""
         intent = state.get("intent") or ""
-        text = last_user_text(state)
+        text = state.get("request") or last_user_text(state)  # without a question the router answered apart
         waiting = state.get("awaiting_input") or {}
         if waiting.get("intent") == intent:
             text = f"{waiting.get('text', '')} {text}"
-        pb = playbook_plan(intent, text, self.deps.playbooks or default_playbooks(), principal=_principal(state).sub)
+        principal = _principal(state)  # a bound end user's slots name their customer, else the subject
+        pb = playbook_plan(intent, text, self.deps.playbooks or default_playbooks(),
+                           principal=principal.customer_id or principal.sub)
 
         def finish(message: str, outcome: str, **extra: Any) -> Command[Any]:
             return Command(goto=END, update={"messages": [final_message(message, mode, outcome)], "mode": mode,
@@ -409,7 +436,8 @@ class PlannerNodes:
                 problems.append(f"the {tool} tool is not available to you right now")
                 continue
             problems += validate_args(args, info.input_schema, vault.rehydrate_args if vault is not None else None)
-            calls.append(PlannedCall(id=f"pb_{uuid.uuid4().hex[:12]}", tool=tool, args=args, reply=reply_template))
+            calls.append(PlannedCall(id=f"pb_{uuid.uuid4().hex[:12]}", tool=tool, args=args, reply=reply_template,
+                                     origin="playbook"))
         if problems:
             return finish("I couldn't do that: " + "; ".join(problems) + ".", "needs_input")
         if pb.precheck is not None and pb.precheck[0] in tools and self.deps.toolbox is not None:
@@ -418,7 +446,10 @@ class PlannerNodes:
             tool, args, field_name, stop_if, reply = pb.precheck
             seen = await self.deps.toolbox.call(_principal(state), tool, args)
             if seen.ok and isinstance(seen.content, dict) and seen.content.get(field_name) in stop_if:
-                return finish(render(reply, {**pb.slots, "result": seen.content}), "answered")
+                result, vault_update = seen.content, {}
+                if self.deps.use_guards:  # the reply is state (and streamed) before the output guard: no raw values
+                    result, vault_update = await asyncio.to_thread(guards.pseudonymised_result, dict(state), result, tool)
+                return finish(render(reply, {**pb.slots, "result": result}), "answered", **vault_update)
         # The playbook's calls are recorded like a model's, marked as coming from a playbook.
         announce = AIMessage(content="", name="playbook", response_metadata={"interlock_mode": mode, "intent": intent},
                              tool_calls=[c.as_tool_call() for c in calls])
@@ -443,6 +474,7 @@ class PlannerNodes:
         messages: list[ToolMessage] = []
         executed: dict[str, Any] = {}
         runnable: list[PlannedCall] = []
+        shown: dict[str, dict[str, Any]] = {}  # the arguments as proposed (pseudonyms), for telemetry
         gated: list[tuple[PlannedCall, ToolInfo, list[str]]] = []
         for call in todo:
             info = tools.get(call.tool)
@@ -454,21 +486,24 @@ class PlannerNodes:
                 executed[call.id] = {"status": "denied", "reasons": decision.reasons}
                 continue
             # Arguments go to the MCP server (and into any approval) with the user's real values.
-            real = call.model_copy(update={"args": vault.rehydrate_args(call.args) if vault is not None else call.args})
+            real = call.model_copy(update={"args": guards.executor_args(dict(state), call.tool, call.args)
+                                           if vault is not None else call.args})
             if decision.action == "require_approval":
                 gated.append((real, info, decision.reasons))
             else:
                 runnable.append(real)
+                shown[call.id] = call.args
         if runnable:
             if used + len(runnable) > self.limits.max_tool_calls:
                 return Command(goto="limit", update={"outcome": "limit_tool_calls", "messages": messages,
                                                      "executed": executed})
             # Independent calls of one step run concurrently.
-            for result in await asyncio.gather(*(self._call_tool(c.tool, c.args, None, c.id, state) for c in runnable)):
+            for result in await asyncio.gather(*(self._call_tool(c.tool, c.args, None, c.id, state, shown.get(c.id))
+                                                 for c in runnable)):
                 messages += result["messages"]
                 executed.update(result["executed"])
-            return Command(goto="guard_tools", update={"messages": messages, "executed": executed,
-                                                       "tool_calls": used + len(runnable)})
+            return Command(goto="guard_tools", update=await self._guard_results(
+                state, {"messages": messages, "executed": executed, "tool_calls": used + len(runnable)}))
         update: dict[str, Any] = {"messages": messages, "executed": executed}
         if gated:
             if used + 1 > self.limits.max_tool_calls:
@@ -483,9 +518,10 @@ class PlannerNodes:
         return Command(goto="observe", update=update)
 
     async def _call_tool(self, tool: str, args: dict[str, Any], approval_id: str | None, call_id: str,
-                         state: InterlockState) -> dict[str, Any]:
+                         state: InterlockState, shown: dict[str, Any] | None = None) -> dict[str, Any]:
         assert self.deps.toolbox is not None
-        outcome = await self.deps.toolbox.call(_principal(state), tool, args, approval_id=approval_id)
+        with shown_args(shown if shown is not None else args):
+            outcome = await self.deps.toolbox.call(_principal(state), tool, args, approval_id=approval_id)
         if not outcome.ok and outcome.code == "already_used":
             # The gate already spent this approval: the call ran before a crash. Never run it again.
             content, status = "Already executed earlier; not repeated.", "success"
@@ -504,9 +540,22 @@ class PlannerNodes:
         async def call(tool: str, args: dict[str, Any], approval_id: str | None, call_id: str) -> dict[str, Any]:
             return await self._call_tool(tool, args, approval_id, call_id, state)
 
-        return Command(goto="guard_tools", update=await approval.decide_and_run(state, config, call))
+        return Command(goto="guard_tools",
+                       update=await self._guard_results(state, await approval.decide_and_run(state, config, call)))
+
+    async def _guard_results(self, state: InterlockState, update: dict[str, Any]) -> dict[str, Any]:
+        """Tool results pass the tool-output guard inside the node that ran the tools, so raw output never enters
+        state, a checkpoint or any stream mode (values, updates, messages, events, debug, with subgraphs)."""
+        if not self.deps.use_guards or not update.get("messages"):
+            return update
+        out = await guards.tool_output_guard({**state, "messages": [*(state.get("messages") or []),
+                                                                    *update["messages"]]})
+        guarded = {m.tool_call_id: m for m in out.get("messages") or [] if isinstance(m, ToolMessage)}
+        messages = [guarded.get(m.tool_call_id, m) if isinstance(m, ToolMessage) else m for m in update["messages"]]
+        return {**update, **{k: v for k, v in out.items() if k != "messages"}, "messages": messages}
 
     async def guard_tools(self, state: InterlockState) -> dict[str, Any]:
+        # Results are guarded where they are produced (_guard_results); this catches any that were not.
         return await guards.tool_output_guard(state) if self.deps.use_guards else {}
 
     # answer -------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from interlock.graphs.events import emit
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
 from interlock.graphs.nodes import guards
+from interlock.graphs.nodes.answer_stream import ProgressiveAnswer, SegmentCheck, SegmentVerdict
 from interlock.graphs.nodes.answers import deliver
 from interlock.graphs.retrieval.chunks import Hit
 from interlock.graphs.state import Citation, InterlockState, last_user_text
@@ -162,6 +163,24 @@ def verify_citations(answer: str, chunks: list[Chunk]) -> tuple[list[Citation], 
     return list(citations.values()), problems
 
 
+def citation_gate(chunks: list[Chunk]) -> SegmentCheck:
+    """The per-sentence form of the checks `draft_answer` runs on a whole model answer, for streaming it: a
+    sentence with a citation is released once its ids were retrieved and its quotes occur in them (with the
+    sources named as in the final answer); `NOT_IN_CONTEXT` or a failing citation stops the release."""
+
+    def check(segment: str) -> SegmentVerdict:
+        if "NOT_IN_CONTEXT" in segment:
+            return SegmentVerdict(text=segment, stop="not_in_context")
+        if not CITE.search(segment):
+            return SegmentVerdict(text=segment)
+        _, problems = verify_citations(segment, chunks)
+        if problems:
+            return SegmentVerdict(text=segment, stop="citation")
+        return SegmentVerdict(text=name_sources(segment, chunks), passes=True)
+
+    return check
+
+
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("""a about an and any are as at be by can could do does for from have how i if in is it my
     of on or our the their this to was we what when where which who why will with you your me much long
@@ -258,6 +277,11 @@ async def knowledge_evidence(retriever: Any, embedder: Any, question: str, *, te
     return float((vectors[1:] @ vectors[0]).max())
 
 
+def rag_question(state: InterlockState) -> str:
+    """What RAG answers: the question asked beside a request (the router split it off), else the last message."""
+    return state.get("question") or last_user_text(state)
+
+
 def _get_embedder(deps: RagDeps) -> Any:
     if deps.embedder is None:
         from interlock.graphs.retrieval.embeddings import get_embedder
@@ -270,7 +294,7 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
     cfg = deps.config or RagConfig()
 
     async def retrieve(state: InterlockState) -> dict[str, Any]:
-        question = last_user_text(state)
+        question = rag_question(state)
         query, mode = question, state.get("mode") or "zero-key"
         if deps.gateway.has("router") and mode != "degraded":
             try:
@@ -353,10 +377,13 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
         return "From our help centre:\n" + "\n".join(lines), list(citations.values()), best
 
     async def answer(state: InterlockState) -> dict[str, Any]:
-        return await deliver(deps.use_guards, state, await draft_answer(state))
+        # A model answer streams sentence by sentence once its citations check out (nothing before the first).
+        stream = ProgressiveAnswer(dict(state), use_guards=deps.use_guards, gate_until_pass=True,
+                                   segment_check=citation_gate(state.get("retrieved") or []))
+        return await deliver(deps.use_guards, state, await draft_answer(state, stream), stream=stream)
 
-    async def draft_answer(state: InterlockState) -> dict[str, Any]:
-        question = last_user_text(state)
+    async def draft_answer(state: InterlockState, stream: ProgressiveAnswer | None = None) -> dict[str, Any]:
+        question = rag_question(state)
         chunks = state.get("retrieved") or []
         mode = state.get("mode") or "zero-key"
         verdicts: list[dict[str, Any]] = []
@@ -366,7 +393,7 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
             try:
                 reply, provider = await deps.gateway.ainvoke(
                     "answer", [SystemMessage(prompts.RAG_ANSWER.format(context=context)), HumanMessage(question)],
-                    tenant=state.get("tenant", ""), feature="rag.answer")
+                    tenant=state.get("tenant", ""), feature="rag.answer", stream=stream)
             except ModelsUnavailable:
                 mode = "degraded"
             else:

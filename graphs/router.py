@@ -1,7 +1,9 @@
 """The default assistant (`router`): input checks, then intent, then the right path.
 
 identify -> input guard -> classify -> rag | planner | escalate | refuse | smalltalk -> output guard.
-RAG and the planner are compiled subgraphs (visible with `stream_subgraphs`). Routing is the
+A message holding a knowledge question beside a request goes through both: rag answers the question, then the
+request is acted on (with its approval, if it needs one). RAG and the planner are compiled subgraphs (visible with
+`stream_subgraphs`). Routing is the
 nearest-centroid classifier first; a configured router-tier model is asked only when the
 classifier is not confident, and if that model fails the classifier's answer stands (degraded).
 """
@@ -17,6 +19,7 @@ from interlock.graphs.models import ModelGateway
 from interlock.graphs.nodes import approval
 from interlock.graphs.nodes.answers import final_message
 from interlock.graphs.nodes.intent import Classify, IntentClassifier
+from interlock.graphs.nodes.multi_intent import ACTION_ROUTES
 from interlock.graphs.nodes.toolbox import GovernedToolbox
 from interlock.graphs.planner import (
     PlannerDeps,
@@ -79,14 +82,23 @@ def escalate(state: InterlockState) -> dict[str, Any]:
 
 
 def route(state: InterlockState) -> str:
+    # A knowledge question asked beside a request is answered first, so the answer is there even while the
+    # request waits for an operator.
+    if state.get("question") and state.get("route") in ACTION_ROUTES:
+        return "rag"
     return state.get("route") or "refuse"
+
+
+def after_rag(state: InterlockState) -> str:
+    """On to the request asked beside the question, else the answer is the reply."""
+    return str(state["route"]) if state.get("question") and state.get("route") in ACTION_ROUTES else "done"
 
 
 def build_router(deps: RouterDeps) -> CompiledStateGraph:
     limits = deps.limits or RunLimits.from_policy()
     builder = StateGraph(InterlockState)
     builder.add_node("classify", Classify(deps.gateway, deps.classifier, retriever=deps.retriever,
-                                          embedder=deps.embedder))
+                                          embedder=deps.embedder, split_questions=True))
     builder.add_node("rag", build_rag(RagDeps(retriever=deps.retriever, gateway=deps.gateway, embedder=deps.embedder,
                                               config=deps.rag_config, use_guards=deps.use_guards)))
     builder.add_node("planner", build_planner(PlannerDeps(toolbox=deps.toolbox, gateway=deps.gateway, limits=limits,
@@ -96,7 +108,9 @@ def build_router(deps: RouterDeps) -> CompiledStateGraph:
     builder.add_node("smalltalk", smalltalk)
     builder.add_conditional_edges("classify", route, {name: name for name in ROUTES})
     builder.add_edge("escalate", "planner")
-    guarded(builder, entry="classify", exits=("rag", "refuse", "smalltalk"), use_guards=deps.use_guards)
+    guarded(builder, entry="classify", exits=("refuse", "smalltalk"), use_guards=deps.use_guards)
+    done = OUTPUT_GUARD if deps.use_guards else END
+    builder.add_conditional_edges("rag", after_rag, {"planner": "planner", "escalate": "escalate", "done": done})
     # Approvals are asked here, at the root, not inside the planner subgraph: its messages (the AI message with
     # the pending tool call) reach the root state before the interrupt, so chat clients show the call.
     builder.add_node("request_approval", approval.request_approval)

@@ -14,7 +14,7 @@ from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.message import add_messages
 
-from interlock.kernel.identity import Principal
+from interlock.kernel.identity import STAFF_SCOPE, Principal
 from interlock.kernel.settings import get_settings
 
 Mode = Literal["model", "zero-key", "degraded"]
@@ -82,6 +82,10 @@ class InterlockState(TypedDict, total=False):
     approval_decision: dict[str, Any] | None
     # A playbook that asked for a missing detail: the next turn continues it.
     awaiting_input: dict[str, Any] | None
+    # A message holding a knowledge question beside a request (graphs/nodes/multi_intent.py): RAG answers
+    # `question`, then the planner acts on `request` (the message without the question). Unset otherwise.
+    question: str | None
+    request: str | None
 
 
 _AUTH_REQUIRED = False
@@ -119,9 +123,11 @@ def principal_from_config(config: RunnableConfig | None) -> PrincipalInfo:
         sub = get("identity", "sub", "id")
         tenant = get("tenant", "tenant_id")
         if sub and tenant:
+            customer = get("customer_id")  # the auth hook's binding of an end user to their customer
             return PrincipalInfo(sub=str(sub), tenant=str(tenant),
                                  scopes=list(get("scopes", "permissions") or []),
-                                 groups=list(get("groups") or []), display_name=get("display_name"))
+                                 groups=list(get("groups") or []), display_name=get("display_name"),
+                                 customer_id=str(customer) if customer is not None else None)
     if _AUTH_REQUIRED:
         raise NoPrincipal("auth is configured: the run has no authenticated principal with a tenant")
     raw = configurable.get("principal")
@@ -131,16 +137,19 @@ def principal_from_config(config: RunnableConfig | None) -> PrincipalInfo:
         data = dict(raw)
         data.setdefault("tenant", configurable.get("tenant") or _dev_tenant())
         data.setdefault("scopes", _dev_scopes())
+        data.setdefault("customer_id", configurable.get("customer_id"))
         return PrincipalInfo.model_validate(data)
     tenant = configurable.get("tenant") or _dev_tenant()
     return PrincipalInfo(sub=str(configurable.get("user_id") or "dev-user"), tenant=str(tenant),
-                         scopes=_dev_scopes(), groups=["customers"])
+                         scopes=_dev_scopes(), groups=["customers"], customer_id=configurable.get("customer_id"))
 
 
 # Without an auth context (local development: `langgraph dev`, `make run` with auth off) the
-# principal may use the sample systems; a server with auth on always supplies the real scopes.
+# principal may use the sample systems as staff (every customer of the tenant), unless the run's config binds it
+# to one customer (`configurable.customer_id` or `principal.customer_id`); a server with auth on always supplies
+# the real scopes and binding.
 DEV_SCOPES = ("orders:read", "orders:write", "crm:read", "crm:write", "billing:read", "billing:write",
-              "tickets:read", "tickets:write")
+              "tickets:read", "tickets:write", STAFF_SCOPE)
 
 
 def _dev_scopes() -> list[str]:
@@ -159,7 +168,8 @@ def identify(state: InterlockState, config: RunnableConfig) -> dict[str, Any]:
     # record deliberately survive across turns.
     return {"principal": principal.model_dump(), "tenant": principal.tenant, "started_at": time.time(),
             "steps": 0, "tool_calls": 0, "outcome": "", "plan": [], "retrieved": [], "citations": [],
-            "pending_approval": None, "approval_decision": None, "route": "", "intent": "", "mode": "zero-key"}
+            "pending_approval": None, "approval_decision": None, "route": "", "intent": "", "mode": "zero-key",
+            "question": None, "request": None}
 
 
 def last_user_text(state: InterlockState) -> str:

@@ -15,6 +15,7 @@ from interlock.kernel.settings import Settings, get_settings, variable
 # the retrieval or MCP stacks, and a missing area does not break the others.
 _AREAS = (
     "interlock.kernel.config_cli",
+    "interlock.kernel.tenants_cli",
     "interlock.server.serve_cli",
     "interlock.server.approvals_cli",
     "interlock.mcp_servers.cli",

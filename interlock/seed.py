@@ -25,9 +25,33 @@ def run(args: argparse.Namespace) -> int:
     counts = sample_data.seed(reset=args.reset)
     for system, n in counts.items():
         print(f"{system}: {n} rows inserted -> {sample_data.db_path(system)}")
+    _register_sample_tenants(list(sample_data.TENANTS))
+    # Who to act as: end users are bound to their own customer record, staff reach every customer.
+    for user in sample_data.demo_users():
+        who = f"--customer {user['customer_id']}" if user["customer_id"] else f"--sub {user['sub']} --staff"
+        print(f"demo user {user['sub']} ({user['tenant']}): interlock token mint {who} "
+              f"--tenant {user['tenant']} --scopes orders:read --aud orders", file=sys.stderr)
     # The sample company's help centre, so the RAG path has something to ground answers in.
     print("ingesting the sample help centre (embedding every chunk; a few seconds)...", file=sys.stderr)
     reports = asyncio.run(ingest_sample())
     for name, report in reports.items():
         print(f"knowledge {name}: {report}")
     return 0
+
+
+def _register_sample_tenants(names: list[str]) -> None:
+    """A local development server accepts only registered tenants (interlock/kernel/tenants.py)."""
+    from interlock.kernel.database import LazyDatabase
+    from interlock.kernel.tenants import TenantRegistry
+
+    async def register_all() -> None:
+        db = LazyDatabase()
+        try:
+            registry = TenantRegistry(db)
+            for name in names:
+                await registry.add(name, "sample tenant (interlock seed)")
+        finally:
+            await db.close()
+
+    asyncio.run(register_all())
+    print(f"tenants registered: {', '.join(names)}")

@@ -64,13 +64,15 @@ async def list_invoices(
     status: InvoiceStatus | None = None,
     limit: Annotated[int, Field(ge=1, le=100)] = 20,
 ) -> InvoiceList:
-    """List the tenant's invoices, newest first, optionally for one customer or status."""
+    """List the invoices you may see (a signed-in customer: only their own), newest first, optionally for one
+    customer or status."""
     rows = records.newest("billing", "invoices", order_by="issued_at", limit=limit, customer_id=customer_id,
                           status=status)
     return InvoiceList(invoices=[_invoice(r) for r in rows])
 
 
-@system.write("Issue credit", destructive=True, idempotent=False)
+@system.write("Issue credit", destructive=True, idempotent=False,
+              record=("invoices", "invoice_id", "invoice"))
 async def issue_credit(
     invoice_id: InvoiceId,
     amount_cents: Annotated[int, Field(gt=0, description="Credit amount, in cents")],

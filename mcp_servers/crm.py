@@ -1,11 +1,12 @@
-"""CRM MCP server: find_customer, get_customer, update_contact (tenant-scoped by the verified token)."""
+"""CRM MCP server: find_customer, get_customer, update_contact (scoped by the verified token's tenant and, for an
+end user, the customer it binds)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastmcp.exceptions import ToolError
-from interlock.mcp_servers import records, sample_data
+from interlock.mcp_servers import records
 from interlock.mcp_servers.hosting import System
 from pydantic import BaseModel, Field
 
@@ -44,15 +45,10 @@ async def find_customer(
     query: Annotated[str, Field(min_length=2, max_length=100, description="Part of a name, email or phone")],
     limit: Annotated[int, Field(ge=1, le=50)] = 10,
 ) -> CustomerList:
-    """Search the tenant's customers by name, email or phone."""
-    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    with sample_data.session("crm") as conn:
-        rows = conn.execute(
-            "SELECT * FROM customers WHERE tenant = ? AND (name LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\'"
-            " OR phone LIKE ? ESCAPE '\\') ORDER BY name LIMIT ?",
-            (records.tenant(), pattern, pattern, pattern, limit),
-        ).fetchall()
-    return CustomerList(customers=[_customer(records.fields(r)) for r in rows])
+    """Search the customers you may see by name, email or phone (a signed-in customer sees only their own record)."""
+    rows = records.matching("crm", "customers", text=query, columns=("name", "email", "phone"), order_by="name",
+                            limit=limit)
+    return CustomerList(customers=[_customer(r) for r in rows])
 
 
 @system.read("Get customer")
@@ -61,7 +57,8 @@ async def get_customer(customer_id: CustomerId) -> Customer:
     return _customer(records.get("crm", "customers", customer_id, "customer"))
 
 
-@system.write("Update contact details", destructive=False, idempotent=True)
+@system.write("Update contact details", destructive=False, idempotent=True,
+              record=("customers", "customer_id", "customer"))
 async def update_contact(customer_id: CustomerId, email: Email | None = None, phone: Phone | None = None) -> Customer:
     """Change a customer's email and/or phone number."""
     if email is None and phone is None:

@@ -9,9 +9,9 @@ their annotations, tags and scope in one place:
   the approval gate.
 
 `build_server(system)` wires, outermost first: audit -> rate limits -> tenant binding (floor + tool scopes)
--> approval gate -> tool. Error details are masked (internal exception text never reaches the client;
-`ToolError`/`Denied` messages are deliberate and shown). `run(...)` serves stdio or Streamable HTTP with
-Host/Origin protection on.
+-> record ownership (a write's record must be the caller's customer's) -> approval gate -> tool. Error details
+are masked (internal exception text never reaches the client; `ToolError`/`Denied` messages are deliberate and
+shown). `run(...)` serves stdio or Streamable HTTP with Host/Origin protection on.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from fastmcp.server.lifespan import lifespan
 from interlock.mcp_servers.approvals import ApprovalGate
 from interlock.mcp_servers.audit import AuditTrail, HttpDenialAudit
 from interlock.mcp_servers.principals import (
+    OwnedRecord,
     PrincipalResolver,
     TenantBinding,
     ToolPolicy,
@@ -34,6 +35,7 @@ from interlock.mcp_servers.principals import (
     build_verifier,
 )
 from interlock.mcp_servers.rate_limits import RateLimits
+from interlock.mcp_servers.records import RecordOwnership
 from interlock.tools import endpoints
 from interlock.tools.approvals import ApprovalStore
 from interlock.tools.audit import AuditLog
@@ -69,16 +71,19 @@ class System:
         return register
 
     def write(
-        self, title: str, *, destructive: bool, idempotent: bool
+        self, title: str, *, destructive: bool, idempotent: bool, record: tuple[str, str, str] | None = None
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """`record` = (table, argument, noun) of the customer-owned record the write changes, checked for the
+        caller's customer binding before the approval gate."""
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             annotations = ToolAnnotations(
                 title=title, read_only_hint=False, destructive_hint=destructive, idempotent_hint=idempotent,
                 open_world_hint=False,
             )
             tags = {"write", "destructive"} if destructive else {"write"}
+            owned = OwnedRecord(table=record[0], argument=record[1], noun=record[2]) if record else None
             self._add(fn, annotations, tags, ToolPolicy(scope=self.write_scope, destructive=destructive,
-                                                         read_only=False))
+                                                         read_only=False, record=owned))
             return fn
 
         return register
@@ -123,6 +128,7 @@ def build_server(
             AuditTrail(system.name, resolver, audit),
             RateLimits(resolver, calls_per_s=calls_per_s),
             TenantBinding(resolver, system.read_scope, system.policies),
+            RecordOwnership(system.name, system.policies),
             ApprovalGate(system.name, system.policies, approvals),
         ],
     )

@@ -97,7 +97,8 @@ async def list_orders(
     status: OrderStatus | None = None,
     limit: Annotated[int, Field(ge=1, le=100)] = 20,
 ) -> OrderList:
-    """List the tenant's most recent orders, optionally for one customer or status."""
+    """List the most recent orders you may see (a signed-in customer: only their own), optionally for one
+    customer or status."""
     rows = records.newest("orders", "orders", columns="id, customer_id, status, total_cents, created_at",
                           order_by="created_at", limit=limit, customer_id=customer_id, status=status)
     return OrderList(orders=[OrderSummary(order_id=r.pop("id"), **r) for r in rows])
@@ -116,7 +117,7 @@ async def track_shipment(order_id: OrderId) -> Shipment:
                     status=row["status"], eta=row["eta"], events=json.loads(row["events"]))
 
 
-@system.write("Cancel order", destructive=True, idempotent=True)
+@system.write("Cancel order", destructive=True, idempotent=True, record=("orders", "order_id", "order"))
 async def cancel_order(order_id: OrderId, reason: Annotated[str, Field(min_length=3, max_length=500)]) -> Order:
     """Cancel an order that has not shipped yet. Irreversible; requires an operator approval."""
     tenant = records.tenant()
@@ -130,7 +131,7 @@ async def cancel_order(order_id: OrderId, reason: Annotated[str, Field(min_lengt
         return _load(conn, order_id, tenant)
 
 
-@system.write("Refund order", destructive=True, idempotent=False)
+@system.write("Refund order", destructive=True, idempotent=False, record=("orders", "order_id", "order"))
 async def refund_order(
     order_id: OrderId,
     amount_cents: Annotated[int, Field(gt=0, description="Amount to refund, in cents")],

@@ -1,6 +1,6 @@
 """Who is calling an MCP server: token verification, tenant binding and per-tool scope checks.
 
-The principal (sub, tenant, scopes) comes ONLY from a verified token, never from tool arguments or headers:
+The principal (sub, tenant, scopes, bound customer) comes ONLY from a verified token, never from tool arguments or headers:
 
 - Streamable HTTP: the `Authorization: Bearer` token, verified by FastMCP's auth provider (issuer, audience =
   this server's canonical URL, expiry, signature). A token below the floor scope gets HTTP 403
@@ -14,6 +14,7 @@ Verifier configuration (environment):
     INTERLOCK_JWKS_URI      verify with this JWKS (graph server's /.well-known/jwks.json or an external OIDC
                             provider's jwks_uri); unset -> the dev issuer's public key under <home>/keys
     INTERLOCK_TENANT_CLAIM  claim holding the tenant (default tenant_id)
+    INTERLOCK_CUSTOMER_CLAIM  claim binding an end user to one customer (default customer_id); see records.py
 
 `TenantBinding` middleware enforces the floor scope and each tool's scope on every transport, filters
 `tools/list`, and exposes the principal to tool code through `current_principal()`.
@@ -44,10 +45,19 @@ HTTP_TRANSPORTS = ("streamable-http", "sse")
 _principal: ContextVar[Principal | None] = ContextVar("interlock_principal", default=None)
 
 
+class OwnedRecord(BaseModel):
+    """The customer-owned record a tool acts on: its table and the argument holding its id."""
+
+    table: str
+    argument: str
+    noun: str
+
+
 class ToolPolicy(BaseModel):
     scope: str
     destructive: bool = False
     read_only: bool = True
+    record: OwnedRecord | None = None
 
 
 def _environment_token() -> str | None:
@@ -57,6 +67,10 @@ def _environment_token() -> str | None:
 
 def tenant_claim() -> str:
     return get_settings().tenant_claim
+
+
+def customer_claim() -> str:
+    return get_settings().customer_claim
 
 
 class InterlockJWTVerifier(JWTVerifier):
@@ -135,7 +149,12 @@ class PrincipalResolver:
         if access is None:
             raise Denied("unauthenticated", "invalid, expired or foreign token")
         claims = access.claims
-        return Principal(sub=str(claims["sub"]), tenant=str(claims[tenant_claim()]), scopes=list(access.scopes))
+        customer = claims.get(customer_claim())
+        # A present but unusable binding (blank, not a string) must not read as "no binding": that could be staff.
+        if customer is not None and (not isinstance(customer, str) or not 0 < len(customer.strip()) <= 100):
+            raise Denied("unauthenticated", f"invalid {customer_claim()} claim")
+        return Principal(sub=str(claims["sub"]), tenant=str(claims[tenant_claim()]), scopes=list(access.scopes),
+                         customer_id=customer)
 
     async def _verify(self, token: str) -> AccessToken | None:
         access = self._cache.get(token)

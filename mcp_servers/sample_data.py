@@ -7,6 +7,10 @@ Ids are unique across tenants so a tenant isolation bug would show up as a cross
 Fixed rows the tests and demos rely on (N = 1 for acme, 2 for globex):
     ORD-N001 processing (cancellable), ORD-N002 shipped, ORD-N003 delivered, ORD-N004 pending (unpaid)
     CUS-N01 is the customer of ORD-N001..N004; INV-N001 belongs to ORD-N001; TCK-N001 is open
+
+Orders, invoices, tickets and the customer records are customer-owned (`customer_id`; a customer record owns
+itself): an end user bound to CUS-N01 sees ORD-N001..N004, INV-N001..N004, TCK-N001 and their own record only.
+`demo_users()` names the sample end users and staff.
 """
 
 from __future__ import annotations
@@ -220,6 +224,20 @@ def seed(reset: bool = False) -> dict[str, int]:
                 tid, tenant, customers[i - 1], _SUBJECTS[i - 1], f"Customer reports: {_SUBJECTS[i - 1].lower()}.",
                 status, rng.choice(["low", "normal", "high"]), 0, None, _iso(created), _iso(created)))
     return counts
+
+
+def demo_users() -> list[dict[str, str | None]]:
+    """Whom to act as in the sample tenants: each tenant's first two customers as end users (subject = the
+    customer id, bound to their own record; no contact details, so printing them leaks nothing) and one staff
+    member (no customer; give it `customers:any`)."""
+    users: list[dict[str, str | None]] = []
+    with session("crm") as conn:
+        for tenant, n in TENANTS.items():
+            rows = conn.execute("SELECT id FROM customers WHERE tenant = ? AND id IN (?, ?) ORDER BY id",
+                                (tenant, f"CUS-{n}01", f"CUS-{n}02")).fetchall()
+            users += [{"sub": r["id"], "tenant": tenant, "customer_id": r["id"]} for r in rows]
+            users.append({"sub": f"ops@{tenant}.example", "tenant": tenant, "customer_id": None})
+    return users
 
 
 def _insert(system: str, table: str, row: tuple) -> int:

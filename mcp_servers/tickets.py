@@ -59,8 +59,9 @@ async def create_ticket(
     customer_id: Annotated[str | None, Field(pattern=r"^CUS-\d{3}$")] = None,
     priority: Priority = "normal",
 ) -> Ticket:
-    """Open a new support ticket."""
+    """Open a new support ticket (a signed-in customer's ticket is always their own)."""
     tenant = records.tenant()
+    customer_id = records.owner_for_new(customer_id)
     ticket_id = f"TCK-{9000 + uuid.uuid4().int % 1000}"
     now = records.now()
     with sample_data.session("tickets") as conn:
@@ -80,7 +81,7 @@ async def get_ticket(ticket_id: TicketId) -> Ticket:
         return _load(conn, ticket_id, records.tenant())
 
 
-@system.write("Add comment", destructive=False, idempotent=False)
+@system.write("Add comment", destructive=False, idempotent=False, record=("tickets", "ticket_id", "ticket"))
 async def add_comment(ticket_id: TicketId, body: Annotated[str, Field(min_length=1, max_length=5000)]) -> Ticket:
     """Add a comment to a ticket, attributed to the caller."""
     principal = current_principal()
@@ -95,7 +96,8 @@ async def add_comment(ticket_id: TicketId, body: Annotated[str, Field(min_length
         return _load(conn, ticket_id, principal.tenant)
 
 
-@system.write("Escalate to a human", destructive=False, idempotent=True)
+@system.write("Escalate to a human", destructive=False, idempotent=True,
+              record=("tickets", "ticket_id", "ticket"))
 async def escalate_to_human(
     ticket_id: TicketId, reason: Annotated[str, Field(min_length=3, max_length=500)]
 ) -> Ticket:

@@ -127,7 +127,18 @@ def load_policies(directory: Path | None = None) -> PolicySet:
             parsed[attr] = _validate(name, model, data)
         take(name, raw)
 
+    _check_pii_fields(parsed["tools"], parsed["pii"])
     return PolicySet(directory=directory, hash=digest.hexdigest(), files=tuple(files), **parsed)
+
+
+def _check_pii_fields(tools: ToolsPolicy, pii: PiiPolicy) -> None:
+    """tools.yaml `pii_fields` name entities pii.yaml knows (a typo would mint tokens nobody filters by type)."""
+    known = {*pii.input.entities, *pii.output.entities, *pii.labels, *(p.entity for p in pii.custom_patterns)}
+    for name, rule in tools.tools.items():
+        for path, entity in rule.pii_fields.items():
+            if entity not in known:
+                raise PolicyError("tools.yaml", f"tools.{name}.pii_fields.{path}",
+                                  f"unknown PII entity {entity!r} (pii.yaml knows {', '.join(sorted(known))})")
 
 
 @functools.lru_cache(maxsize=1)

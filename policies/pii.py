@@ -262,6 +262,51 @@ def _index_key(entity: str, value: str) -> str:
     return hmac.new(secret, f"{entity}:{canonical(entity, value)}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
+# A user message the server sealed because the tenant does not store raw input (pii.yaml store_raw_input):
+# its text is in `additional_kwargs[SEALED_KEY]`, encrypted with the vault key, until the input guard replaces
+# it by the pseudonymised text.
+SEALED_KEY = "interlock_sealed"
+SEALED_TEXT = "[sealed: this message is stored only in pseudonymised form]"
+
+
+def seal_text(text: str) -> str:
+    return str(_fernet().encrypt(text.encode()).decode())
+
+
+def unseal_text(sealed: str) -> str:
+    from cryptography.fernet import InvalidToken
+
+    try:
+        return str(_fernet().decrypt(sealed.encode()).decode())
+    except InvalidToken:
+        raise VaultKeyError("a sealed message cannot be decrypted with this server's key") from None
+
+
+def seal_input(graph_input: Any) -> Any:
+    """The run input with every user message's text sealed (other messages and keys unchanged)."""
+    if not isinstance(graph_input, dict) or "messages" not in graph_input:
+        return graph_input
+    messages = graph_input["messages"]
+    items = messages if isinstance(messages, list) else [messages]
+    sealed = [_seal_message(m) for m in items]
+    return {**graph_input, "messages": sealed if isinstance(messages, list) else sealed[0]}
+
+
+def _seal_message(message: Any) -> Any:
+    if isinstance(message, str):
+        message = {"role": "user", "content": message}
+    if not isinstance(message, dict) or (message.get("role") or message.get("type")) not in ("user", "human"):
+        return message
+    content = message.get("content")
+    if isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
+        content = "\n".join(str(b.get("text", "")) for b in content)
+    if not isinstance(content, str) or not content:
+        return message  # images or other parts: left as sent
+    extra = dict(message.get("additional_kwargs") or {})
+    extra[SEALED_KEY] = seal_text(content)
+    return {**message, "content": SEALED_TEXT, "additional_kwargs": extra}
+
+
 class VaultEntry(BaseModel):
     value: str
     entity: str

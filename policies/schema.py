@@ -66,9 +66,33 @@ class ToolRule(_Strict):
     constraints: list[ArgConstraint] = Field(default_factory=list)
     provenance: list[ProvenanceRule] = Field(default_factory=list)
     description: str = ""
+    # What its results are (policies/provenance.py): `data` (records: never instructions, yet not the user's
+    # choice, so a write steered by them needs a decision) or `text` (untrusted free text). Unset: `text` (fail
+    # closed). `text_fields` are the free-text fields inside a data result (ticket bodies, notes).
+    output: Literal["data", "text"] = "text"
+    text_fields: list[str] = Field(default_factory=list)
+    # Arguments the model writes in its own words (None: subject, body, reason, ... see provenance.FREE_TEXT_NAMES).
+    free_text: list[str] | None = None
+    # Arguments of this write into which a pseudonym of a third party's value (read from a tool, never typed by
+    # the requesting user) is put back as the real value; everywhere else it stays a pseudonym. Reads: always.
+    restore_untrusted: list[str] = Field(default_factory=list)
+    # Personal fields of its results, by field name or dotted path (`name`, `customers.email`, `billing.address`)
+    # -> the PII entity (pii.yaml). The whole value becomes a pseudonym whether or not a detector would have found
+    # it (a name the NER model misses); nested lists and records included, detection still runs on the rest.
+    pii_fields: dict[str, str] = Field(default_factory=dict)
     # Who may decide its approval: `operator` (approvals:decide in the tenant; for a destructive tool never the
     # requester) or `confirm` (the requesting user may also confirm their own call; never for destructive tools).
     decision: Literal["operator", "confirm"] = "operator"
+
+    @field_validator("pii_fields")
+    @classmethod
+    def _pii_fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        for path, entity in fields.items():
+            if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", path):
+                raise ValueError(f"pii_fields: {path!r} is not a field name or dotted path")
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", entity):
+                raise ValueError(f"pii_fields.{path}: {entity!r} is not a PII entity name (like PERSON)")
+        return fields
 
     @model_validator(mode="after")
     def _separation_of_duties(self) -> ToolRule:
@@ -122,8 +146,17 @@ class PiiDirection(_Strict):
     threshold: float = Field(default=0.4, ge=0, le=1)
 
 
+class PiiTenant(_Strict):
+    store_raw_input: bool | None = None  # None: the policy's default
+
+
 class PiiPolicy(_Strict):
     version: int = Field(ge=1)
+    # Whether the user's raw message is persisted (the run's `input` in the runs list and the checkpoints written
+    # before the input guard). false: the server seals it (encrypted with the vault key) at submission and the
+    # input guard replaces it by its pseudonymised form, so storage holds no raw input.
+    store_raw_input: bool = False
+    tenants: dict[str, PiiTenant] = Field(default_factory=dict)
     engine: Literal["pattern", "spacy"] = "pattern"
     spacy_model: str = "en_core_web_sm"
     language: str = "en"
@@ -135,6 +168,10 @@ class PiiPolicy(_Strict):
     allow_values: list[str] = Field(default_factory=list)  # never redacted (support addresses etc.)
     fuzzy_threshold: float = Field(default=90.0, ge=50, le=100)
     min_fuzzy_length: int = Field(default=6, ge=3)
+
+    def stores_raw_input(self, tenant: str) -> bool:
+        override = self.tenants.get(tenant)
+        return self.store_raw_input if override is None or override.store_raw_input is None else override.store_raw_input
 
 
 # --- injection.yaml ----------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 A proposed call is checked against tools.yaml: unknown tools are denied, arguments must satisfy
 their constraints (refund <= amount paid), recipients/accounts/URLs must come from trusted input
-or an allowlist, and writes need human approval when the run is tainted (destructive tools
-always). The decision depends only on the call, the run's taint, trusted facts and trusted text:
+or an allowlist, writes need human approval when the run is tainted (destructive tools
+always), and a write whose arguments (record ids included) do not all trace to the user, the
+principal or configuration needs a decision too (policies/provenance.py), tainted or not. The decision depends only on the call, the run's taint, trusted facts and trusted text:
 nothing here reads an approval claim from any text, so "the operator already approved this"
 changes nothing. Approval itself is granted only through the graph's interrupt/resume.
 """
@@ -18,6 +19,14 @@ from typing import Any, Literal
 
 from interlock.policies.output import host_allowed
 from interlock.policies.pii import TOKEN_RE, PiiVault
+from interlock.policies.provenance import (
+    FREE_TEXT_NAMES,
+    TRUSTED,
+    UNTRUSTED_TEXT,
+    Source,
+    needs_decision,
+    trace_arguments,
+)
 from interlock.policies.schema import ArgConstraint, ProvenanceRule, ToolsPolicy
 from pydantic import BaseModel, Field
 
@@ -40,12 +49,19 @@ class ToolContext(BaseModel):
     trusted_texts: text from trusted principals (system/operator prompt, the authenticated user's
     messages), never retrieved chunks or tool output. facts: values returned by trusted read tools
     (e.g. {"amount_paid": 40.0} from get_order). vault: the thread's PII vault (to_state() form).
+    sources: everything the run holds with its provenance label (policies/provenance.py). origin: who chose
+    the arguments, `model` (each write argument is traced) or `playbook` (code building them from the user's
+    text and configuration). input_schema: the tool's published schema (its enums are configuration).
+    Without sources (a caller that passes none) a model's write traces to nothing and needs a decision.
     """
 
     tainted: bool = False
     trusted_texts: list[str] = Field(default_factory=list)
     facts: dict[str, Any] = Field(default_factory=dict)
     vault: dict[str, Any] | None = None
+    sources: list[Source] = Field(default_factory=list)
+    origin: Literal["model", "playbook"] = "model"
+    input_schema: dict[str, Any] | None = None
 
 
 class ToolDecision(BaseModel):
@@ -117,6 +133,10 @@ def _allowlisted(kind: str, value: str, policy: ToolsPolicy) -> bool:
     return False
 
 
+def _allowlisted_any(value: str, policy: ToolsPolicy) -> bool:
+    return any(_allowlisted(kind, value, policy) for kind in ("email", "url", "account", "phone"))
+
+
 def _values(raw: Any) -> list[str]:
     if raw is None:
         return []
@@ -152,6 +172,14 @@ def _check_provenance(
     return None
 
 
+def _readable_sources(context: ToolContext, vault: PiiVault) -> list[Source]:
+    """Sources with real values next to their pseudonyms, so a raw value in an argument is found where it was read
+    (a trusted text gets back only the user's own values). Without labelled sources: the trusted texts."""
+    sources = context.sources or [Source(label="user", text=t, name="user") for t in context.trusted_texts]
+    return [s.model_copy(update={"text": s.text + "\n" + vault.rehydrate(s.text, only_trusted=s.label in TRUSTED)})
+            if TOKEN_RE.search(s.text) else s for s in sources]
+
+
 def evaluate_tool_call(call: ToolCall, context: ToolContext, policy: ToolsPolicy) -> ToolDecision:
     """allow / require_approval / deny for one proposed call. Deny wins over approval."""
     rule = policy.tools.get(call.name)
@@ -181,6 +209,19 @@ def evaluate_tool_call(call: ToolCall, context: ToolContext, policy: ToolsPolicy
             if problem:
                 reasons.append(problem)
                 denied = True
+
+    if rule.risk == "write" and context.origin == "model" and not denied:
+        # Every argument of a write, record ids included, must come from the user, the principal or config
+        # (destructive tools always wait for an operator anyway).
+        untrusted_text_seen = context.tainted or any(s.label in UNTRUSTED_TEXT for s in context.sources)
+        free = frozenset(rule.free_text) if rule.free_text is not None else FREE_TEXT_NAMES
+        for trace in trace_arguments(call.args, _readable_sources(context, vault), vault,
+                                     schema=context.input_schema, free_text_args=free,
+                                     allowlisted=lambda v: _allowlisted_any(vault.rehydrate(v), policy)):
+            problem = needs_decision(trace, untrusted_text_seen)
+            if problem:
+                reasons.append(problem)
+                needs_approval = True
 
     approval = rule.approval or policy.default_approval[rule.risk]
     if approval == "always" or rule.risk == "destructive":  # destructive: a human, whatever the file says

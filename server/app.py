@@ -53,6 +53,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from interlock.kernel.settings import database_url, get_settings, redis_url
+from interlock.kernel.tenants import TenantRegistry
 
 log = logging.getLogger("interlock.server")
 
@@ -152,8 +153,10 @@ def create_app(
         url = db_url or database_url()
         project = load_project(config_path)
         db = await connect(url)
+        tenants = TenantRegistry(db)
         async with setup_lock(url):
             await migrate(db)
+            await tenants.setup()
         async with open_persistence(url, index_config(project)) as (checkpointer, long_term_store):
             auth_obj = load_object(project.root, project.auth_target) if project.auth_target else None
             crons_ = Crons(db)
@@ -209,6 +212,7 @@ def create_app(
                 crons=crons_,
                 db_url=url,
                 limiter=limiter,
+                tenants=tenants,
             )
             bind_graphs(project, checkpointer, long_term_store, engine.ephemeral_checkpointer)
             app.state.services = svc

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from interlock.kernel.settings import DEFAULT_URL, get_settings
+from interlock.kernel.settings import DEFAULT_URL, Settings, get_settings
 
 
 def _connection_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -25,8 +25,9 @@ def _connection_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     token = settings.token.get_secret_value() if settings.token else None
     parser.add_argument("--url", default=default(settings.url),
                         help=f"server URL (default: $INTERLOCK_URL or {DEFAULT_URL})")
-    parser.add_argument("--tenant", default=default(None),
-                        help="tenant (local development mode only; with auth it comes from the token)")
+    parser.add_argument("--tenant", default=default(settings.dev_tenant),
+                        help="tenant (local development mode only, default: $INTERLOCK_DEV_TENANT or "
+                             f"{Settings.model_fields['dev_tenant'].default}; with auth it comes from the token)")
     parser.add_argument("--token", default=default(token),
                         help="bearer token for an auth-enabled server (default: $INTERLOCK_TOKEN)")
 
@@ -63,8 +64,14 @@ def _show(resp: httpx.Response) -> int:
         body = resp.json()
     except ValueError:
         body = {"detail": resp.text}
+    if resp.status_code >= 400:
+        # One line, the server's own words (an unknown tenant's names the known ones and how to register one).
+        detail = body.get("detail") if isinstance(body, dict) else body
+        text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+        print(f"interlock approvals: {text} (HTTP {resp.status_code})", file=sys.stderr)
+        return 1
     print(json.dumps(body, indent=2, default=str))
-    return 0 if resp.status_code < 400 else 1
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from interlock.server.assistants import system_assistant_id
 from interlock.server.auth import Filter, User, equality_part, matches, request_user
-from interlock.server.errors import NotFound
+from interlock.server.errors import Invalid, NotFound
 from interlock.server.serialization import loads
 from interlock.server.services import Services, services
 from interlock.server.threads import check_uuid
@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from interlock.kernel.settings import get_settings
+from interlock.kernel.tenants import TenantRegistry, UnknownTenant, named_tenants
 
 OPERATOR_PERMISSION = "approvals:decide"
 
@@ -160,6 +161,21 @@ class Access:
         if self.enabled and tenant:
             out.setdefault("tenant", tenant)
         return out
+
+    # -- tenants named by the caller (local development mode) ---------------------------------------
+    async def check_named_tenants(self, *configs: Any) -> None:
+        """In local development mode a config names its tenant: refuse one nobody registered (422 naming it and
+        the known ones) instead of running against an empty tenant. With auth the token decides the tenant."""
+        await self.check_tenants([name for config in configs for name in named_tenants(config)])
+
+    async def check_tenants(self, names: list[str]) -> None:
+        if self.enabled or not names:
+            return
+        registry = self.svc.tenants or TenantRegistry(self.svc.db)
+        try:
+            await registry.require(names)
+        except UnknownTenant as exc:
+            raise Invalid(str(exc), tenant=exc.tenant, known_tenants=exc.known) from None
 
     # -- threads and runs ---------------------------------------------------------------------------
     async def thread(self, thread_id: str, action: str = "read", **value: Any) -> dict[str, Any]:

@@ -21,8 +21,9 @@ class Conflict(HTTPException):
 
 
 class Invalid(HTTPException):
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, **fields: Any) -> None:
         super().__init__(422, detail)
+        self.fields = fields  # machine-readable parts of the problem, beside `detail`
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -42,7 +43,8 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=headers)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+    return JSONResponse({"detail": exc.detail, **getattr(exc, "fields", {})}, status_code=exc.status_code,
+                        headers=headers)
 
 
 async def validation_exception(request: Request, exc: Exception) -> Response:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from interlock.policies.loader import get_policies
+from interlock.policies.pii import seal_input
 from interlock.server import clock, schemas
 from interlock.server.auth import User, matches
 from interlock.server.authorization import Access
@@ -17,6 +19,8 @@ from interlock.server.streams import RunStream
 from interlock.server.threads import check_uuid
 from interlock.server.webhooks import check_url
 from starlette.exceptions import HTTPException
+
+from interlock.kernel.settings import get_settings
 
 REJECT_DETAIL = "Thread is already running a task. Wait for it to finish or choose a different multitask strategy."
 RUN_STATUSES = ("pending", "running", "error", "success", "timeout", "interrupted")
@@ -37,8 +41,21 @@ class SubmittedRun:
         return self.row["thread_id"]
 
 
+def seals_input(svc: Services, graph_id: str, user: User, body: schemas.RunCreate) -> bool:
+    """Whether this run's user messages are stored sealed (pii.yaml `store_raw_input: false` for the run's
+    tenant): only for graphs whose input guard unseals them (every graph built through `graphs.guarded`)."""
+    if body.input is None:
+        return False
+    spec = svc.project.graphs.get(graph_id)
+    graph = getattr(spec, "compiled", None)
+    if graph is None or "input_guard" not in getattr(graph, "nodes", {}):
+        return False
+    tenant = run_tenant(user.dict() if user.is_authenticated else None, body.config) or get_settings().dev_tenant
+    return not get_policies().pii.stores_raw_input(tenant)
+
+
 def run_options(body: schemas.RunCreate, user: User, *, temporary: bool,
-                owner: dict[str, Any] | None = None) -> RunOptions:
+                owner: dict[str, Any] | None = None, seal: bool = False) -> RunOptions:
     durability = body.durability
     if durability is None and body.checkpoint_during is not None:
         durability = "async" if body.checkpoint_during else "exit"
@@ -46,7 +63,7 @@ def run_options(body: schemas.RunCreate, user: User, *, temporary: bool,
     if body.checkpoint_id:
         checkpoint = {"checkpoint_id": body.checkpoint_id}
     return RunOptions(
-        input=body.input,
+        input=seal_input(body.input) if seal else body.input,
         command=body.command.model_dump(exclude_none=True) if body.command else None,
         config=body.config,
         context=body.context,
@@ -78,6 +95,7 @@ async def create_run(
         check_url(body.webhook)
     access = Access(svc, user)
     assistant = await access.assistant_for_run(body.assistant_id)
+    await access.check_named_tenants(assistant.get("config"), body.config)
     temporary = thread_id is None
     run_id = clock.new_id()
     value = {
@@ -108,7 +126,8 @@ async def create_run(
     else:
         assert thread_id is not None
         await _prepare_thread(access, thread_id, body, assistant, filt, strategy)
-    options = run_options(body, user, temporary=temporary, owner=access.owner(filt))
+    options = run_options(body, user, temporary=temporary, owner=access.owner(filt),
+                          seal=seals_input(svc, assistant["graph_id"], user, body))
     stream = svc.streams.open(run_id, body.stream_resumable)
     async with svc.db.transaction() as tx:  # the run and its thread's busy status in one transaction
         row = await svc.runs.insert(

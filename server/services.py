@@ -31,6 +31,7 @@ class Services:
     crons: Any = None
     db_url: str | None = None
     limiter: Any = None
+    tenants: Any = None  # kernel.tenants.TenantRegistry: the tenants local development mode accepts
 
 
 def services(request: Request) -> Services:

@@ -18,7 +18,7 @@ Configuration, not code (YAML at $INTERLOCK_TOOLS_CONFIG, else <home>/tools.yaml
     read_retries: 2
 
 Public interface:
-    Principal(sub, tenant, scopes)
+    Principal(sub, tenant, scopes, customer_id=None)   # customer_id: the customer an end user acts for
     tools = GovernedTools.from_config()
     await tools.list_tools(principal, allowlist=None) -> list[ToolInfo]
     await tools.as_langchain_tools(principal, allowlist=None, approval_for=None, trace_id=None) -> list[BaseTool]
@@ -48,7 +48,7 @@ from interlock.tools.audit import AuditLog, AuditRecord
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from interlock.kernel.identity import META_APPROVAL, META_TRACE, Principal
+from interlock.kernel.identity import META_APPROVAL, META_TRACE, STAFF_SCOPE, Principal
 from interlock.kernel.settings import get_settings
 
 __all__ = ["GovernedTools", "Principal", "ToolCallResult", "ToolDenied", "ToolInfo", "ToolUnavailable",
@@ -214,11 +214,17 @@ class GovernedTools:
 
     @staticmethod
     def _server_scopes(principal: Principal, server: str) -> tuple[str, ...]:
-        return tuple(sorted(s for s in principal.scopes if s.startswith(f"{server}:")))
+        # The server's own scopes plus the staff scope, which every server checks for customer-owned records.
+        return tuple(sorted(s for s in principal.scopes if s.startswith(f"{server}:") or s == STAFF_SCOPE))
+
+    @staticmethod
+    def _key(server: str, principal: Principal, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        # The bound customer is part of the identity a connection's token carries: never share it across customers.
+        return (server, principal.tenant, principal.sub, f"customer={principal.customer_id or ''}", *scopes)
 
     async def _client(self, server: str, principal: Principal) -> Client:
         scopes = self._server_scopes(principal, server)
-        key = (server, principal.tenant, principal.sub, *scopes)
+        key = self._key(server, principal, scopes)
         if len(self._locks) > 4 * self.config.max_connections:
             # Forget idle locks of principals whose connections are gone, so the map stays bounded.
             self._locks = {k: v for k, v in self._locks.items() if v.locked() or k in self._conns}
@@ -232,7 +238,8 @@ class GovernedTools:
                 await self._drop(key)
             spec = self.config.servers[server]
             ttl = self.config.token_ttl_s
-            token = identity.mint(principal.sub, principal.tenant, scopes, spec.aud, ttl_s=ttl)
+            token = identity.mint(principal.sub, principal.tenant, scopes, spec.aud, ttl_s=ttl,
+                                  customer_id=principal.customer_id)
             kwargs: dict[str, Any] = {"auth": token}
             if server in self._factories:
                 kwargs["httpx_client_factory"] = self._factories[server]
@@ -255,7 +262,7 @@ class GovernedTools:
                 pass
 
     async def _drop_for(self, server: str, principal: Principal) -> None:
-        await self._drop((server, principal.tenant, principal.sub, *self._server_scopes(principal, server)))
+        await self._drop(self._key(server, principal, self._server_scopes(principal, server)))
 
     async def aclose(self) -> None:
         for key in list(self._conns):

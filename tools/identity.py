@@ -6,12 +6,13 @@ Interlock mints a short-lived token bound to exactly one MCP server:
     iss = issuer()            ($INTERLOCK_ISSUER, default http://127.0.0.1:2024)
     aud = the server's canonical URL
     sub, tenant_id, scope (space separated), act = {"sub": "interlock"}, iat, nbf, exp, jti
+    customer_id           only for an end user: the one customer they act for ($INTERLOCK_CUSTOMER_CLAIM)
 
 Keys live under `<home>/keys` (RSA 2048, RS256). The private key file is created once, atomically,
 with mode 0600, so several processes can call `mint()` concurrently without racing.
 
 Contract used by other areas:
-    mint(sub, tenant, scopes, audience, ttl_s=300) -> str
+    mint(sub, tenant, scopes, audience, ttl_s=300, customer_id=None) -> str
     jwks() -> dict            # mounted by the graph server at /.well-known/jwks.json
     issuer() -> str
     public_key_pem() -> str   # what local MCP servers verify with when no JWKS URI is configured
@@ -99,8 +100,9 @@ def mint(
     audience: str,
     ttl_s: int = 300,
     extra_claims: dict | None = None,
+    customer_id: str | None = None,
 ) -> str:
-    """Mint a token for one MCP server (`audience` = its canonical URL)."""
+    """Mint a token for one MCP server (`audience` = its canonical URL); `customer_id` binds an end user."""
     scope_list = sorted({s.strip() for s in scopes if s and s.strip()})
     if not sub or not tenant or not audience:
         raise ValueError("sub, tenant and audience are required")
@@ -120,5 +122,9 @@ def mint(
         "exp": now + ttl_s,
         "jti": uuid.uuid4().hex,
     }
+    if customer_id is not None:
+        if not customer_id.strip():
+            raise ValueError("customer_id must not be blank")
+        claims[get_settings().customer_claim] = customer_id
     key = signing_key()
     return jwt.encode({"alg": ALGORITHM, "kid": key.thumbprint(), "typ": "JWT"}, claims, key)

@@ -6,6 +6,7 @@ from interlock.evals.suite import Suite
 from interlock.evals.suites.approval import ApprovalSuite
 from interlock.evals.suites.groundedness import GroundednessSuite
 from interlock.evals.suites.injection import InjectionSuite
+from interlock.evals.suites.multi_intent import MultiIntentSuite
 from interlock.evals.suites.refusal import RefusalSuite
 from interlock.evals.suites.retrieval import RetrievalSuite
 from interlock.evals.suites.router import RouterSuite
@@ -14,7 +15,8 @@ from interlock.evals.suites.safety import SafetySuite
 from interlock.evals.suites.tenant_knowledge import TenantKnowledgeSuite
 
 SUITES: dict[str, type[Suite]] = {s.name: s for s in (
-    RouterSuite, RouterCvSuite, RetrievalSuite, GroundednessSuite, RefusalSuite, InjectionSuite, ApprovalSuite, SafetySuite, TenantKnowledgeSuite)}
+    RouterSuite, RouterCvSuite, RetrievalSuite, GroundednessSuite, RefusalSuite, InjectionSuite, ApprovalSuite, SafetySuite, TenantKnowledgeSuite,
+    MultiIntentSuite)}
 
 
 def get_suite(name: str) -> Suite:

@@ -6,6 +6,7 @@ from typing import Any
 
 from interlock.graphs.models import relay_to_client
 from interlock.graphs.nodes import guards as guard_nodes
+from interlock.graphs.nodes.answer_stream import ProgressiveAnswer
 from langchain_core.messages import AIMessage
 
 _MODE_NOTES = {
@@ -20,12 +21,19 @@ def final_message(text: str, mode: str, outcome: str, **meta: Any) -> AIMessage:
                      response_metadata={"interlock_mode": mode, "outcome": outcome, **meta})
 
 
-async def deliver(use_guards: bool, state: Any, update: dict[str, Any]) -> dict[str, Any]:
+async def deliver(use_guards: bool, state: Any, update: dict[str, Any],
+                  stream: ProgressiveAnswer | None = None) -> dict[str, Any]:
     """`update["messages"][-1]` is the draft answer; it is replaced by the guarded, relayed one.
 
     Guarding where the answer is written keeps raw model text out of every stream mode. Graphs built without
-    guards (`use_guards=False`, tests only) still stream their answers."""
+    guards (`use_guards=False`, tests only) still stream their answers. With `stream` (the answer's model call
+    streamed through it), the answer is finished under the id its released chunks carry."""
     message = update["messages"][-1]
+    if stream is not None:
+        finished, verdicts = await stream.finish(message)
+        update["messages"] = [*update["messages"][:-1], finished]
+        update["guard_verdicts"] = [*(update.get("guard_verdicts") or []), *verdicts]
+        return update
     if not use_guards:
         update["messages"] = [await relay_to_client(message)]
         return update

@@ -153,7 +153,13 @@ def approval_store() -> Any:
 
 
 def _reason(call: dict[str, Any]) -> str:
-    if "approval:tainted_run" in (call.get("policy_reasons") or []):
+    reasons = call.get("policy_reasons") or []
+    traced = sorted({r.split(":")[1] for r in reasons if r.startswith("provenance:") and r.count(":") >= 2})
+    if traced and "approval:tainted_run" not in reasons and call.get("risk") != "destructive":
+        # The arguments named here came from a tool result or retrieved text, or the model made them up.
+        return (f"{call['tool']} would use {', '.join(traced)} that did not come from you (taken from untrusted "
+                "tool output or retrieved text, or chosen by the assistant)")
+    if "approval:tainted_run" in reasons:
         return f"{call['tool']} changes data after untrusted content entered this conversation"
     if call.get("risk") == "destructive":
         return f"{call['tool']} cannot be undone; an operator must approve this exact call"

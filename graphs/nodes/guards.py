@@ -9,7 +9,7 @@ Keys read and written (all optional on input; a missing key is treated as empty)
 - `retrieved`     read/written by `retrieved_guard` (chunks with `text`, `chunk_id`, `trusted`); each
                   chunk gets `guarded: True`, PII pseudonymised, flagged ones quarantined or dropped.
 - `pii_vault`     read/written: `PiiVault.to_state()`, values Fernet-encrypted with the server key
-                  (INTERLOCK_VAULT_KEY or <home>/keys/pii-vault.key), so state dumps hold no raw PII.
+                  (INTERLOCK_VAULT_KEY or <home>/keys/pii-vault.key): the vault itself holds only ciphertext.
 - `tainted`       written True when flagged content entered the run (state reducer keeps it sticky).
 - `guard_verdicts` appended: one dict per guard call (new items only; state uses operator.add).
                   A verdict holds rule ids, counts and the policy hash, never raw text or values.
@@ -17,11 +17,25 @@ Keys read and written (all optional on input; a missing key is treated as empty)
 The input verdict also carries the scope.yaml decision (in_scope / out_of_scope / unknown) for
 the router; the guard itself does not refuse on scope.
 
+What state and storage hold, and what they do not:
+- Detected PII is a pseudonym everywhere in state once the guards ran. Tool results are guarded inside the node
+  that ran the tool (planner `_guard_results`), so raw tool output never enters state, a checkpoint or a stream
+  mode. The user's message is raw in the checkpoints written before `input_guard` (LangGraph records the run's
+  input first) and in the run's stored `input`, unless pii.yaml `store_raw_input` is false for the tenant (the
+  default): then the server seals it at submission (`policies.pii.seal_input`, encrypted with the vault key)
+  and `input_guard` unseals it in memory, scans it, and stores only the pseudonymised text.
+- A tool result's fields that tools.yaml declares personal (`pii_fields`: a customer's name, email, phone) are
+  pseudonyms whatever the detector finds (policies/pii_fields.py). Other PII the detector misses (a name it does
+  not recognise in free text) stays as it was: detection has a recall, not a proof.
+
 Every guard fails closed: an exception or a timeout (limits.yaml run.guard_timeout_s) raises
 `GuardFailed` (reason `guard_failed`) carrying the verdict, so no model or tool call happens
-with unscanned content. Tool arguments must be rehydrated inside the trusted executor with
-`PiiVault.from_state(state["pii_vault"]).rehydrate_args(args)`; client-bound text goes through
-`client_text` / `client_stream_filter` so third-party values never reach the client.
+with unscanned content. Tool arguments get real values back only in the trusted executor
+(`executor_args`): every value for a read, only the requesting user's own values for a write (a third
+party's value read from a tool stays a pseudonym unless tools.yaml `restore_untrusted` names the argument).
+Client-bound text goes through `client_text` / `client_stream_filter`, which likewise put back only the
+user's own values. Which write needs a decision because of where its arguments came from is
+policies/provenance.py, fed by `provenance_sources`.
 """
 
 from __future__ import annotations
@@ -45,7 +59,17 @@ from interlock.policies.output import (
     system_prompt_leak,
     verify_citations,
 )
-from interlock.policies.pii import TOKEN_RE, PiiDetector, PiiVault, detector_for, pseudonymise
+from interlock.policies.pii import (
+    SEALED_KEY,
+    TOKEN_RE,
+    PiiDetector,
+    PiiVault,
+    detector_for,
+    pseudonymise,
+    unseal_text,
+)
+from interlock.policies.pii_fields import pseudonymise_fields
+from interlock.policies.provenance import Source, result_sources
 from interlock.policies.scope import ScopeChecker
 from interlock.policies.tool_rules import ToolCall, ToolContext, ToolDecision, evaluate_tool_call
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -93,7 +117,7 @@ def _guarded(message: BaseMessage) -> bool:
 
 def _rewrite(message: BaseMessage, content: str, guard: str, **fields: Any) -> BaseMessage:
     """Same id, so the add_messages reducer replaces the original instead of appending."""
-    kwargs = {**(message.additional_kwargs or {}), MARKER: guard}
+    kwargs = {**{k: v for k, v in (message.additional_kwargs or {}).items() if k != SEALED_KEY}, MARKER: guard}
     return message.model_copy(update={"content": content, "additional_kwargs": kwargs, **fields})
 
 
@@ -106,6 +130,24 @@ def _pseudonymise_result(policies: PolicySet, vault: PiiVault, value: Any) -> An
     if isinstance(value, list):
         return [_pseudonymise_result(policies, vault, v) for v in value]
     return value
+
+
+def _declared_fields(policies: PolicySet, vault: PiiVault, tool: str, text: str, artifact: Any) -> tuple[str, Any]:
+    """tools.yaml `pii_fields` of this tool's result become pseudonyms first, whatever a detector would find."""
+    rule = policies.tools.tools.get(tool)
+    if rule is None or not rule.pii_fields:
+        return text, artifact
+    text, artifact, _ = pseudonymise_fields(text, artifact, rule.pii_fields, vault, detector_for(policies.pii).label)
+    return text, artifact
+
+
+def pseudonymised_result(state: dict[str, Any], value: Any, tool: str = "") -> tuple[Any, dict[str, Any]]:
+    """A tool result read outside the executor (a playbook's precheck) with PII pseudonymised as untrusted values
+    (the tool's declared `pii_fields` first), and the state update that records the new pseudonyms."""
+    policies = get_policies()
+    vault = PiiVault.from_state(state.get("pii_vault"))
+    _, value = _declared_fields(policies, vault, tool, "", value)
+    return _pseudonymise_result(policies, vault, value), {"pii_vault": vault.to_state()}
 
 
 def _verdict(guard: str, policies: PolicySet, **fields: Any) -> dict[str, Any]:
@@ -206,16 +248,23 @@ def _scanned_update(verdicts: list[dict[str, Any]], vault: PiiVault, scanned: li
     return out
 
 
+def _user_text(message: BaseMessage) -> str:
+    """The text the user sent: unsealed when the server sealed it (pii.yaml store_raw_input: false)."""
+    sealed = (message.additional_kwargs or {}).get(SEALED_KEY)
+    return unseal_text(str(sealed)) if sealed else message_text(message)
+
+
 def scan_input(state: dict[str, Any]) -> dict[str, Any]:
     """User messages: injection scan (kind user), then pseudonymise PII as trusted-origin values."""
     policies = get_policies()
     vault = PiiVault.from_state(state.get("pii_vault"))
     targets = [m for m in state.get("messages") or [] if isinstance(m, HumanMessage) and not _guarded(m)]
-    scanned = [_scan(policies, vault, "user", message_text(m), "") for m in targets]
+    raws = [_user_text(m) for m in targets]
+    scanned = [_scan(policies, vault, "user", raw, "") for raw in raws]
     scope = _scope_checker(policies)
     verdicts = [_verdict("input", policies, target=m.id or "", ok=not s.verdict.flagged, pii=s.pii,
-                         scope=scope.check(message_text(m)).model_dump(), **_injection_fields(s.verdict))
-                for m, s in zip(targets, scanned, strict=True)]
+                         scope=scope.check(raw).model_dump(), **_injection_fields(s.verdict))
+                for m, s, raw in zip(targets, scanned, raws, strict=True)]
     updates: list[BaseMessage] = [_rewrite(m, s.text or "", "input") for m, s in zip(targets, scanned, strict=True)]
     out = _scanned_update(verdicts, vault, scanned, messages=updates)
     if any(s.verdict.action == "block" for s in scanned):
@@ -248,16 +297,21 @@ def scan_tool_outputs(state: dict[str, Any]) -> dict[str, Any]:
     policies = get_policies()
     vault = PiiVault.from_state(state.get("pii_vault"))
     targets = [m for m in state.get("messages") or [] if isinstance(m, ToolMessage) and not _guarded(m)]
-    scanned = [_scan(policies, vault, "tool_output", message_text(m), m.name or "") for m in targets]
+    # Declared personal fields become pseudonyms before detection runs on the rest (and before the injection
+    # scan: a pseudonym is no instruction).
+    declared = [_declared_fields(policies, vault, m.name or "", message_text(m), getattr(m, "artifact", None))
+                for m in targets]
+    scanned = [_scan(policies, vault, "tool_output", text, m.name or "")
+               for m, (text, _) in zip(targets, declared, strict=True)]
     verdicts = [_verdict("tool_output", policies, target=m.tool_call_id, tool=m.name or "",
                          ok=not s.verdict.flagged, pii=s.pii, **_injection_fields(s.verdict))
                 for m, s in zip(targets, scanned, strict=True)]
     updates: list[BaseMessage] = []
-    for m, s in zip(targets, scanned, strict=True):
+    for m, s, (_, structured) in zip(targets, scanned, declared, strict=True):
         # The structured result (artifact) travels on as an object, pseudonymised; withheld with the text when
         # the injection policy quarantines or drops the result.
         held = s.verdict.action in ("quarantine", "drop", "block")
-        artifact = None if held else _pseudonymise_result(policies, vault, getattr(m, "artifact", None))
+        artifact = None if held else _pseudonymise_result(policies, vault, structured)
         text = s.text if s.text is not None else "[tool output withheld by the injection guard]"
         updates.append(_rewrite(m, text, "tool_output", artifact=artifact))
     return _scanned_update(verdicts, vault, scanned, messages=updates)
@@ -364,19 +418,88 @@ def render_pseudonyms(text: str, vault: PiiVault) -> str:
 # --- tool calls --------------------------------------------------------------------------------
 
 
-def tool_context(state: dict[str, Any], facts: dict[str, Any] | None = None) -> ToolContext:
-    """Trusted text = the user's messages and the system prompt; never chunks or tool output."""
+def _principal_values(state: dict[str, Any]) -> list[str]:
+    principal = state.get("principal") or {}
+    values: list[str] = []
+    for key, value in principal.items():
+        if key in ("scopes", "groups", "display_name"):
+            continue  # permissions and a display name choose no record
+        if isinstance(value, str):
+            values.append(value)
+        elif isinstance(value, list):
+            values += [str(v) for v in value if isinstance(v, str | int)]
+    return values
+
+
+def provenance_sources(state: dict[str, Any], policies: PolicySet | None = None) -> list[Source]:
+    """Everything the run holds, labelled by where it came from (policies/provenance.py): the user's messages,
+    the principal, the system prompt and allowlists (config), each tool result split by its tool's `output`
+    label, and the retrieved chunks. Texts are the guarded (pseudonymised) ones the model saw."""
+    policies = policies or get_policies()
+    sources: list[Source] = []
+    for m in state.get("messages") or []:
+        if isinstance(m, HumanMessage):
+            sources.append(Source(label="user", text=message_text(m), name="user"))
+        elif isinstance(m, SystemMessage):
+            sources.append(Source(label="config", text=message_text(m), name="system"))
+        elif isinstance(m, ToolMessage):
+            rule = policies.tools.tools.get(m.name or "")
+            trust = rule.output if rule is not None else "text"
+            fields = rule.text_fields if rule is not None else []
+            sources += result_sources(m.name or "tool", message_text(m), getattr(m, "artifact", None), trust, fields)
+    principal = _principal_values(state)
+    if principal:
+        sources.append(Source(label="principal", text="\n".join(principal), name="principal"))
+    lists = policies.tools.allowlists
+    config = [*lists.emails, *lists.email_domains, *lists.url_hosts, *lists.accounts, *lists.phones,
+              str(state.get("tenant") or "")]
+    sources.append(Source(label="config", text="\n".join(c for c in config if c), name="config"))
+    for chunk in state.get("retrieved") or []:
+        if isinstance(chunk, dict) and chunk.get("text"):
+            sources.append(Source(label="retrieved", text=str(chunk["text"]), name=str(chunk.get("chunk_id", ""))))
+    return sources
+
+
+def tool_context(state: dict[str, Any], facts: dict[str, Any] | None = None, *, origin: str = "model",
+                 input_schema: dict[str, Any] | None = None) -> ToolContext:
+    """Trusted text = the user's messages and the system prompt; never chunks or tool output. Sources carry
+    every text with its provenance label for tracing a write's arguments."""
     texts = [message_text(m) for m in state.get("messages") or [] if isinstance(m, HumanMessage | SystemMessage)]
     return ToolContext(tainted=bool(state.get("tainted")), trusted_texts=texts,
                        facts=facts if facts is not None else dict(state.get("facts") or {}),
-                       vault=state.get("pii_vault") or None)
+                       vault=state.get("pii_vault") or None, sources=provenance_sources(state),
+                       origin="playbook" if origin == "playbook" else "model", input_schema=input_schema)
 
 
 def decide_tool_call(state: dict[str, Any], tool: str, args: dict[str, Any], facts: dict[str, Any] | None = None,
-                     call_id: str = "") -> ToolDecision:
+                     call_id: str = "", *, origin: str = "model",
+                     input_schema: dict[str, Any] | None = None) -> ToolDecision:
     """The tool policy's decision for one proposed call in this run (for the planner's executor)."""
     policies = get_policies()
-    return evaluate_tool_call(ToolCall(name=tool, args=args, id=call_id), tool_context(state, facts), policies.tools)
+    context = tool_context(state, facts, origin=origin, input_schema=input_schema)
+    return evaluate_tool_call(ToolCall(name=tool, args=args, id=call_id), context, policies.tools)
+
+
+def executor_args(state: dict[str, Any], tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the MCP server receives. Reads get every real value back (the server holds them anyway and
+    the result is guarded again). Writes get back only the requesting user's own values: a third party's value
+    read from a tool stays a pseudonym, unless tools.yaml `restore_untrusted` names that argument."""
+    vault = PiiVault.from_state(state.get("pii_vault"))
+    rule = get_policies().tools.tools.get(tool)
+    if rule is None or rule.risk == "read":
+        return vault.rehydrate_args(args)
+    return {k: vault.rehydrate_args(v) if k in rule.restore_untrusted else _restore_trusted(vault, v)
+            for k, v in args.items()}
+
+
+def _restore_trusted(vault: PiiVault, value: Any) -> Any:
+    if isinstance(value, str):
+        return vault.rehydrate(value, only_trusted=True)
+    if isinstance(value, dict):
+        return {k: _restore_trusted(vault, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_restore_trusted(vault, v) for v in value)
+    return value
 
 
 def rehydrate_tool_args(state: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:

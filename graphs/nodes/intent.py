@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from interlock.graphs import prompts
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
+from interlock.graphs.nodes.multi_intent import ACTION_ROUTES, find_question_and_request
 from interlock.graphs.state import InterlockState, last_user_text
 from interlock.policies.graph_schema import IntentsPolicy, load_intents_policy
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -199,11 +200,13 @@ class Classify:
     and if that model fails the classifier's answer stands (degraded)."""
 
     def __init__(self, gateway: ModelGateway, classifier: IntentClassifier | None = None, *,
-                 retriever: Any | None = None, embedder: Any | None = None) -> None:
+                 retriever: Any | None = None, embedder: Any | None = None, split_questions: bool = False) -> None:
         self.gateway = gateway
         self._classifier = classifier
         self.retriever = retriever
         self._embedder = embedder
+        # The router answers a knowledge question asked beside a request (graphs/nodes/multi_intent.py).
+        self.split_questions = split_questions
 
     @property
     def classifier(self) -> IntentClassifier:
@@ -220,7 +223,8 @@ class Classify:
         intent, route = prediction.intent, prediction.route
         # A short answer to "which order?" continues the playbook that asked for it.
         waiting = state.get("awaiting_input") or {}
-        if waiting.get("intent") in intents and (len(text) < 40 or not prediction.confident):
+        continued = waiting.get("intent") in intents and (len(text) < 40 or not prediction.confident)
+        if continued:
             intent = waiting["intent"]
             route = intents[intent].route
         elif not prediction.confident and self.gateway.has("router"):
@@ -237,16 +241,31 @@ class Classify:
         if route == "refuse" and self.retriever is not None:
             # Whatever the tenant has ingested widens what counts as a knowledge question (RAG still refuses
             # when its passages do not answer it).
-            from interlock.graphs.rag import knowledge_evidence
-
-            if self._embedder is None:
-                self._embedder = classifier.embedder
-            principal = state.get("principal") or {}
-            evidence = await knowledge_evidence(self.retriever, self._embedder, text, tenant=state.get("tenant", ""),
-                                                groups=list(principal.get("groups") or []))
-            if evidence >= classifier.policy.knowledge_evidence:
+            if await self._evidence(state, text) >= classifier.policy.knowledge_evidence:
                 intent, route = "knowledge", intents["knowledge"].route
-        return {"intent": intent, "route": route, "confidence": prediction.margin, "mode": mode}
+        question = request = None
+        if self.split_questions and not continued:
+            split = await find_question_and_request(
+                classifier, text,
+                acting=(intent, prediction.margin if intent == prediction.intent else 1.0)
+                if route in ACTION_ROUTES else None,
+                evidence=(lambda clause: self._evidence(state, clause)) if self.retriever is not None else None,
+                evidence_floor=classifier.policy.knowledge_evidence)
+            if split is not None:
+                intent, route = split.intent, intents[split.intent].route
+                question, request = split.question, split.request
+        return {"intent": intent, "route": route, "confidence": prediction.margin, "mode": mode, "question": question,
+                "request": request}
+
+    async def _evidence(self, state: InterlockState, text: str) -> float:
+        """How closely the tenant's own documents match `text` (graphs/rag.knowledge_evidence)."""
+        from interlock.graphs.rag import knowledge_evidence
+
+        if self._embedder is None:
+            self._embedder = self.classifier.embedder
+        principal = state.get("principal") or {}
+        return await knowledge_evidence(self.retriever, self._embedder, text, tenant=state.get("tenant", ""),
+                                        groups=list(principal.get("groups") or []))
 
 
 if __name__ == "__main__":  # python -m interlock.graphs.nodes.intent: retrain the shipped weights

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from interlock.graphs.events import emit
+from interlock.graphs.events import emit, tool_inputs
 from interlock.graphs.state import PrincipalInfo
 from interlock.tools.client import GovernedTools, Principal, ToolDenied, ToolInfo, ToolUnavailable
 
@@ -86,7 +86,8 @@ class GovernedToolbox:
 
     @staticmethod
     def _principal(principal: PrincipalInfo) -> Principal:
-        return Principal(sub=principal.sub, tenant=principal.tenant, scopes=principal.scopes)
+        return Principal(sub=principal.sub, tenant=principal.tenant, scopes=principal.scopes,
+                         customer_id=principal.customer_id)
 
     async def list_tools(self, principal: PrincipalInfo) -> list[ToolInfo]:
         policy = tool_policy()
@@ -100,7 +101,7 @@ class GovernedToolbox:
         outcome = await self._call(principal, tool, args, approval_id)
         await emit("tool", {
             "name": tool, "tool": tool, "outcome": "ok" if outcome.ok else (outcome.code or "error"),
-            "approval_id": approval_id, "inputs": args,
+            "approval_id": approval_id, "inputs": tool_inputs(args),
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             "error": outcome.error if not outcome.ok else None,
         })

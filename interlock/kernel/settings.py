@@ -108,6 +108,7 @@ class Settings(BaseSettings):
         None, description="MCP servers verify tokens with this JWKS; unset: the dev issuer's key under "
         "`$INTERLOCK_HOME/keys`")
     tenant_claim: str = Field("tenant_id", description="token claim holding the tenant")
+    customer_claim: str = Field("customer_id", description="token claim holding the customer an end user acts for")
     mcp_token: SecretStr | None = Field(None, description="token a stdio MCP server uses when a call carries none")
     mcp_host: str = Field("127.0.0.1", description="host the sample MCP servers bind and are reached at")
     mcp_orders_url: str | None = Field(None, description="canonical URL (token audience) of the orders MCP server")
@@ -134,7 +135,7 @@ class Settings(BaseSettings):
         None, description="base URL of a local OpenAI-compatible model server (the `local` provider in models.yaml)")
     dev_scopes: Annotated[list[str] | None, NoDecode] = Field(
         None, description="comma-separated scopes of the development principal when no auth is configured; "
-        "unset: every sample system's read and write scopes")
+        "unset: every sample system's read and write scopes and customers:any")
     dev_tenant: str = Field("acme", description="tenant of the development principal when no auth is configured")
 
     # -- retrieval --------------------------------------------------------------------------------------------

@@ -53,11 +53,13 @@ def _store(request: Request) -> Any:
     return store
 
 
-def _operator(request: Request) -> tuple[Access, str]:
+async def _operator(request: Request) -> tuple[Access, str]:
     """The caller's access and the tenant whose approvals they administer (403 without `approvals:decide`;
-    in local development mode the tenant named by `?tenant=` and the configured local operator)."""
+    in local development mode the tenant named by `?tenant=`, if registered, and the configured local operator)."""
     access = Access.of(request)
-    return access, access.operator_tenant(request.query_params.get("tenant"))
+    tenant = access.operator_tenant(request.query_params.get("tenant"))
+    await access.check_tenants([tenant])
+    return access, tenant
 
 
 def _out(approval: Any) -> dict[str, Any]:
@@ -79,14 +81,14 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 async def operator(request: Request) -> Response:
     """Who the console is signed in as: the operator's identity and tenant (local mode: the local operator)."""
-    access, tenant = _operator(request)
+    access, tenant = await _operator(request)
     return JSONResponse({"identity": access.decider()[0], "tenant": tenant})
 
 
 async def list_approvals(request: Request) -> Response:
     """`?status=pending|approved|rejected|consumed|expired|decided` (decided: every state but pending),
     `limit` (1-500, default 100) and `offset`; X-Pagination-Next carries the next offset when there is more."""
-    _, tenant = _operator(request)
+    _, tenant = await _operator(request)
     status = request.query_params.get("status")
     if status and status not in (*STATUSES, "decided"):
         raise Invalid(f"unknown approval status '{status}'")
@@ -152,7 +154,7 @@ def schema_errors(schema: dict[str, Any], args: dict[str, Any]) -> list[str]:
 async def get_approval(request: Request) -> Response:
     """One approval with what the operator needs to decide: the conversation's last messages, the tool's input
     schema (for edits) and the audit trail (state changes, then the tool calls that used it)."""
-    _, tenant = _operator(request)
+    _, tenant = await _operator(request)
     approval = await _owned(request, tenant)
     store = _store(request)
     svc = services(request)
@@ -212,7 +214,9 @@ async def decide(request: Request) -> Response:
         raise Invalid("an edit needs the edited 'args'")
     svc: Services = services(request)
     store = _store(request)
-    approval = await _owned(request, access.decision_tenant(request.query_params.get("tenant")))
+    tenant = access.decision_tenant(request.query_params.get("tenant"))
+    await access.check_tenants([tenant] if tenant else [])
+    approval = await _owned(request, tenant)
     # Who may decide is policy (policies/tools.yaml): operators, never the requester of a destructive call;
     # `confirm` tools also by their requester. The decider is the authenticated principal, never a body field.
     access.check_decision(tool=approval.tool, requester=approval.principal, tenant=approval.tenant,
@@ -262,7 +266,7 @@ async def events(request: Request) -> Response:
     """SSE: `event: approval` with `{"kind": requested|approved|edited|rejected|consumed|expired, "approval"}`
     for every change of the tenant's approvals from now on, polled from the shared database (MCP servers in
     other processes create approvals too). A comment line every 15 s keeps proxies from closing it."""
-    _, tenant = _operator(request)
+    _, tenant = await _operator(request)
     store = _store(request)
     poll = get_settings().approvals_poll_seconds
 

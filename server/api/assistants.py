@@ -28,6 +28,7 @@ async def create(request: Request) -> Response:
     value = body.model_dump()
     value["metadata"] = value.get("metadata") or {}
     filt = await _authorize(request, "create", value)
+    await Access.of(request).check_named_tenants(body.config)
     metadata = {**value["metadata"], **Access.of(request).owner(filt)}
     out = await services(request).assistants.create(
         graph_id=body.graph_id,
@@ -51,6 +52,7 @@ async def patch(request: Request) -> Response:
     body = await parse(request, schemas.AssistantPatch)
     await Access.of(request).assistant(aid, "update")
     filt = await _authorize(request, "update", {"assistant_id": aid, **body.model_dump()})
+    await Access.of(request).check_named_tenants(body.config)
     out = await services(request).assistants.patch(aid, **body.model_dump(), auth_filter=filt)
     return JSONResponse(out)
 

@@ -30,6 +30,7 @@ async def create(request: Request) -> Response:
     value = {**body.model_dump(), "thread_id": thread_id, "metadata": dict(body.metadata or {})}
     filt = await access.filter("crons", "create", value)
     assistant = await access.assistant_for_run(body.assistant_id)
+    await access.check_named_tenants(assistant.get("config"), body.config)
     cron = await access.svc.crons.create(
         assistant_id=assistant["assistant_id"],
         thread_id=thread_id,

@@ -26,13 +26,17 @@ async def stream_graph(
     rejoining client sees each state once."""
     requested: list[str] = options.stream_mode or ["values"]
     subgraphs = options.subgraphs
+    tuple_messages = "messages-tuple" in requested
+    legacy_messages = "messages" in requested
+    # An answer is written inside a subgraph (RAG, the planner): its tokens must reach the messages modes even
+    # when the client did not ask for subgraph events. LangGraph streams subgraph tokens only with subgraphs on,
+    # so the graph always runs with them on for the messages modes; other modes keep the client's choice.
+    run_subgraphs = subgraphs or tuple_messages or legacy_messages
     internal = {m for m in requested if m not in ("events", "messages-tuple")}
     if "messages-tuple" in requested:
         internal.add("messages")
     internal.add("updates")  # interrupts surface through updates
     only_interrupt_updates = "updates" not in requested
-    tuple_messages = "messages-tuple" in requested
-    legacy_messages = "messages" in requested
     accumulated: dict[str, BaseMessageChunk] = {}
     skip_restored_values = continuing
 
@@ -43,6 +47,8 @@ async def stream_graph(
             if mode == "values":
                 return
         suffix = ("|" + "|".join(ns)) if (ns and subgraphs) else ""
+        if ns and not subgraphs and mode != "messages":
+            return  # a subgraph's own state and updates: only for clients that asked for subgraphs
         if mode == "messages":
             if tuple_messages:
                 stream.publish("messages" + suffix, chunk)
@@ -76,7 +82,7 @@ async def stream_graph(
 
     kwargs: dict[str, Any] = {
         "stream_mode": sorted(internal),
-        "subgraphs": subgraphs,
+        "subgraphs": run_subgraphs,
         "interrupt_before": options.interrupt_before,
         "interrupt_after": options.interrupt_after,
     }
@@ -91,7 +97,7 @@ async def stream_graph(
                 continue  # internal model calls: their raw text is not for clients in any stream mode
             if event.get("event") == "on_chain_stream" and event.get("run_id") == run_id:
                 data = event["data"]["chunk"]
-                if subgraphs:
+                if run_subgraphs:
                     ns, mode, chunk = data
                 else:
                     (mode, chunk), ns = data, ()
@@ -100,7 +106,7 @@ async def stream_graph(
                 stream.publish("events", event)
         return
     async for item in graph.astream(graph_input, config, **kwargs):
-        if subgraphs:
+        if run_subgraphs:
             ns, mode, chunk = item
         else:
             (mode, chunk), ns = item, ()

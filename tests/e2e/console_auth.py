@@ -10,7 +10,9 @@ from langgraph_sdk import Auth
 auth = Auth()
 CUSTOMER_SCOPES = ["orders:read", "orders:write", "crm:read", "tickets:read"]
 USERS = {
-    "tok-customer-globex": {"identity": "CUS-201", "tenant": "globex", "permissions": CUSTOMER_SCOPES},
+    # An end user bound to their customer record (subject binding): they reach only CUS-201's orders.
+    "tok-customer-globex": {"identity": "CUS-201", "tenant": "globex", "customer_id": "CUS-201",
+                            "permissions": CUSTOMER_SCOPES},
     "tok-ops-ann": {"identity": "ops-ann", "tenant": "globex", "permissions": ["approvals:decide"]},
     "tok-ops-bob": {"identity": "ops-bob", "tenant": "globex", "permissions": ["approvals:decide"]},
     "tok-ops-acme": {"identity": "ops-gina", "tenant": "acme", "permissions": ["approvals:decide"]},

@@ -23,6 +23,7 @@ def _instrument() -> None:
 
     log_path = os.environ.get("INTERLOCK_E2E_MODEL_LOG")
     sources: dict[int, list[Any]] = {}  # id(model) -> [script path, digest of the loaded content]
+    hijacked: dict[int, str] = {}  # id(model) -> the script's "hijack" mode (e2e_hijacked.py), when it has one
     lock = threading.Lock()
     load = ScriptedChatModel.from_file.__func__  # type: ignore[attr-defined]
 
@@ -43,6 +44,11 @@ def _instrument() -> None:
                 setattr(model, name, getattr(fresh, name))
             model._index = 0
             entry[1] = current
+            mode = json.loads(path.read_text()).get("hijack")
+            if mode:
+                hijacked[id(model)] = str(mode)
+            else:
+                hijacked.pop(id(model), None)
         return path.stem
 
     def record(script: str, messages: list[Any]) -> None:
@@ -65,6 +71,13 @@ def _instrument() -> None:
 
     async def _agenerate(self: ScriptedChatModel, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
         record(refresh(self), messages)
+        if id(self) in hijacked:
+            from e2e_hijacked import reply
+            from langchain_core.outputs import ChatGeneration, ChatResult
+
+            message = reply(messages, hijacked[id(self)])
+            message.usage_metadata = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+            return ChatResult(generations=[ChatGeneration(message=message)])
         return await agenerate(self, messages, *args, **kwargs)
 
     ScriptedChatModel.from_file = classmethod(from_file)  # type: ignore[method-assign,assignment]

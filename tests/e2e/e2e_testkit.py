@@ -190,6 +190,7 @@ class Environment:
     def _seed(self) -> None:
         """`interlock seed` (business data + help centre), then `interlock ingest` of the test documents."""
         self._cli("seed", "--reset")
+        self._cli("tenants", "add", BUDGET_TENANT)  # local mode accepts registered tenants only
         extra = self.root / "extra-kb"
         extra.mkdir()
         (extra / "gift-wrapping.md").write_text(POISONED_DOC)
@@ -295,12 +296,12 @@ class Environment:
     def model_log(self) -> Path:
         return self.root / "model-calls.jsonl"
 
-    def _serve(self, name: str, launcher: list[str], extra_env: dict[str, str]) -> Server:
+    def _serve(self, name: str, launcher: list[str], extra_env: dict[str, str], config: Path | None = None) -> Server:
         port = free_port()
         log = self.root / f"server-{name}.log"
         env = {**self.env, **extra_env}
         proc = subprocess.Popen(
-            [*launcher, "serve", "--config", str(ROOT / "langgraph.json"), "--port", str(port)],
+            [*launcher, "serve", "--config", str(config or ROOT / "langgraph.json"), "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=open(log, "ab"),
@@ -327,13 +328,14 @@ class Environment:
     def zero_key_server(self) -> Server:
         return self._serve("zero-key", [sys.executable, "-m", "interlock"], {})
 
-    def scripted_server(self) -> Server:
+    def scripted_server(self, config: Path | None = None, name: str = "scripted") -> Server:
+        """`config`: another langgraph.json (e.g. with an auth hook) instead of the repository's own."""
         assert self.policy_dir is not None
         self.script("Hello from the scripted model.")
         self.script("Hello from the backup model.", backup=True)
         path = os.pathsep.join(p for p in (str(HERE), self.env.get("PYTHONPATH", "")) if p)
         return self._serve(
-            "scripted",
+            name,
             [sys.executable, str(HERE / "e2e_serve.py")],
             {
                 "INTERLOCK_SCRIPTED_MODEL": str(self.primary_script),
@@ -342,6 +344,7 @@ class Environment:
                 "INTERLOCK_E2E_MODEL_LOG": str(self.model_log),
                 "PYTHONPATH": path,
             },
+            config,
         )
 
     # --- the scripted model ------------------------------------------------------------------
@@ -386,14 +389,15 @@ class Environment:
                 return []
         return [dict(r) for r in rows]
 
-    def claim_order(self, tenant: str | None = None) -> tuple[str, str]:
-        """(tenant, order id) of a not yet shipped order no other test has claimed: cancelling is one-way."""
+    def claim_order(self, tenant: str | None = None, customer: str | None = None) -> tuple[str, str]:
+        """(tenant, order id) of a not yet shipped order no other test has claimed (of `customer`, if given):
+        cancelling is one-way."""
         rows = self.business(
             "orders",
-            "SELECT tenant, id FROM orders WHERE status IN ('processing', 'pending') ORDER BY tenant, id",
+            "SELECT tenant, id, customer_id FROM orders WHERE status IN ('processing', 'pending') ORDER BY tenant, id",
         )
         for row in rows:
-            if tenant is not None and row["tenant"] != tenant:
+            if (tenant is not None and row["tenant"] != tenant) or (customer and row["customer_id"] != customer):
                 continue
             if row["id"] not in self._claimed:
                 self._claimed.add(row["id"])

@@ -182,10 +182,12 @@ async def test_requested_approval_is_announced_then_expires_and_the_run_ends_exp
 
 def test_watch_names_the_problem_when_the_server_refuses(short_lived: Server, e2e_env: Environment) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "interlock", "approvals", "--url", short_lived.url, "watch"],
+        [sys.executable, "-m", "interlock", "approvals", "--url", short_lived.url, "--tenant", "nosuch", "watch"],
         cwd=ROOT, env=e2e_env.env, capture_output=True, text=True, timeout=60,
     )
-    assert done.returncode == 1 and "'tenant' is required" in done.stdout
+    # One line on stderr naming the unknown tenant and the known ones, exit 1, no traceback.
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "unknown tenant 'nosuch'" in done.stderr and "acme" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_policy_rejects_an_impossible_approval_lifetime(tmp_path: Path) -> None:

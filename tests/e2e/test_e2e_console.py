@@ -107,7 +107,7 @@ async def operator_page(browser: Any, server: Server, token: str, width: int = 1
 
 async def ask_to_cancel(server: Server, env: Environment, extra: str = "") -> tuple[str, str]:
     """The customer's chat run asking to cancel a fresh globex order, up to its interrupt: (order, thread)."""
-    _, order = env.claim_order("globex")
+    _, order = env.claim_order("globex", customer="CUS-201")  # the customer's own order
     async with httpx.AsyncClient(base_url=server.url, headers=CUSTOMER, timeout=120) as http:
         thread = (await http.post("/threads", json={})).json()["thread_id"]
         body = {"assistant_id": "router", "input": {"messages": [

@@ -55,9 +55,9 @@ def test_full_gate_passes_on_the_current_code(tmp_path: Path) -> None:
     rows = table_rows(done.stdout)
     suites = {suite for suite, _ in rows}
     assert suites == {"router", "router_cv", "retrieval", "groundedness", "refusal", "injection", "approval", "safety",
-                      "tenant_knowledge"}
+                      "tenant_knowledge", "multi_intent"}
     assert all(status == "pass" for *_, status in rows.values()), done.stdout
-    for name in ("approval", "safety"):
+    for name in ("approval", "safety", "multi_intent"):
         invariants = [m for s, m in rows if s == name and m.startswith("invariant ")]
         assert invariants and all(rows[(name, m)][0] == "0" for m in invariants)
     router = json.loads((results / "router.json").read_text())

@@ -43,7 +43,7 @@ def calls_of(toolbox: GovernedToolbox, tool: str) -> list[tuple[str, dict[str, A
 async def order_status(toolbox: GovernedToolbox, order_id: str, tenant: str = "acme") -> str:
     from interlock.graphs.state import PrincipalInfo
 
-    outcome = await toolbox.call(PrincipalInfo(sub="auditor", tenant=tenant, scopes=["orders:read"]), "get_order", {"order_id": order_id})
+    outcome = await toolbox.call(PrincipalInfo(sub="auditor", tenant=tenant, scopes=["orders:read", "customers:any"]), "get_order", {"order_id": order_id})
     toolbox.calls.pop()
     assert outcome.ok, outcome.error
     return str(outcome.content["status"])

@@ -82,6 +82,25 @@ def test_identity_comes_from_the_server_auth_context() -> None:
     assert dev.tenant == "globex"
 
 
+def test_the_customer_binding_comes_from_the_auth_hook_and_the_config_only_without_auth() -> None:
+    from interlock.graphs import state
+
+    bound = {"identity": "ann@acme", "tenant": "acme", "customer_id": "CUS-101", "permissions": ["orders:read"]}
+    staff = {"identity": "ops@acme", "tenant": "acme", "permissions": ["orders:read", "customers:any"]}
+    forged = {"customer_id": "CUS-102", "principal": {"sub": "x", "tenant": "acme", "customer_id": "CUS-102"}}
+    ann = principal_from_config({"configurable": {"langgraph_auth_user": bound, **forged}})
+    assert (ann.customer_id, ann.any_customer) == ("CUS-101", False)
+    assert ann.may_act_for("CUS-101") and not ann.may_act_for("CUS-102") and not ann.may_act_for(None)
+    ops = principal_from_config({"configurable": {"langgraph_auth_user": staff, **forged}})
+    assert ops.customer_id is None and ops.any_customer and ops.may_act_for("CUS-102")
+    # Local development (no auth): the developer is staff unless the run's config binds a customer.
+    assert state.principal_from_config({"configurable": {}}).any_customer
+    local = principal_from_config({"configurable": {"customer_id": "CUS-103"}})
+    assert (local.customer_id, local.any_customer) == ("CUS-103", False)
+    assert principal_from_config({"configurable": {"principal": {"sub": "s", "customer_id": "CUS-104"}}}
+                                 ).customer_id == "CUS-104"
+
+
 def test_classifier_routes_clear_messages() -> None:
     from interlock.graphs.nodes.intent import default_classifier
 

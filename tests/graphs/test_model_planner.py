@@ -70,7 +70,7 @@ def ai_texts(out: dict[str, Any]) -> str:
 
 
 async def order_status(toolbox: GovernedToolbox, order_id: str) -> str:
-    outcome = await toolbox.call(PrincipalInfo(sub="auditor", tenant="acme", scopes=["orders:read"]), "get_order",
+    outcome = await toolbox.call(PrincipalInfo(sub="auditor", tenant="acme", scopes=["orders:read", "customers:any"]), "get_order",
                                  {"order_id": order_id})
     toolbox.calls.pop()
     return str(outcome.content["status"])

@@ -58,6 +58,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INTERLOCK_", "LANGSMITH_"))}
     env.update(INTERLOCK_HOME=str(project / ".interlock"), LANGSMITH_TRACING="false")
+    # The runs below name tenant acme; a local development server accepts registered tenants only.
+    subprocess.run([sys.executable, "-m", "interlock", "tenants", "add", "acme"], cwd=project, env=env, check=True,
+                   capture_output=True, timeout=120)
     log = project / "server.log"
     with log.open("ab") as out:
         # Started from the project's folder, as a user would: its packages are first on the import path.

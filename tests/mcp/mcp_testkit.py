@@ -12,6 +12,7 @@ import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+STAFF = "customers:any"  # the staff scope: every customer of the tenant
 ALL_SCOPES = ["orders:read", "orders:write", "crm:read", "crm:write", "billing:read", "billing:write",
               "tickets:read", "tickets:write"]
 
@@ -53,11 +54,17 @@ class RunningServers:
 
 
 def token(
-    aud: str, scopes: list[str] | None = None, sub: str = "alice", tenant: str = "acme", ttl_s: int = 300
+    aud: str, scopes: list[str] | None = None, sub: str = "alice", tenant: str = "acme", ttl_s: int = 300,
+    *, customer: str | None = None, staff: bool | None = None,
 ) -> str:
+    """A token as Interlock mints it. Without `customer` the caller is staff (`customers:any`) unless `staff=False`;
+    with one it is that customer's end user."""
     from interlock.tools import identity
 
-    return identity.mint(sub, tenant, ALL_SCOPES if scopes is None else scopes, aud, ttl_s=ttl_s)
+    granted = list(ALL_SCOPES if scopes is None else scopes)
+    if staff if staff is not None else customer is None:
+        granted.append(STAFF)
+    return identity.mint(sub, tenant, granted, aud, ttl_s=ttl_s, customer_id=customer)
 
 
 def forged_token(aud: str, *, key: RSAKey | None = None, **overrides: Any) -> str:

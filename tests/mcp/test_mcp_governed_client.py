@@ -23,8 +23,9 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
-READER = Principal(sub="reader", tenant="acme", scopes=["orders:read", "crm:read", "crm:write", "tickets:read"])
-WRITER = Principal(sub="writer", tenant="acme", scopes="orders:read orders:write billing:read")
+READER = Principal(sub="reader", tenant="acme",
+                   scopes=["orders:read", "crm:read", "crm:write", "tickets:read", "customers:any"])
+WRITER = Principal(sub="writer", tenant="acme", scopes="orders:read orders:write billing:read customers:any")
 
 
 class FlakyTransport(httpx2.AsyncBaseTransport):

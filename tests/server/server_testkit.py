@@ -75,7 +75,15 @@ class ServerProcess:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
 
 
-def make_server(tmp: Path, database_url: str | None, config: Path = PROJECT / "langgraph.json", **env: str) -> ServerProcess:
+def register_tenants(env: dict[str, str], *names: str) -> None:
+    """`interlock tenants add`: a local development server accepts only registered tenants."""
+    done = subprocess.run([sys.executable, "-m", "interlock", "tenants", "add", *names], cwd=str(ROOT), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def make_server(tmp: Path, database_url: str | None, config: Path = PROJECT / "langgraph.json",
+                tenants: tuple[str, ...] = (), **env: str) -> ServerProcess:
     port = free_port()
     home = tmp / f"home-{port}"
     home.mkdir(parents=True, exist_ok=True)
@@ -94,6 +102,8 @@ def make_server(tmp: Path, database_url: str | None, config: Path = PROJECT / "l
     full_env.pop("INTERLOCK_DATABASE_URL", None)
     if database_url:
         full_env["INTERLOCK_DATABASE_URL"] = database_url
+    if tenants:
+        register_tenants(full_env, *tenants)
     server = ServerProcess(
         url=f"http://127.0.0.1:{port}", home=home, config=config, env=full_env, port=port, log_path=home / "server.log"
     )

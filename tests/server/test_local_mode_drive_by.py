@@ -26,7 +26,8 @@ LOCAL_OPERATOR = "dana@local"
 @pytest.fixture(scope="module")
 def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = make_server(
-        tmp_path_factory.mktemp("local"), None, config=PROJECT / "langgraph_local.json", INTERLOCK_LOCAL_OPERATOR=LOCAL_OPERATOR
+        tmp_path_factory.mktemp("local"), None, config=PROJECT / "langgraph_local.json", tenants=("acme",),
+        INTERLOCK_LOCAL_OPERATOR=LOCAL_OPERATOR
     )
     yield proc
     proc.stop()
@@ -82,7 +83,8 @@ def test_local_operator_decides_under_the_same_rules(local_server: ServerProcess
 
 def test_separation_of_duties_applies_to_the_local_operator(tmp_path: Path) -> None:
     # The development principal requests as `dev-user`; a local operator with that identity may not approve it.
-    server = make_server(tmp_path, None, config=PROJECT / "langgraph_local.json", INTERLOCK_LOCAL_OPERATOR="dev-user")
+    server = make_server(tmp_path, None, config=PROJECT / "langgraph_local.json", tenants=("acme",),
+                         INTERLOCK_LOCAL_OPERATOR="dev-user")
     try:
         _, value = pending_approval(server)
         with httpx.Client(base_url=server.url, timeout=60) as http:

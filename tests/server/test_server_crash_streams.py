@@ -118,7 +118,7 @@ def test_rejoin_after_sigkill_yields_every_event_once(replicas) -> None:  # noqa
 
 def test_unreachable_redis_is_a_degraded_mode_not_a_500(tmp_path, pg_factory) -> None:  # noqa: ANN001
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
-    server = make_server(tmp_path, pg_factory(), INTERLOCK_REDIS_URL=dead_redis)
+    server = make_server(tmp_path, pg_factory(), tenants=("acme",), INTERLOCK_REDIS_URL=dead_redis)
     try:
         assert "degraded mode" in server.log()
         http = httpx.Client(base_url=server.url, timeout=30)

@@ -71,6 +71,7 @@ def test_approvals_options_are_accepted_after_the_subcommand_and_url_default_is_
     helped = interlock("approvals", "list", "--help")
     assert "http://127.0.0.1:2024" in helped.stdout and "INTERLOCK_URL" in helped.stdout
     # The README writes the options after the subcommand; against a real server both orders give the same list.
+    assert interlock("tenants", "add", "acme", env={"INTERLOCK_HOME": str(tmp_path)}).returncode == 0
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "interlock", "serve", "--config", str(ROOT / "langgraph.json"), "--port", str(port)],
