@@ -378,7 +378,10 @@ class PlannerNodes:
                 stream.restart()  # the rejected try released nothing (a call written as text is held back)
             reply, _provider = await self.deps.gateway.ainvoke(
                 "planner", conversation, tenant=state.get("tenant", ""), feature="planner", tools=bound or None,
-                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0), stream=stream)
+                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0),
+                # A step that must call a tool has no answer to stream, and llama_cpp.server's streamed forced
+                # calls repeat the tool name in every delta: only steps that may answer are streamed.
+                stream=stream if choice in (None, "auto") else None)
             calls, from_text = list(reply.tool_calls), None
             if not calls:
                 from_text = toolcalls.recognise(message_text(reply), schemas.keys())
