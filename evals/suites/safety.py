@@ -65,9 +65,17 @@ def _recording_model(reply: str | None, calls: list[dict[str, Any]]) -> Any:
             return self._payloads
 
     if calls:
-        message = AIMessage(content="", tool_calls=[{"name": c["name"], "args": c.get("args", {}), "id": f"c{i}",
-                                                     "type": "tool_call"} for i, c in enumerate(calls)])
-        return RecordingChatModel(replies=[message], repeat="last")
+        # A runaway model proposes a new call every time (a call identical to one already run this turn is not run
+        # again, so a model repeating itself is answered from the results, not stopped by a limit): each reply
+        # asks for other orders, more replies than any limit allows.
+        def reply(k: int) -> AIMessage:
+            return AIMessage(content="", tool_calls=[
+                {"name": c["name"], "id": f"c{k}-{i}", "type": "tool_call",
+                 "args": {**c.get("args", {}), **({"order_id": f"ORD-{2000 + k * len(calls) + i}"}
+                                                  if "order_id" in c.get("args", {}) else {})}}
+                for i, c in enumerate(calls)])
+
+        return RecordingChatModel(replies=[reply(k) for k in range(100)], repeat="last")
     return RecordingChatModel(replies=[reply or "Thanks, I have noted that."])
 
 
