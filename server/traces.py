@@ -31,17 +31,20 @@ _OPAQUE_ID = re.compile(
     r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?"  # timestamps the server writes
 )
 
+_PATTERN_CUE = re.compile(r"[\d@]")
+_NAME_CUE = re.compile(r"[^\W\d_a-z]|\s")  # a capital letter (any script without case counts too) or a space
+
 
 def may_hold_pii(value: str, *, names: bool) -> bool:
     """Whether a trace string needs the detector at all. Every pattern-tier entity (email, phone, card, IBAN,
     SSN, IP, street address, date of birth...) contains a digit or an '@'; a name (NER tier) needs a capital
     letter or a cue phrase, which needs a space. Node names, state keys and ids then never load the recognizers
     (spaCy and Presidio are ~120 MiB a process that serves guard-free graphs need not carry)."""
-    if not value.strip() or _OPAQUE_ID.fullmatch(value):
+    if _OPAQUE_ID.fullmatch(value):
         return False
-    if any(c.isdigit() or c == "@" for c in value):
+    if _PATTERN_CUE.search(value):
         return True
-    return names and any(c.isupper() or c.isspace() for c in value)
+    return names and _NAME_CUE.search(value) is not None and not value.isspace()
 
 
 class Redactor:
