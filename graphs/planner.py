@@ -146,6 +146,78 @@ def _tool_result_text(content: Any) -> str:
     return content if isinstance(content, str) else json.dumps(content, default=str)
 
 
+def _call_key(name: str, args: Any) -> str:
+    """A call's identity for spotting repeats: the tool and its arguments, key order and encoding aside (a model
+    may copy an earlier call with its arguments as a JSON string)."""
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            pass
+    return name + " " + json.dumps(args or {}, sort_keys=True, default=str)
+
+
+def _executed_this_turn(state: InterlockState) -> set[str]:
+    """The calls (`_call_key`) that were answered by a tool since the user's latest message."""
+    answered: set[str] = set()
+    keys: set[str] = set()
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, ToolMessage):
+            answered.add(message.tool_call_id)
+        elif isinstance(message, AIMessage):
+            keys |= {_call_key(c["name"], c.get("args")) for c in message.tool_calls if c.get("id") in answered}
+    return keys
+
+
+def repeats_executed_calls(calls: list[dict[str, Any]], state: InterlockState) -> bool:
+    """Every call in a reply was already executed in this turn with the same arguments: small models copy the
+    call they see in the history instead of answering from its result; running it again only loops."""
+    done = _executed_this_turn(state)
+    return bool(calls) and all(_call_key(c["name"], c.get("args")) in done for c in calls)
+
+
+def _playbook_tools(playbook: Any) -> list[str]:
+    names = [step.tool for step in playbook.steps]
+    if playbook.precheck is not None:
+        names.append(playbook.precheck.tool)
+    return list(dict.fromkeys(names))
+
+
+def results_summary(state: InterlockState, playbooks: PlaybooksPolicy) -> str:
+    """An answer written from this turn's tool results without a model: each result through the reply template a
+    playbook has for its tool (the zero-key wording), else its fields listed; errors are said as errors."""
+    templates: dict[str, str] = {}
+    for name, playbook in playbooks.playbooks.items():
+        for step in playbook.steps:
+            if name == state.get("intent") or step.tool not in templates:
+                templates[step.tool] = step.reply or playbook.reply
+    calls = {c["id"]: c for m in state.get("messages") or [] if isinstance(m, AIMessage) for c in m.tool_calls}
+    lines: list[str] = []
+    for message in _results_of_this_turn(state):
+        call = calls.get(message.tool_call_id) or {"name": message.name or "", "args": {}}
+        if message.status == "error":
+            lines.append(str(message.content))
+            continue
+        result = message.artifact if message.artifact is not None else str(message.content)
+        template = templates.get(call["name"], f"{call['name'].replace('_', ' ')}: {{result}}")
+        lines.append(render(template, {"result": result, **(call.get("args") or {})}))
+    return "\n".join(dict.fromkeys(lines)) or ("I couldn't complete that: I found nothing to answer with. Nothing "
+                                               "was changed. Please try again, or ask me to hand you to a person.")
+
+
+def _results_of_this_turn(state: InterlockState) -> list[ToolMessage]:
+    """The tool results since the user's latest message, oldest first."""
+    results: list[ToolMessage] = []
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, ToolMessage):
+            results.append(message)
+    return results[::-1]
+
+
 # --- the nodes -------------------------------------------------------------------------------------
 
 
@@ -197,10 +269,19 @@ class PlannerNodes:
         # looks like a tool call is never released.
         stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards, segment_check=action_claim_check)
         try:
-            reply, steps, unusable = await self._checked_model_reply(state, tools, steps, system, stream)
+            reply, steps, unusable = await self._checked_model_reply(state, self._offered(state, tools), steps,
+                                                                     system, stream)
         except ModelsUnavailable:
             await stream.discard()
             raise
+        if not unusable and repeats_executed_calls(reply.tool_calls, state):
+            # Nothing new to run: the results are already in the conversation, so the model must answer now. The
+            # repeated call (text is held back, never released) is forgotten and the answer streams afresh.
+            if not stream.restart():
+                await stream.discard()
+                stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards,
+                                           segment_check=action_claim_check)
+            reply, steps = await self._answer_from_results(state, steps, system, stream)
         reply.response_metadata = {**reply.response_metadata, "interlock_mode": "model"}
         if unusable:
             # The repair budget is spent and the reply is still a tool call nobody can run: say so, never show it.
@@ -222,6 +303,44 @@ class PlannerNodes:
                                                "steps": steps, "mode": "model"})
 
     # model replies that real providers give: tool choice, calls written as text, a bounded repair loop ------
+
+    def _offered(self, state: InterlockState, tools: dict[str, ToolInfo]) -> dict[str, ToolInfo]:
+        """The tools shown to the model: those on the business systems the routed intent's playbook works with (an
+        order question sees the orders tools, not all fifteen: a shorter prompt, read faster, and fewer wrong picks).
+        Only a prompt matter: what may run is still decided per call by policy, the toolbox and the MCP servers.
+        An intent without a playbook sees every tool the caller may use."""
+        playbook = (self.deps.playbooks or default_playbooks()).playbooks.get(state.get("intent") or "")
+        if playbook is None:
+            return tools
+        servers = {tools[name].server for name in _playbook_tools(playbook) if name in tools}
+        offered = {name: info for name, info in tools.items() if info.server in servers}
+        return offered or tools
+
+    async def _answer_from_results(self, state: InterlockState, steps: int, system: SystemMessage,
+                                   stream: ProgressiveAnswer | None = None) -> tuple[AIMessage, int]:
+        """The answer once the model only repeats calls that already ran: asked once more with no tools bound (the
+        Qwen template lists bound tools in the prompt whatever `tool_choice` says, and a model shown tools keeps
+        calling them); when that is again a call, or nothing, the answer is written from the tool results."""
+        within = steps + 1 <= self.limits.max_steps and _elapsed(state) < self.limits.wall_clock_s
+        if within and self.deps.gateway.has("planner"):
+            steps += 1
+            remaining = self.limits.wall_clock_s - _elapsed(state)
+            nudge = HumanMessage("The tool results above answer this. Reply to the customer now in plain "
+                                 "sentences, using only those results. Do not call any tool.")
+            try:
+                reply, _provider = await self.deps.gateway.ainvoke(
+                    "planner", [system, *state.get("messages", []), nudge], tenant=state.get("tenant", ""),
+                    feature="planner", deadline=time.monotonic() + max(remaining, 0.0), stream=stream)
+            except ModelsUnavailable:
+                reply = None
+            text = message_text(reply) if reply is not None else ""
+            if reply is not None and not reply.tool_calls and text.strip() and not toolcalls.recognise(text).attempted:
+                return AIMessage(content=text, id=reply.id, usage_metadata=reply.usage_metadata,
+                                 response_metadata=dict(reply.response_metadata)), steps
+            if stream is not None:
+                stream.restart()  # a call written as text was held back; the summary below goes out instead
+        return AIMessage(content=results_summary(state, self.deps.playbooks or default_playbooks()),
+                         response_metadata={"answer_from": "tool_results"}), steps
 
     def _tool_choice(self, state: InterlockState, tools: dict[str, ToolInfo]) -> str:
         """What the model may do at this step. `auto` (answer or call) once a tool has answered in this turn, or
@@ -259,7 +378,10 @@ class PlannerNodes:
                 stream.restart()  # the rejected try released nothing (a call written as text is held back)
             reply, _provider = await self.deps.gateway.ainvoke(
                 "planner", conversation, tenant=state.get("tenant", ""), feature="planner", tools=bound or None,
-                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0), stream=stream)
+                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0),
+                # A step that must call a tool has no answer to stream, and llama_cpp.server's streamed forced
+                # calls repeat the tool name in every delta: only steps that may answer are streamed.
+                stream=stream if choice in (None, "auto") else None)
             calls, from_text = list(reply.tool_calls), None
             if not calls:
                 from_text = toolcalls.recognise(message_text(reply), schemas.keys())

@@ -59,6 +59,11 @@ class RagConfig:
     # A model's NOT_IN_CONTEXT is overruled when a passage sentence matches the question at least this well (the
     # extractive score: cosine plus keyword bonus); the extractive answer is given instead of a refusal.
     strong_support: float = 0.75
+    # An answer that cites nothing (small models often leave the [#id] markers out) gets its citations attached when
+    # every sentence is backed by one passage sentence: cosine at least this, nearly all its content words and
+    # every number in that passage. Otherwise it fails the citation check as before.
+    attribution_similarity: float = 0.75
+    attribution_coverage: float = 0.75
     # A model's rewrite is used as the search query only if it looks like one (see `looks_like_search_query`).
     max_query_words: int = 16
 
@@ -203,6 +208,48 @@ def looks_like_search_query(candidate: str, question: str, max_words: int = 16) 
     if asked and not (asked & _terms(text)):
         return False
     return set(re.findall(r"\d+", text)) <= set(re.findall(r"\d+", question))
+
+
+_NEGATION = re.compile(r"\b(?:not|no|never|none|cannot|without)\b|n't\b", re.I)
+
+
+def _negated(sentence: str) -> bool:
+    return bool(_NEGATION.search(sentence))
+
+
+def _numbers(text: str) -> set[str]:
+    return set(re.findall(r"\d+(?:[.,]\d+)?", text))
+
+
+def attribute_citations(answer: str, chunks: list[Chunk], embed: Any, *, min_similarity: float = 0.75,
+                        min_coverage: float = 0.75) -> str | None:
+    """`answer` with a `[#id]` after each sentence, naming the passage that backs it, or None when any sentence is
+    not clearly backed by one retrieved passage sentence: meaning (cosine), wording (the share of its content words
+    found in that passage) and every number it states (found in that passage). Only for an answer that cites
+    nothing; the normal verification still runs on the result."""
+    # Every sentence, short ones too: an unchecked "Returns are free." must not ride along.
+    sentences = [s for s in (p.strip().lstrip("#-*> ").strip() for p in SENTENCE_SPLIT.split(answer)) if _terms(s)]
+    candidates = [(s, c) for c in chunks for s in split_sentences(c.get("text", ""))]
+    if not sentences or not candidates or CITE.search(answer):
+        return None
+    vectors = np.asarray(embed([*sentences, *(s for s, _ in candidates)]), dtype=np.float32)
+    sims = vectors[: len(sentences)] @ vectors[len(sentences):].T
+    cited = answer
+    for i, sentence in enumerate(sentences):
+        best = int(np.argmax(sims[i]))
+        chunk = candidates[best][1]
+        words, text = _terms(sentence), chunk.get("text", "")
+        coverage = len(words & _terms(text)) / max(len(words), 1)
+        if sims[i][best] < min_similarity or coverage < min_coverage or not _numbers(sentence) <= _numbers(text):
+            return None
+        if _negated(sentence) != _negated(candidates[best][0]):  # "are not free" is close to "are free" in meaning
+            return None
+        at = cited.find(sentence)
+        if at < 0:
+            return None
+        end = at + len(sentence)
+        cited = f"{cited[:end]} [#{short_id(chunk['chunk_id'])}]{cited[end:]}"
+    return cited
 
 
 def _normalise(text: str) -> str:
@@ -359,11 +406,21 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
                     verdicts.append({"guard": "not_in_context", "ok": False, "support": round(best, 3)})
                     return _quoted(quoted, quoted_citations, "degraded", verdicts)
                 citations, problems = verify_citations(text, chunks)
+                if problems == ["the answer cites nothing"]:
+                    embedder = _get_embedder(deps)
+                    attributed = await asyncio.to_thread(
+                        attribute_citations, text, chunks, embedder.embed, min_similarity=cfg.attribution_similarity,
+                        min_coverage=cfg.attribution_coverage)
+                    if attributed is not None:
+                        text = attributed
+                        citations, problems = verify_citations(text, chunks)
+                        verdicts.append({"guard": "citations", "ok": True, "attributed": True})
                 if not problems:
                     text = name_sources(text, chunks)
                     return {"messages": [AIMessage(content=text, name="interlock", response_metadata={
                         "interlock_mode": "model", "provider": provider, "outcome": "answered",
-                        "citations": citations})], "citations": citations, "mode": "model", "outcome": "answered"}
+                        "citations": citations})], "citations": citations, "mode": "model", "outcome": "answered",
+                        **({"guard_verdicts": verdicts} if verdicts else {})}
                 # Unverifiable citations: fall back to quoting the passages verbatim.
                 verdicts.append({"guard": "citations", "ok": False, "problems": problems[:5]})
                 mode = "degraded"
