@@ -269,8 +269,7 @@ class PlannerNodes:
         # looks like a tool call is never released.
         stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards, segment_check=action_claim_check)
         try:
-            reply, steps, unusable = await self._checked_model_reply(state, self._offered(state, tools), steps,
-                                                                     system, stream)
+            reply, steps, unusable = await self._checked_model_reply(state, tools, steps, system, stream)
         except ModelsUnavailable:
             await stream.discard()
             raise
@@ -307,8 +306,10 @@ class PlannerNodes:
     def _offered(self, state: InterlockState, tools: dict[str, ToolInfo]) -> dict[str, ToolInfo]:
         """The tools shown to the model: those on the business systems the routed intent's playbook works with (an
         order question sees the orders tools, not all fifteen: a shorter prompt, read faster, and fewer wrong picks).
-        Only a prompt matter: what may run is still decided per call by policy, the toolbox and the MCP servers.
-        An intent without a playbook sees every tool the caller may use."""
+        Only a prompt matter: a call to any tool the caller may use is still checked against that tool's schema and
+        decided by policy, provenance, the toolbox and the MCP servers like any other (a hijacked model's off-intent
+        call meets the same decision, never a "no such tool" repair). An intent without a playbook sees every tool
+        the caller may use."""
         playbook = (self.deps.playbooks or default_playbooks()).playbooks.get(state.get("intent") or "")
         if playbook is None:
             return tools
@@ -366,10 +367,11 @@ class PlannerNodes:
         still unusable). Calls written as text are turned into ordinary tool calls, so they take exactly the path
         (policy, approval, provenance) a native call takes. An unknown tool, arguments that break the schema or
         an unreadable call get a correction naming the problem and another try, at most `MAX_REPAIRS` times and
-        never past the step or time limit; each try counts as a step."""
+        never past the step or time limit; each try counts as a step. The model is shown the routed intent's tools
+        (`_offered`); calls are checked against every tool the caller may use."""
         schemas = {name: info.input_schema for name, info in tools.items()}
         vault = _vault(state)
-        bound = [t.as_openai_tool() for t in tools.values()]
+        bound = [t.as_openai_tool() for t in self._offered(state, tools).values()]
         choice = self._tool_choice(state, tools) if bound else None
         conversation: list[Any] = [system, *state.get("messages", [])]
         for attempt in range(MAX_REPAIRS + 1):

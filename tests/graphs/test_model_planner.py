@@ -292,6 +292,18 @@ async def test_the_model_sees_only_the_tools_of_the_systems_the_intent_works_wit
     assert len(offered) < len(everything), (offered, sorted(everything))
 
 
+
+async def test_a_call_to_a_tool_outside_the_intents_systems_is_decided_not_repaired(toolbox: GovernedToolbox) -> None:
+    # Offering the intent's tools is a prompt matter: a model (a hijacked one, say) that calls another system's
+    # real tool meets the executor's decision like any call, never a "no such tool" correction.
+    off_intent = AIMessage(content="", tool_calls=[{"name": "get_customer", "args": {"customer_id": "CUS-101"},
+                                                    "id": "c1", "type": "tool_call"}])
+    model = BindingModel(replies=[off_intent, "Your order ORD-1002 has shipped."])
+    await router(toolbox, model).ainvoke({"messages": [("user", STATUS)]}, thread())
+    assert model.bound[0] and "get_customer" not in model.bound[0]  # not offered...
+    assert len(calls_of(toolbox, "get_customer")) == 1  # ...but run through the toolbox all the same
+    assert model.calls == 2  # no repair try in between
+
 def test_the_output_guard_never_delivers_an_empty_answer() -> None:
     from interlock.graphs.nodes.guards import check_output
 
