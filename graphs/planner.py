@@ -30,7 +30,13 @@ from interlock.graphs.nodes import approval, guards
 from interlock.graphs.nodes.answer_stream import ProgressiveAnswer, action_claim_check
 from interlock.graphs.nodes.answers import deliver, final_message
 from interlock.graphs.nodes.intent import Classify
-from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
+from interlock.graphs.nodes.playbooks import (
+    PlaybooksPolicy,
+    default_playbooks,
+    precheck_for_call,
+    render,
+    validate_args,
+)
 from interlock.graphs.nodes.playbooks import plan as playbook_plan
 from interlock.graphs.nodes.toolbox import GovernedToolbox, Toolbox, ToolInfo
 from interlock.graphs.state import InterlockState, PrincipalInfo, last_user_text, message_text
@@ -293,6 +299,13 @@ class PlannerNodes:
         if not reply.tool_calls:
             update = {"messages": [reply], "steps": steps, "mode": "model", "outcome": "answered"}
             return Command(goto=END, update=await deliver(self.deps.use_guards, state, update, stream=stream))
+        moot = await self._moot_calls(state, reply.tool_calls, tools)
+        if moot is not None:
+            # The record's state already answers (an order already cancelled): nothing runs, no operator is asked.
+            text, vault_update = moot
+            update = {"messages": [final_message(text, "model", "answered")], "steps": steps, "mode": "model",
+                      "outcome": "answered", **vault_update}
+            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update, stream=stream))
         reply = await stream.settle_tool_step(reply)
         calls = [PlannedCall(id=c.get("id") or f"call_{uuid.uuid4().hex[:12]}", tool=c["name"],
                              args=dict(c.get("args") or {})) for c in reply.tool_calls]
@@ -300,6 +313,41 @@ class PlannerNodes:
             raw["id"] = call.id  # the ToolMessages answer these ids
         return Command(goto="execute", update={"messages": [reply], "plan": [c.model_dump() for c in calls],
                                                "steps": steps, "mode": "model"})
+
+    async def _precheck(self, state: InterlockState, check: tuple[str, dict[str, Any], str, list[Any], str],
+                        slots: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """A playbook's precheck read: the reply and the state update when the record's state makes the steps moot
+        (an already cancelled order is not cancelled again, and no operator is asked to approve it), else None."""
+        tool, args, field_name, stop_if, reply = check
+        if self.deps.toolbox is None:
+            return None
+        seen = await self.deps.toolbox.call(_principal(state), tool, args)
+        if not (seen.ok and isinstance(seen.content, dict) and seen.content.get(field_name) in stop_if):
+            return None
+        result, vault_update = seen.content, {}
+        if self.deps.use_guards:  # the reply is state (and streamed) before the output guard: no raw values
+            result, vault_update = await asyncio.to_thread(guards.pseudonymised_result, dict(state), result, tool)
+        return render(reply, {**slots, "result": result}), vault_update
+
+    async def _moot_calls(self, state: InterlockState, calls: list[dict[str, Any]],
+                          tools: dict[str, ToolInfo]) -> tuple[str, dict[str, Any]] | None:
+        """Model mode runs the playbooks' prechecks too: when every call of a reply is one a playbook prechecks
+        and every precheck finds the record already in a final state, the answer comes from those states."""
+        playbooks = self.deps.playbooks or default_playbooks()
+        checks = [precheck_for_call(c["name"], dict(c.get("args") or {}), playbooks, state.get("intent") or "")
+                  for c in calls]
+        if not calls or any(check is None or check[0] not in tools for check in checks):
+            return None
+        texts: list[str] = []
+        update: dict[str, Any] = {}
+        for call, check in zip(calls, checks, strict=True):
+            assert check is not None
+            moot = await self._precheck({**state, **update}, check, dict(call.get("args") or {}))
+            if moot is None:
+                return None
+            texts.append(moot[0])
+            update.update(moot[1])
+        return "\n".join(texts), update
 
     # model replies that real providers give: tool choice, calls written as text, a bounded repair loop ------
 
@@ -445,16 +493,10 @@ class PlannerNodes:
                                      origin="playbook"))
         if problems:
             return finish("I couldn't do that: " + "; ".join(problems) + ".", "needs_input")
-        if pb.precheck is not None and pb.precheck[0] in tools and self.deps.toolbox is not None:
-            # Answer from the record's state when it makes the steps moot (an already cancelled order is not
-            # cancelled again, and no operator is asked to approve it).
-            tool, args, field_name, stop_if, reply = pb.precheck
-            seen = await self.deps.toolbox.call(_principal(state), tool, args)
-            if seen.ok and isinstance(seen.content, dict) and seen.content.get(field_name) in stop_if:
-                result, vault_update = seen.content, {}
-                if self.deps.use_guards:  # the reply is state (and streamed) before the output guard: no raw values
-                    result, vault_update = await asyncio.to_thread(guards.pseudonymised_result, dict(state), result, tool)
-                return finish(render(reply, {**pb.slots, "result": result}), "answered", **vault_update)
+        if pb.precheck is not None and pb.precheck[0] in tools:
+            moot = await self._precheck(state, pb.precheck, pb.slots)
+            if moot is not None:
+                return finish(moot[0], "answered", **moot[1])
         # The playbook's calls are recorded like a model's, marked as coming from a playbook.
         announce = AIMessage(content="", name="playbook", response_metadata={"interlock_mode": mode, "intent": intent},
                              tool_calls=[c.as_tool_call() for c in calls])

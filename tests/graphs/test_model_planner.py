@@ -311,3 +311,24 @@ def test_the_output_guard_never_delivers_an_empty_answer() -> None:
         out = check_output({"messages": [("user", STATUS), AIMessage(content=blank, id="a1")], "tenant": "acme"})
         [message] = out["messages"]
         assert str(message.content).strip() and "couldn't" in str(message.content)
+
+
+async def test_a_model_cancelling_a_shipped_order_is_answered_from_its_state_without_an_approval(
+    toolbox: GovernedToolbox,
+) -> None:
+    # The playbook's precheck runs in model mode too: no operator is asked to approve a cancel that cannot work.
+    model = ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
+        {"name": "cancel_order", "args": {"order_id": "ORD-1002", "reason": "changed my mind"}, "id": "c1",
+         "type": "tool_call"}])])
+    out = await router(toolbox, model).ainvoke({"messages": [("user", "Please cancel order ORD-1002.")]}, thread())
+    assert "__interrupt__" not in out and out["outcome"] == "answered" and out["mode"] == "model", out.get("outcome")
+    assert "already shipped" in answer(out), answer(out)
+    assert calls_of(toolbox, "cancel_order") == [] and model.calls == 1
+    assert calls_of(toolbox, "get_order") == [("get_order", {"order_id": "ORD-1002"}, None)]
+    # A cancellable order still goes to the exact-call approval.
+    cancellable = ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
+        {"name": "cancel_order", "args": {"order_id": "ORD-1001", "reason": "wrong size"}, "id": "c2",
+         "type": "tool_call"}])])
+    waiting = await router(toolbox, cancellable).ainvoke({"messages": [("user", CANCEL)]}, thread())
+    [pending] = waiting["__interrupt__"]
+    assert pending.value["tool"] == "cancel_order" and calls_of(toolbox, "cancel_order") == []
