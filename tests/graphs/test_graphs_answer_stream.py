@@ -179,10 +179,11 @@ async def test_an_uncited_answer_streams_each_sentence_a_passage_backs_with_its_
               "Your bank may take a further 2 to 3 business days to show the refund.")
     answer = ProgressiveAnswer({"messages": [], "retrieved": chunks}, segment_check=citation_gate(chunks, attributor),
                                gate_until_pass=True)
-    released = await _feed(answer, backed + " More", (3, 7), 6)
-    # The first sentence went out whole (not cut at its comma), with the citation the final check attaches.
+    released = await _feed(answer, backed, (3, 7), 6)
+    # The first sentence went out whole (not cut at its comma) while the reply was incomplete, with the citation
+    # the final check attaches; the last one goes out when the reply is complete.
     first = backed.split(" Your")[0] + " "
-    assert released and released[0] == name_sources(attributor.attribute(first) or "", chunks), released
+    assert released == [name_sources(attributor.attribute(first) or "", chunks)], released
     final_text = name_sources(attributor.attribute(backed) or "", chunks)
     final, _ = await answer.finish(AIMessage(content=final_text))
     assert final.content == final_text == "".join(answer._sent) and "interlock_stream" not in final.response_metadata
