@@ -30,7 +30,13 @@ from interlock.graphs.nodes import approval, guards
 from interlock.graphs.nodes.answer_stream import ProgressiveAnswer, action_claim_check
 from interlock.graphs.nodes.answers import deliver, final_message
 from interlock.graphs.nodes.intent import Classify
-from interlock.graphs.nodes.playbooks import PlaybooksPolicy, default_playbooks, render, validate_args
+from interlock.graphs.nodes.playbooks import (
+    PlaybooksPolicy,
+    default_playbooks,
+    precheck_for_call,
+    render,
+    validate_args,
+)
 from interlock.graphs.nodes.playbooks import plan as playbook_plan
 from interlock.graphs.nodes.toolbox import GovernedToolbox, Toolbox, ToolInfo
 from interlock.graphs.state import InterlockState, PrincipalInfo, last_user_text, message_text
@@ -146,6 +152,78 @@ def _tool_result_text(content: Any) -> str:
     return content if isinstance(content, str) else json.dumps(content, default=str)
 
 
+def _call_key(name: str, args: Any) -> str:
+    """A call's identity for spotting repeats: the tool and its arguments, key order and encoding aside (a model
+    may copy an earlier call with its arguments as a JSON string)."""
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            pass
+    return name + " " + json.dumps(args or {}, sort_keys=True, default=str)
+
+
+def _executed_this_turn(state: InterlockState) -> set[str]:
+    """The calls (`_call_key`) that were answered by a tool since the user's latest message."""
+    answered: set[str] = set()
+    keys: set[str] = set()
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, ToolMessage):
+            answered.add(message.tool_call_id)
+        elif isinstance(message, AIMessage):
+            keys |= {_call_key(c["name"], c.get("args")) for c in message.tool_calls if c.get("id") in answered}
+    return keys
+
+
+def repeats_executed_calls(calls: list[dict[str, Any]], state: InterlockState) -> bool:
+    """Every call in a reply was already executed in this turn with the same arguments: small models copy the
+    call they see in the history instead of answering from its result; running it again only loops."""
+    done = _executed_this_turn(state)
+    return bool(calls) and all(_call_key(c["name"], c.get("args")) in done for c in calls)
+
+
+def _playbook_tools(playbook: Any) -> list[str]:
+    names = [step.tool for step in playbook.steps]
+    if playbook.precheck is not None:
+        names.append(playbook.precheck.tool)
+    return list(dict.fromkeys(names))
+
+
+def results_summary(state: InterlockState, playbooks: PlaybooksPolicy) -> str:
+    """An answer written from this turn's tool results without a model: each result through the reply template a
+    playbook has for its tool (the zero-key wording), else its fields listed; errors are said as errors."""
+    templates: dict[str, str] = {}
+    for name, playbook in playbooks.playbooks.items():
+        for step in playbook.steps:
+            if name == state.get("intent") or step.tool not in templates:
+                templates[step.tool] = step.reply or playbook.reply
+    calls = {c["id"]: c for m in state.get("messages") or [] if isinstance(m, AIMessage) for c in m.tool_calls}
+    lines: list[str] = []
+    for message in _results_of_this_turn(state):
+        call = calls.get(message.tool_call_id) or {"name": message.name or "", "args": {}}
+        if message.status == "error":
+            lines.append(str(message.content))
+            continue
+        result = message.artifact if message.artifact is not None else str(message.content)
+        template = templates.get(call["name"], f"{call['name'].replace('_', ' ')}: {{result}}")
+        lines.append(render(template, {"result": result, **(call.get("args") or {})}))
+    return "\n".join(dict.fromkeys(lines)) or ("I couldn't complete that: I found nothing to answer with. Nothing "
+                                               "was changed. Please try again, or ask me to hand you to a person.")
+
+
+def _results_of_this_turn(state: InterlockState) -> list[ToolMessage]:
+    """The tool results since the user's latest message, oldest first."""
+    results: list[ToolMessage] = []
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, ToolMessage):
+            results.append(message)
+    return results[::-1]
+
+
 # --- the nodes -------------------------------------------------------------------------------------
 
 
@@ -201,6 +279,14 @@ class PlannerNodes:
         except ModelsUnavailable:
             await stream.discard()
             raise
+        if not unusable and repeats_executed_calls(reply.tool_calls, state):
+            # Nothing new to run: the results are already in the conversation, so the model must answer now. The
+            # repeated call (text is held back, never released) is forgotten and the answer streams afresh.
+            if not stream.restart():
+                await stream.discard()
+                stream = ProgressiveAnswer(dict(state), use_guards=self.deps.use_guards,
+                                           segment_check=action_claim_check)
+            reply, steps = await self._answer_from_results(state, steps, system, stream)
         reply.response_metadata = {**reply.response_metadata, "interlock_mode": "model"}
         if unusable:
             # The repair budget is spent and the reply is still a tool call nobody can run: say so, never show it.
@@ -213,6 +299,13 @@ class PlannerNodes:
         if not reply.tool_calls:
             update = {"messages": [reply], "steps": steps, "mode": "model", "outcome": "answered"}
             return Command(goto=END, update=await deliver(self.deps.use_guards, state, update, stream=stream))
+        moot = await self._moot_calls(state, reply.tool_calls, tools)
+        if moot is not None:
+            # The record's state already answers (an order already cancelled): nothing runs, no operator is asked.
+            text, vault_update = moot
+            update = {"messages": [final_message(text, "model", "answered")], "steps": steps, "mode": "model",
+                      "outcome": "answered", **vault_update}
+            return Command(goto=END, update=await deliver(self.deps.use_guards, state, update, stream=stream))
         reply = await stream.settle_tool_step(reply)
         calls = [PlannedCall(id=c.get("id") or f"call_{uuid.uuid4().hex[:12]}", tool=c["name"],
                              args=dict(c.get("args") or {})) for c in reply.tool_calls]
@@ -221,7 +314,82 @@ class PlannerNodes:
         return Command(goto="execute", update={"messages": [reply], "plan": [c.model_dump() for c in calls],
                                                "steps": steps, "mode": "model"})
 
+    async def _precheck(self, state: InterlockState, check: tuple[str, dict[str, Any], str, list[Any], str],
+                        slots: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """A playbook's precheck read: the reply and the state update when the record's state makes the steps moot
+        (an already cancelled order is not cancelled again, and no operator is asked to approve it), else None."""
+        tool, args, field_name, stop_if, reply = check
+        if self.deps.toolbox is None:
+            return None
+        seen = await self.deps.toolbox.call(_principal(state), tool, args)
+        if not (seen.ok and isinstance(seen.content, dict) and seen.content.get(field_name) in stop_if):
+            return None
+        result, vault_update = seen.content, {}
+        if self.deps.use_guards:  # the reply is state (and streamed) before the output guard: no raw values
+            result, vault_update = await asyncio.to_thread(guards.pseudonymised_result, dict(state), result, tool)
+        return render(reply, {**slots, "result": result}), vault_update
+
+    async def _moot_calls(self, state: InterlockState, calls: list[dict[str, Any]],
+                          tools: dict[str, ToolInfo]) -> tuple[str, dict[str, Any]] | None:
+        """Model mode runs the playbooks' prechecks too: when every call of a reply is one a playbook prechecks
+        and every precheck finds the record already in a final state, the answer comes from those states."""
+        playbooks = self.deps.playbooks or default_playbooks()
+        checks = [precheck_for_call(c["name"], dict(c.get("args") or {}), playbooks, state.get("intent") or "")
+                  for c in calls]
+        if not calls or any(check is None or check[0] not in tools for check in checks):
+            return None
+        texts: list[str] = []
+        update: dict[str, Any] = {}
+        for call, check in zip(calls, checks, strict=True):
+            assert check is not None
+            moot = await self._precheck({**state, **update}, check, dict(call.get("args") or {}))
+            if moot is None:
+                return None
+            texts.append(moot[0])
+            update.update(moot[1])
+        return "\n".join(texts), update
+
     # model replies that real providers give: tool choice, calls written as text, a bounded repair loop ------
+
+    def _offered(self, state: InterlockState, tools: dict[str, ToolInfo]) -> dict[str, ToolInfo]:
+        """The tools shown to the model: those on the business systems the routed intent's playbook works with (an
+        order question sees the orders tools, not all fifteen: a shorter prompt, read faster, and fewer wrong picks).
+        Only a prompt matter: a call to any tool the caller may use is still checked against that tool's schema and
+        decided by policy, provenance, the toolbox and the MCP servers like any other (a hijacked model's off-intent
+        call meets the same decision, never a "no such tool" repair). An intent without a playbook sees every tool
+        the caller may use."""
+        playbook = (self.deps.playbooks or default_playbooks()).playbooks.get(state.get("intent") or "")
+        if playbook is None:
+            return tools
+        servers = {tools[name].server for name in _playbook_tools(playbook) if name in tools}
+        offered = {name: info for name, info in tools.items() if info.server in servers}
+        return offered or tools
+
+    async def _answer_from_results(self, state: InterlockState, steps: int, system: SystemMessage,
+                                   stream: ProgressiveAnswer | None = None) -> tuple[AIMessage, int]:
+        """The answer once the model only repeats calls that already ran: asked once more with no tools bound (the
+        Qwen template lists bound tools in the prompt whatever `tool_choice` says, and a model shown tools keeps
+        calling them); when that is again a call, or nothing, the answer is written from the tool results."""
+        within = steps + 1 <= self.limits.max_steps and _elapsed(state) < self.limits.wall_clock_s
+        if within and self.deps.gateway.has("planner"):
+            steps += 1
+            remaining = self.limits.wall_clock_s - _elapsed(state)
+            nudge = HumanMessage("The tool results above answer this. Reply to the customer now in plain "
+                                 "sentences, using only those results. Do not call any tool.")
+            try:
+                reply, _provider = await self.deps.gateway.ainvoke(
+                    "planner", [system, *state.get("messages", []), nudge], tenant=state.get("tenant", ""),
+                    feature="planner", deadline=time.monotonic() + max(remaining, 0.0), stream=stream)
+            except ModelsUnavailable:
+                reply = None
+            text = message_text(reply) if reply is not None else ""
+            if reply is not None and not reply.tool_calls and text.strip() and not toolcalls.recognise(text).attempted:
+                return AIMessage(content=text, id=reply.id, usage_metadata=reply.usage_metadata,
+                                 response_metadata=dict(reply.response_metadata)), steps
+            if stream is not None:
+                stream.restart()  # a call written as text was held back; the summary below goes out instead
+        return AIMessage(content=results_summary(state, self.deps.playbooks or default_playbooks()),
+                         response_metadata={"answer_from": "tool_results"}), steps
 
     def _tool_choice(self, state: InterlockState, tools: dict[str, ToolInfo]) -> str:
         """What the model may do at this step. `auto` (answer or call) once a tool has answered in this turn, or
@@ -247,10 +415,11 @@ class PlannerNodes:
         still unusable). Calls written as text are turned into ordinary tool calls, so they take exactly the path
         (policy, approval, provenance) a native call takes. An unknown tool, arguments that break the schema or
         an unreadable call get a correction naming the problem and another try, at most `MAX_REPAIRS` times and
-        never past the step or time limit; each try counts as a step."""
+        never past the step or time limit; each try counts as a step. The model is shown the routed intent's tools
+        (`_offered`); calls are checked against every tool the caller may use."""
         schemas = {name: info.input_schema for name, info in tools.items()}
         vault = _vault(state)
-        bound = [t.as_openai_tool() for t in tools.values()]
+        bound = [t.as_openai_tool() for t in self._offered(state, tools).values()]
         choice = self._tool_choice(state, tools) if bound else None
         conversation: list[Any] = [system, *state.get("messages", [])]
         for attempt in range(MAX_REPAIRS + 1):
@@ -259,7 +428,10 @@ class PlannerNodes:
                 stream.restart()  # the rejected try released nothing (a call written as text is held back)
             reply, _provider = await self.deps.gateway.ainvoke(
                 "planner", conversation, tenant=state.get("tenant", ""), feature="planner", tools=bound or None,
-                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0), stream=stream)
+                tool_choice=choice, deadline=time.monotonic() + max(remaining, 0.0),
+                # A step that must call a tool has no answer to stream, and llama_cpp.server's streamed forced
+                # calls repeat the tool name in every delta: only steps that may answer are streamed.
+                stream=stream if choice in (None, "auto") else None)
             calls, from_text = list(reply.tool_calls), None
             if not calls:
                 from_text = toolcalls.recognise(message_text(reply), schemas.keys())
@@ -321,16 +493,10 @@ class PlannerNodes:
                                      origin="playbook"))
         if problems:
             return finish("I couldn't do that: " + "; ".join(problems) + ".", "needs_input")
-        if pb.precheck is not None and pb.precheck[0] in tools and self.deps.toolbox is not None:
-            # Answer from the record's state when it makes the steps moot (an already cancelled order is not
-            # cancelled again, and no operator is asked to approve it).
-            tool, args, field_name, stop_if, reply = pb.precheck
-            seen = await self.deps.toolbox.call(_principal(state), tool, args)
-            if seen.ok and isinstance(seen.content, dict) and seen.content.get(field_name) in stop_if:
-                result, vault_update = seen.content, {}
-                if self.deps.use_guards:  # the reply is state (and streamed) before the output guard: no raw values
-                    result, vault_update = await asyncio.to_thread(guards.pseudonymised_result, dict(state), result, tool)
-                return finish(render(reply, {**pb.slots, "result": result}), "answered", **vault_update)
+        if pb.precheck is not None and pb.precheck[0] in tools:
+            moot = await self._precheck(state, pb.precheck, pb.slots)
+            if moot is not None:
+                return finish(moot[0], "answered", **moot[1])
         # The playbook's calls are recorded like a model's, marked as coming from a playbook.
         announce = AIMessage(content="", name="playbook", response_metadata={"interlock_mode": mode, "intent": intent},
                              tool_calls=[c.as_tool_call() for c in calls])

@@ -59,6 +59,11 @@ class RagConfig:
     # A model's NOT_IN_CONTEXT is overruled when a passage sentence matches the question at least this well (the
     # extractive score: cosine plus keyword bonus); the extractive answer is given instead of a refusal.
     strong_support: float = 0.75
+    # An answer that cites nothing (small models often leave the [#id] markers out) gets its citations attached when
+    # every sentence is backed by one passage sentence: cosine at least this, nearly all its content words and
+    # every number in that passage. Otherwise it fails the citation check as before.
+    attribution_similarity: float = 0.75
+    attribution_coverage: float = 0.75
     # A model's rewrite is used as the search query only if it looks like one (see `looks_like_search_query`).
     max_query_words: int = 16
 
@@ -158,20 +163,46 @@ def verify_citations(answer: str, chunks: list[Chunk]) -> tuple[list[Citation], 
     return list(citations.values()), problems
 
 
-def citation_gate(chunks: list[Chunk]) -> SegmentCheck:
+_SENTENCE_END = re.compile(r"[.!?][\"')\]”’]*\s*$")
+
+
+def citation_gate(chunks: list[Chunk], attributor: Attributor | None = None) -> SegmentCheck:
     """The per-sentence form of the checks `draft_answer` runs on a whole model answer, for streaming it: a
     sentence with a citation is released once its ids were retrieved and its quotes occur in them (with the
-    sources named as in the final answer); `NOT_IN_CONTEXT` or a failing citation stops the release."""
+    sources named as in the final answer); `NOT_IN_CONTEXT` or a failing citation stops the release.
 
-    def check(segment: str) -> SegmentVerdict:
+    With an `attributor`, an answer that has cited nothing so far is judged a whole sentence at a time, as the
+    final check will judge it: a sentence backed by one passage is released with that citation attached; the
+    first one that is not is held (the final answer decides), and attribution stops for the rest of the answer.
+    Once attributed text went out, a later failure or a real citation stops the release (the final answer is
+    then another one: the extractive quotes, or the model's own citations)."""
+    attributing, attributed = attributor is not None, False
+
+    async def check(segment: str) -> SegmentVerdict:
+        nonlocal attributing, attributed
         if "NOT_IN_CONTEXT" in segment:
             return SegmentVerdict(text=segment, stop="not_in_context")
-        if not CITE.search(segment):
+        segment = normalise_citations(segment, chunks)  # `#id`, `(id)`… as the final answer will read them
+        if CITE.search(segment):
+            if attributed:
+                return SegmentVerdict(text=segment, stop="citation_after_attribution")
+            attributing = False
+            _, problems = verify_citations(segment, chunks)
+            if problems:
+                return SegmentVerdict(text=segment, stop="citation")
+            return SegmentVerdict(text=name_sources(segment, chunks), passes=True)
+        if not attributing or attributor is None or not _terms(segment):
+            return SegmentVerdict(text=segment)  # held until a verified citation (released once one passed)
+        if not _SENTENCE_END.search(segment):
+            return SegmentVerdict(text=segment, wait=True)  # a sentence is attributed whole
+        cited = await asyncio.to_thread(attributor.attribute, segment)
+        if cited is None:
+            attributing = False
+            if attributed:
+                return SegmentVerdict(text=segment, stop="unattributed")
             return SegmentVerdict(text=segment)
-        _, problems = verify_citations(segment, chunks)
-        if problems:
-            return SegmentVerdict(text=segment, stop="citation")
-        return SegmentVerdict(text=name_sources(segment, chunks), passes=True)
+        attributed = True
+        return SegmentVerdict(text=name_sources(cited, chunks), passes=True)
 
     return check
 
@@ -203,6 +234,68 @@ def looks_like_search_query(candidate: str, question: str, max_words: int = 16) 
     if asked and not (asked & _terms(text)):
         return False
     return set(re.findall(r"\d+", text)) <= set(re.findall(r"\d+", question))
+
+
+_NEGATION = re.compile(r"\b(?:not|no|never|none|cannot|without)\b|n't\b", re.I)
+
+
+def _negated(sentence: str) -> bool:
+    return bool(_NEGATION.search(sentence))
+
+
+def _numbers(text: str) -> set[str]:
+    return set(re.findall(r"\d+(?:[.,]\d+)?", text))
+
+
+class Attributor:
+    """Attaches citations to sentences that cite nothing, when each is clearly backed by one retrieved passage
+    sentence: meaning (cosine), wording (the share of its content words found in that passage) and every number it
+    states (found in that passage), with the same negation. The passages' sentences are embedded once, so the
+    streaming gate can ask sentence by sentence and the final check whole, with the same verdicts."""
+
+    def __init__(self, chunks: list[Chunk], embed: Any, *, min_similarity: float = 0.75,
+                 min_coverage: float = 0.75) -> None:
+        self._chunks, self._embed = chunks, embed
+        self._min_similarity, self._min_coverage = min_similarity, min_coverage
+        self._candidates = [(s, c) for c in chunks for s in split_sentences(c.get("text", ""))]
+        self._vectors: Any = None
+
+    def attribute(self, answer: str) -> str | None:
+        """`answer` with a `[#id]` after each sentence, naming the passage that backs it, or None when any sentence
+        is not clearly backed (or the answer already cites something: the normal verification judges it)."""
+        # Every sentence, short ones too: an unchecked "Returns are free." must not ride along.
+        sentences = [s for s in (p.strip().lstrip("#-*> ").strip() for p in SENTENCE_SPLIT.split(answer))
+                     if _terms(s)]
+        if not sentences or not self._candidates or CITE.search(answer):
+            return None
+        if self._vectors is None:
+            self._vectors = np.asarray(self._embed([s for s, _ in self._candidates]), dtype=np.float32)
+        sims = np.asarray(self._embed(sentences), dtype=np.float32) @ self._vectors.T
+        cited, at = answer, 0
+        for i, sentence in enumerate(sentences):
+            best = int(np.argmax(sims[i]))
+            passage, chunk = self._candidates[best]
+            words, text = _terms(sentence), chunk.get("text", "")
+            coverage = len(words & _terms(text)) / max(len(words), 1)
+            if (sims[i][best] < self._min_similarity or coverage < self._min_coverage
+                    or not _numbers(sentence) <= _numbers(text)):
+                return None
+            if _negated(sentence) != _negated(passage):  # "are not free" is close to "are free" in meaning
+                return None
+            at = cited.find(sentence, at)
+            if at < 0:
+                return None
+            at += len(sentence)
+            marker = f" [#{short_id(chunk['chunk_id'])}]"
+            cited = cited[:at] + marker + cited[at:]
+            at += len(marker)
+        return cited
+
+
+def attribute_citations(answer: str, chunks: list[Chunk], embed: Any, *, min_similarity: float = 0.75,
+                        min_coverage: float = 0.75) -> str | None:
+    """`Attributor(...).attribute(answer)` for one answer."""
+    return Attributor(chunks, embed, min_similarity=min_similarity, min_coverage=min_coverage).attribute(answer)
 
 
 def _normalise(text: str) -> str:
@@ -331,11 +424,17 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
 
     async def answer(state: InterlockState) -> dict[str, Any]:
         # A model answer streams sentence by sentence once its citations check out (nothing before the first).
+        # An answer that cites nothing streams too, each sentence once attributed to the passage backing it.
+        chunks = state.get("retrieved") or []
+        attributor = Attributor(chunks, lambda texts: _get_embedder(deps).embed(texts),
+                                min_similarity=cfg.attribution_similarity,
+                                min_coverage=cfg.attribution_coverage) if chunks else None
         stream = ProgressiveAnswer(dict(state), use_guards=deps.use_guards, gate_until_pass=True,
-                                   segment_check=citation_gate(state.get("retrieved") or []))
-        return await deliver(deps.use_guards, state, await draft_answer(state, stream), stream=stream)
+                                   segment_check=citation_gate(chunks, attributor))
+        return await deliver(deps.use_guards, state, await draft_answer(state, stream, attributor), stream=stream)
 
-    async def draft_answer(state: InterlockState, stream: ProgressiveAnswer | None = None) -> dict[str, Any]:
+    async def draft_answer(state: InterlockState, stream: ProgressiveAnswer | None = None,
+                           attributor: Attributor | None = None) -> dict[str, Any]:
         question = rag_question(state)
         chunks = state.get("retrieved") or []
         mode = state.get("mode") or "zero-key"
@@ -359,11 +458,21 @@ def build_rag(deps: RagDeps) -> CompiledStateGraph:
                     verdicts.append({"guard": "not_in_context", "ok": False, "support": round(best, 3)})
                     return _quoted(quoted, quoted_citations, "degraded", verdicts)
                 citations, problems = verify_citations(text, chunks)
+                if problems == ["the answer cites nothing"]:
+                    attributor = attributor or Attributor(chunks, _get_embedder(deps).embed,
+                                                          min_similarity=cfg.attribution_similarity,
+                                                          min_coverage=cfg.attribution_coverage)
+                    attributed = await asyncio.to_thread(attributor.attribute, text)
+                    if attributed is not None:
+                        text = attributed
+                        citations, problems = verify_citations(text, chunks)
+                        verdicts.append({"guard": "citations", "ok": True, "attributed": True})
                 if not problems:
                     text = name_sources(text, chunks)
                     return {"messages": [AIMessage(content=text, name="interlock", response_metadata={
                         "interlock_mode": "model", "provider": provider, "outcome": "answered",
-                        "citations": citations})], "citations": citations, "mode": "model", "outcome": "answered"}
+                        "citations": citations})], "citations": citations, "mode": "model", "outcome": "answered",
+                        **({"guard_verdicts": verdicts} if verdicts else {})}
                 # Unverifiable citations: fall back to quoting the passages verbatim.
                 verdicts.append({"guard": "citations", "ok": False, "problems": problems[:5]})
                 mode = "degraded"

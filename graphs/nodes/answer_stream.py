@@ -8,9 +8,10 @@ every check that could still change it has passed:
   text around it, so a value or link split across tokens is judged whole; a boundary that a redaction or an
   unclosed tag/link straddles is not a boundary;
 - a system-prompt leak check over everything released so far;
-- the caller's own per-segment check (RAG: cited ids retrieved, quotes found, `NOT_IN_CONTEXT`; the planner: a
-  sentence claiming an action was taken waits for the whole-answer checks), which can also ask to hold
-  everything until one segment passes (RAG: nothing goes out before a verified citation);
+- the caller's own per-segment check (RAG: cited ids retrieved, quotes found, `NOT_IN_CONTEXT`, or for an answer
+  that cites nothing each whole sentence attributed to the passage that backs it; the planner: a sentence claiming
+  an action was taken waits for the whole-answer checks), which can also ask to hold everything until one segment
+  passes (RAG: nothing goes out before a verified citation) or to wait for more text (a sentence judged whole);
 - text that looks like a structured tool call (JSON, a code fence, `<tool_call>`) stops the release: the node
   decides what it is when the reply is complete.
 
@@ -27,9 +28,10 @@ Agent Chat UI) show the replacement. Nothing a check removes is ever released fi
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,14 +70,17 @@ _STRUCTURED = re.compile(r"```|\{\s*\"|<tool_call|<function|\"(?:name|arguments|
 @dataclass(frozen=True)
 class SegmentVerdict:
     """A caller's judgement of one segment: `stop` ends the release (the node decides at the end);
-    `text` is the segment as the final answer will hold it; `passes` marks the segment that opens the gate."""
+    `text` is the segment as the final answer will hold it; `passes` marks the segment that opens the gate;
+    `wait` leaves the segment undecided until more text has arrived (it is offered again, longer)."""
 
     text: str
     passes: bool = False
     stop: str | None = None
+    wait: bool = False
 
 
-SegmentCheck = Callable[[str], SegmentVerdict]
+# A check may be a coroutine (RAG's attribution embeds sentences off the event loop).
+SegmentCheck = Callable[[str], SegmentVerdict | Awaitable[SegmentVerdict]]
 
 
 # "I have cancelled…", "your order has been refunded", "it is now updated": a claim that something was done.
@@ -204,7 +209,9 @@ class ProgressiveAnswer:
             if _STRUCTURED.search(segment):
                 self.hold("structured")
                 return
-            verdict = self._check(segment) if self._check else SegmentVerdict(text=segment)
+            verdict = await self._judge(segment)
+            if verdict.wait:
+                return
             if verdict.stop:
                 self.problems.append(verdict.stop)
                 self.hold(verdict.stop)
@@ -220,6 +227,12 @@ class ProgressiveAnswer:
             self._gated = False
             pieces, self._held = [*self._held, guarded], []
             self._send("".join(pieces))
+
+    async def _judge(self, segment: str) -> SegmentVerdict:
+        if self._check is None:
+            return SegmentVerdict(text=segment)
+        verdict = self._check(segment)
+        return await verdict if inspect.isawaitable(verdict) else verdict
 
     def _boundary(self) -> int | None:
         """Raw offset after the furthest complete segment (everything ready goes through one check, so a slow
@@ -336,8 +349,8 @@ class ProgressiveAnswer:
         tail = self._raw[self._cut:]
         if not self.released or self._stopped or not tail or _STRUCTURED.search(tail):
             return
-        verdict = self._check(tail) if self._check else SegmentVerdict(text=tail)
-        if verdict.stop or "".join(self._decided) + verdict.text != final:
+        verdict = await self._judge(tail)
+        if verdict.wait or verdict.stop or "".join(self._decided) + verdict.text != final:
             return
         guarded = await self._guard(verdict.text, len(self._raw))
         if guarded is None:

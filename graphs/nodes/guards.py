@@ -354,6 +354,8 @@ def check_output(state: dict[str, Any]) -> dict[str, Any]:
         leak = system_prompt_leak(raw, system_prompt, policies.scope.system_prompt_leak_threshold)
         if leak.leaked:
             text = "I can't share that."
+    if not text.strip():  # whatever blanked it (a filter, a model that said nothing), no one gets an empty answer
+        text = EMPTY_ANSWER
     citations = verify_citations(raw, state.get("retrieved") or [], state.get("citations") or [])
     verdict = _verdict(
         "output", policies, target=target.id or "",
@@ -371,6 +373,10 @@ def check_output(state: dict[str, Any]) -> dict[str, Any]:
 
 TOOL_CALL_TEXT_ANSWER = ("I couldn't complete that request, and nothing was changed. Please try again in other "
                          "words, or ask me to hand you to a person.")
+
+
+EMPTY_ANSWER = ("I couldn't complete that: I have no answer I can give you. Nothing was changed. Please try again, "
+                "or ask me to hand you to a person.")
 
 
 def answer_honesty(text: str, messages: list[BaseMessage]) -> dict[str, Any]:

@@ -83,6 +83,29 @@ def _fill(template: Any, slots: dict[str, Any]) -> Any:
     return template
 
 
+def precheck_for_call(tool: str, args: dict[str, Any], policy: PlaybooksPolicy | None = None,
+                      intent: str = "") -> tuple[str, dict[str, Any], str, list[Any], str] | None:
+    """The precheck a playbook runs before its step calling `tool`, filled from a model's call of that tool (the
+    step's `{slot}` arguments read back from the call), so model mode reads the record first exactly as the playbook
+    would: the routed intent's playbook first. None when no playbook prechecks this tool or the call lacks a value
+    the precheck needs."""
+    policy = policy or default_playbooks()
+    names = [intent, *policy.playbooks] if intent in policy.playbooks else list(policy.playbooks)
+    for name in names:
+        playbook = policy.playbooks[name]
+        step = next((s for s in playbook.steps if s.tool == tool), None)
+        if playbook.precheck is None or step is None:
+            continue
+        slots = {whole.group(1): args.get(arg) for arg, template in step.args.items()
+                 if isinstance(template, str) and (whole := _PLACEHOLDER.fullmatch(template))}
+        check = playbook.precheck
+        filled = _fill(check.args, slots)
+        if not filled or any(v in (None, "") for v in filled.values()):
+            return None
+        return (check.tool, filled, check.field, list(check.stop_if), check.reply)
+    return None
+
+
 def plan(intent: str, text: str, policy: PlaybooksPolicy | None = None, principal: str = "") -> PlaybookPlan | None:
     """The calls a playbook makes for this message, or None when the intent has no playbook."""
     policy = policy or default_playbooks()

@@ -46,7 +46,9 @@ pytestmark = pytest.mark.model
 
 RUN_TIMEOUT_S = 900  # one run may make several model calls at a few tokens per second
 UNANSWERABLE = "How many loyalty points do I earn per dollar spent, and when do the points expire?"
-HELP_QUESTION = "Is there a restocking fee when I return something?"
+# The help centre states this plainly. ("Is there a restocking fee?" is not: no passage mentions one, and the 0.5B
+# answering NOT_IN_CONTEXT to it is a fair reading, not a failure to overrule.)
+HELP_QUESTION = "How long does standard shipping take within the EU?"
 LONG_QUESTION = "How do returns work, and how long does a refund take to reach me?"
 
 

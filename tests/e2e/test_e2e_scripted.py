@@ -189,7 +189,8 @@ async def test_out_of_scope_request_is_refused_with_zero_tool_calls(
 
 
 async def test_a_model_that_always_calls_a_tool_stops_at_the_limit(client: Any, e2e_env: Environment) -> None:
-    e2e_env.script(call("get_order", order_id="ORD-1002"))  # repeats forever
+    # A new call every time (an identical repeat is not run again; the model is asked to answer instead).
+    e2e_env.script(*(call("get_order", order_id=f"ORD-{1001 + i}") for i in range(20)))
     before = len(e2e_env.audit("get_order"))
     tid = await new_thread(client)
     values = await client.runs.wait(

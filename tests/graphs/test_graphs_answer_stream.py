@@ -165,3 +165,31 @@ async def test_a_third_party_value_from_a_tool_result_is_caught_across_chunks(se
     for piece in answer._sent:
         for fragment in ("7946", "0321", "okonkwo", "freightline"):
             assert fragment not in piece.lower(), (fragment, piece)
+
+
+async def test_an_uncited_answer_streams_each_sentence_a_passage_backs_with_its_citation() -> None:
+    from interlock.graphs.rag import Attributor
+    from interlock.graphs.retrieval.embeddings import get_embedder
+
+    chunks = [{"chunk_id": "abcdef1234567890", "title": "Refunds", "section": "Timing",
+               "text": "Refunds are issued to the original payment method within 5 to 7 business days. "
+                       "Your bank may take a further 2 to 3 business days to show the refund."}]
+    attributor = Attributor(chunks, get_embedder().embed)
+    backed = ("Refunds are issued within 5 to 7 business days, to the original payment method. "
+              "Your bank may take a further 2 to 3 business days to show the refund.")
+    answer = ProgressiveAnswer({"messages": [], "retrieved": chunks}, segment_check=citation_gate(chunks, attributor),
+                               gate_until_pass=True)
+    released = await _feed(answer, backed, (3, 7), 6)
+    # The first sentence went out whole (not cut at its comma) while the reply was incomplete, with the citation
+    # the final check attaches; the last one goes out when the reply is complete.
+    first = backed.split(" Your")[0] + " "
+    assert released == [name_sources(attributor.attribute(first) or "", chunks)], released
+    final_text = name_sources(attributor.attribute(backed) or "", chunks)
+    final, _ = await answer.finish(AIMessage(content=final_text))
+    assert final.content == final_text == "".join(answer._sent) and "interlock_stream" not in final.response_metadata
+    assert final_text.count("(Refunds › Timing) [#abcdef12]") == 2
+    # A sentence no passage backs is held, and so is everything after it (no citation opens the gate).
+    unbacked = ProgressiveAnswer({"messages": [], "retrieved": chunks},
+                                 segment_check=citation_gate(chunks, attributor), gate_until_pass=True)
+    assert not await _feed(unbacked, "Refunds are always paid in cash at the counter. " + backed + " More", (3, 7), 7)
+    await unbacked.discard()

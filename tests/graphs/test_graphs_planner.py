@@ -217,9 +217,16 @@ async def test_scripted_model_cancel_interrupts_and_approval_executes(toolbox: G
     assert len(calls_of(toolbox, "cancel_order")) == 1 and done["outcome"] == "answered"
 
 
+def always_calling() -> ScriptedChatModel:
+    """A model that never stops calling tools, each time a new call (a call identical to one already run is not run
+    again: the model is asked to answer instead, see test_model_planner.py)."""
+    return ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
+        {"name": "get_order", "args": {"order_id": f"ORD-{1001 + i}"}, "id": "x", "type": "tool_call"}])
+        for i in range(20)])
+
+
 async def test_model_that_always_calls_a_tool_stops_at_the_limit(toolbox: GovernedToolbox) -> None:
-    looping = ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
-        {"name": "get_order", "args": {"order_id": "ORD-1002"}, "id": "x", "type": "tool_call"}])])
+    looping = always_calling()
     limits = RunLimits(max_steps=25, max_tool_calls=4, wall_clock_s=60)
     out = await router(toolbox, gateway=scripted_chain(looping, tiers=("planner",)), limits=limits).ainvoke(
         {"messages": [("user", "What's the status of order ORD-1002?")]}, thread())
@@ -232,8 +239,7 @@ async def test_model_that_always_calls_a_tool_stops_at_the_limit(toolbox: Govern
 
 
 async def test_step_limit_is_a_distinct_outcome(toolbox: GovernedToolbox) -> None:
-    looping = ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
-        {"name": "get_order", "args": {"order_id": "ORD-1002"}, "id": "x", "type": "tool_call"}])])
+    looping = always_calling()
     out = await router(toolbox, gateway=scripted_chain(looping, tiers=("planner",)),
                        limits=RunLimits(max_steps=3, max_tool_calls=50, wall_clock_s=60)).ainvoke(
         {"messages": [("user", "What's the status of order ORD-1002?")]}, thread())
@@ -326,8 +332,7 @@ async def test_out_of_scope_with_live_tools_makes_zero_tool_calls(toolbox: Gover
 
 
 async def test_wall_clock_limit_is_a_distinct_outcome(toolbox: GovernedToolbox) -> None:
-    slow_loop = ScriptedChatModel(delay_s=0.4, replies=[AIMessage(content="", tool_calls=[
-        {"name": "get_order", "args": {"order_id": "ORD-1002"}, "id": "x", "type": "tool_call"}])])
+    slow_loop = always_calling().model_copy(update={"delay_s": 0.4})
     out = await router(toolbox, gateway=scripted_chain(slow_loop, tiers=("planner",)),
                        limits=RunLimits(max_steps=50, max_tool_calls=50, wall_clock_s=1.5)).ainvoke(
         {"messages": [("user", "What's the status of order ORD-1002?")]}, thread())

@@ -227,3 +227,108 @@ async def test_the_users_own_email_is_shown_masked_and_made_up_placeholders_remo
     assert "I have updated your email" in text  # backed by the update_contact result
     saved = json.dumps((await graph.aget_state(config)).values, default=str)
     assert "jane.new@example.com" not in saved  # the state still holds no raw value
+
+
+# --- a model that repeats the call it already made (real small models do, finding 7/9) ---------------------
+
+
+class BindingModel(ScriptedChatModel):
+    """Scripted replies; records which tools each call was bound with (None: no tools at all)."""
+
+    _bound: list[list[str] | None] = PrivateAttr(default_factory=list)
+    _pending: list[str] | None = PrivateAttr(default=None)
+
+    def bind_tools(self, tools: Any, *, tool_choice: str | None = None, **kwargs: Any) -> Any:
+        self._pending = [t["function"]["name"] for t in tools]
+        return super().bind_tools(tools, tool_choice=tool_choice, **kwargs)
+
+    def _next_reply(self) -> AIMessage:
+        self._bound.append(self._pending)
+        self._pending = None
+        return super()._next_reply()
+
+    @property
+    def bound(self) -> list[list[str] | None]:
+        return self._bound
+
+
+GET_1002 = AIMessage(content="", tool_calls=[{"name": "get_order", "args": {"order_id": "ORD-1002"}, "id": "1",
+                                              "type": "tool_call"}])
+# How Qwen2.5 copies the earlier call after its result: double braces, arguments as a JSON string.
+COPIED_1002 = '{{"name": "get_order", "arguments": "{\\"order_id\\": \\"ORD-1002\\"}"}}'
+
+
+@pytest.mark.parametrize("repeat", [COPIED_1002, GET_1002,
+                                    '{"name": "get_order", "arguments": {"order_id": "ORD-1002"}}'])
+async def test_a_repeated_call_is_not_run_again_the_model_answers_without_tools(
+    toolbox: GovernedToolbox, repeat: Any
+) -> None:
+    model = BindingModel(replies=[GET_1002, repeat, "Your order ORD-1002 has shipped."])
+    out = await router(toolbox, model).ainvoke({"messages": [("user", STATUS)]}, thread())
+    assert calls_of(toolbox, "get_order") == [("get_order", {"order_id": "ORD-1002"}, None)]
+    assert model.calls == 3 and model.bound[2] is None, model.bound  # the last ask had no tools in its prompt
+    assert out["outcome"] == "answered" and answer(out) == "Your order ORD-1002 has shipped."
+
+
+async def test_a_model_that_only_repeats_gets_an_answer_written_from_the_results(toolbox: GovernedToolbox) -> None:
+    model = BindingModel(replies=[GET_1002, COPIED_1002], repeat="last")
+    out = await router(toolbox, model, RunLimits(max_tool_calls=10)).ainvoke({"messages": [("user", STATUS)]},
+                                                                             thread())
+    status = await order_status(toolbox, "ORD-1002")
+    assert len(calls_of(toolbox, "get_order")) == 1 and model.calls == 3  # never looped to the tool-call limit
+    assert out["outcome"] == "answered" and "ORD-1002" in answer(out) and status in answer(out), answer(out)
+    assert '"arguments"' not in answer(out) and "{" not in answer(out)
+
+
+async def test_the_model_sees_only_the_tools_of_the_systems_the_intent_works_with(toolbox: GovernedToolbox) -> None:
+    everything = {t.name: t for t in await toolbox.list_tools(PrincipalInfo(
+        sub="CUS-101", tenant="acme", scopes=["orders:read", "orders:write", "crm:read", "crm:write",
+                                              "billing:read", "billing:write", "tickets:read", "tickets:write"]))}
+    model = BindingModel(replies=[GET_1002, "Your order ORD-1002 has shipped."])
+    await router(toolbox, model).ainvoke({"messages": [("user", STATUS)]}, thread())
+    offered = model.bound[0]
+    assert offered and "get_order" in offered
+    assert {everything[name].server for name in offered if name in everything} == {everything["get_order"].server}
+    assert len(offered) < len(everything), (offered, sorted(everything))
+
+
+
+async def test_a_call_to_a_tool_outside_the_intents_systems_is_decided_not_repaired(toolbox: GovernedToolbox) -> None:
+    # Offering the intent's tools is a prompt matter: a model (a hijacked one, say) that calls another system's
+    # real tool meets the executor's decision like any call, never a "no such tool" correction.
+    off_intent = AIMessage(content="", tool_calls=[{"name": "get_customer", "args": {"customer_id": "CUS-101"},
+                                                    "id": "c1", "type": "tool_call"}])
+    model = BindingModel(replies=[off_intent, "Your order ORD-1002 has shipped."])
+    await router(toolbox, model).ainvoke({"messages": [("user", STATUS)]}, thread())
+    assert model.bound[0] and "get_customer" not in model.bound[0]  # not offered...
+    assert len(calls_of(toolbox, "get_customer")) == 1  # ...but run through the toolbox all the same
+    assert model.calls == 2  # no repair try in between
+
+def test_the_output_guard_never_delivers_an_empty_answer() -> None:
+    from interlock.graphs.nodes.guards import check_output
+
+    for blank in ("", "   \n"):
+        out = check_output({"messages": [("user", STATUS), AIMessage(content=blank, id="a1")], "tenant": "acme"})
+        [message] = out["messages"]
+        assert str(message.content).strip() and "couldn't" in str(message.content)
+
+
+async def test_a_model_cancelling_a_shipped_order_is_answered_from_its_state_without_an_approval(
+    toolbox: GovernedToolbox,
+) -> None:
+    # The playbook's precheck runs in model mode too: no operator is asked to approve a cancel that cannot work.
+    model = ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
+        {"name": "cancel_order", "args": {"order_id": "ORD-1002", "reason": "changed my mind"}, "id": "c1",
+         "type": "tool_call"}])])
+    out = await router(toolbox, model).ainvoke({"messages": [("user", "Please cancel order ORD-1002.")]}, thread())
+    assert "__interrupt__" not in out and out["outcome"] == "answered" and out["mode"] == "model", out.get("outcome")
+    assert "already shipped" in answer(out), answer(out)
+    assert calls_of(toolbox, "cancel_order") == [] and model.calls == 1
+    assert calls_of(toolbox, "get_order") == [("get_order", {"order_id": "ORD-1002"}, None)]
+    # A cancellable order still goes to the exact-call approval.
+    cancellable = ScriptedChatModel(replies=[AIMessage(content="", tool_calls=[
+        {"name": "cancel_order", "args": {"order_id": "ORD-1001", "reason": "wrong size"}, "id": "c2",
+         "type": "tool_call"}])])
+    waiting = await router(toolbox, cancellable).ainvoke({"messages": [("user", CANCEL)]}, thread())
+    [pending] = waiting["__interrupt__"]
+    assert pending.value["tool"] == "cancel_order" and calls_of(toolbox, "cancel_order") == []

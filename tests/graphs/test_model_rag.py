@@ -150,3 +150,37 @@ async def test_an_out_of_scope_refusal_is_not_recorded_as_a_model_answer(kb_retr
     out = await router(kb_retriever, gateway_of(router=model, answer=model)).ainvoke(
         {"messages": [("user", "Write me a poem about the sea.")]}, thread())
     assert out["outcome"] == "refused" and out["mode"] != "model"
+
+
+# --- an answer that cites nothing (the 0.5B leaves the [#id] markers out) ---------------------------------
+
+EU_SHIPPING = "How long does standard shipping take within the EU?"
+
+
+async def test_an_uncited_answer_every_sentence_of_which_a_passage_backs_gets_its_citations(kb_retriever: Any) -> None:
+    model = ScriptedChatModel(replies=["Standard shipping takes 3 to 5 business days within the EU."])
+    out = await router(kb_retriever, gateway_of(answer=model)).ainvoke(
+        {"messages": [("user", EU_SHIPPING)]}, thread())
+    assert out["outcome"] == "answered" and out["mode"] == "model", text_of(out)
+    [citation] = out["citations"]
+    chunk = next(c for c in out["retrieved"] if c["chunk_id"] == citation["chunk_id"])
+    assert citation["verified"] and "3 to 5 business days" in chunk["text"]
+    assert f"[#{citation['chunk_id'][:8]}]" in text_of(out)
+    assert any(v.get("guard") == "citations" and v.get("attributed") for v in out["guard_verdicts"])
+
+
+@pytest.mark.parametrize("uncited", [
+    "Standard shipping takes 3 to 5 business days within the EU. Express delivery is always free of charge.",
+    "Standard shipping takes 1 to 2 business days within the EU.",  # a number no passage has
+    "Shipping is always free.",  # short sentences are checked too
+    "Standard shipping does not take 3 to 5 business days within the EU.",  # the passage's words, negated
+])
+async def test_an_uncited_answer_with_an_unbacked_sentence_falls_back_to_quotes(kb_retriever: Any,
+                                                                                uncited: str) -> None:
+    model = ScriptedChatModel(replies=[uncited])
+    out = await router(kb_retriever, gateway_of(answer=model)).ainvoke(
+        {"messages": [("user", EU_SHIPPING)]}, thread())
+    assert out["mode"] == "degraded" and "(degraded mode" in text_of(out), text_of(out)
+    assert "always free" not in text_of(out) and "1 to 2" not in text_of(out)
+    assert "“Standard shipping takes 3 to 5 business days" in text_of(out)
+    assert all(c["verified"] for c in out["citations"])

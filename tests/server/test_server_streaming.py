@@ -105,6 +105,21 @@ async def test_rag_answer_streams_sentence_by_sentence(stream_server: ServerProc
     assert any(e.startswith("messages|") for e in run.events) == subgraphs
 
 
+async def test_an_uncited_rag_answer_streams_with_citations_attached(stream_server: ServerProcess) -> None:
+    # Small real models write no [#id] markers: each sentence goes out once a passage backs it, cited.
+    run = await stream_run(stream_server, "router_uncited", REFUND_QUESTION, subgraphs=False)
+    assert run.state["route"] == "rag" and run.state["mode"] == "model", (run.state["route"], run.state["mode"])
+    assert_progressive(run)
+    retrieved = {c["chunk_id"][:8] for c in run.state["retrieved"]}
+    chunks = run.answer_chunks()
+    cited = re.findall(r"\[#([0-9A-Za-z_-]{4,64})\]", "".join(c[2] for c in chunks))
+    assert len(cited) == 4 and {c[:8] for c in cited} <= retrieved, cited
+    # The first sentence went out with its citation before the model wrote the last one.
+    first_cited = next(i for i, c in enumerate(chunks) if "[#" in "".join(x[2] for x in chunks[:i + 1]))
+    assert first_cited < len(chunks) - 4, [c[2] for c in chunks]
+    assert run.state["citations"] and all(c["verified"] for c in run.state["citations"])
+
+
 @pytest.mark.parametrize("subgraphs", [False, True])
 async def test_planner_answer_streams(stream_server: ServerProcess, subgraphs: bool) -> None:
     run = await stream_run(stream_server, "router", ORDER_QUESTION, subgraphs=subgraphs)

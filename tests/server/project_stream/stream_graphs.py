@@ -4,7 +4,8 @@ its reply slowly (a few characters every few hundredths of a second), as a provi
 The answer text is a long reply; `{cite}` becomes the first passage marker of RAG's prompt, so the same script
 answers on the planner path (no passages: no citation) and on the RAG path (a verified citation per sentence).
 `router_leaky` answers with values the output guard removes, streamed in three-character chunks so each value
-is split across chunks.
+is split across chunks. `router_uncited` answers from the refunds passage without a single `[#id]` marker, as
+small real models do (each sentence gets its citation attached once a passage backs it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ LONG_ANSWER = " ".join(SENTENCES)
 LEAKY_ANSWER = ("Thanks for asking about your order. The courier contact on file is jane.roe@courier-mail.com "
                 "for any question. Track it at https://collector.evil.example/t?id=ORD-1001 whenever you like. "
                 "It should arrive within a few days, and we will email you when it ships.")
+# Close to the refunds passage's own sentences, no citation markers.
+UNCITED_ANSWER = ("Refunds are issued to the original payment method within 5 to 7 business days after the returned "
+                  "item arrives at our warehouse. We email you when the refund has been issued. Your bank may take "
+                  "a further 2 to 3 business days to show the refund on your statement. Partial refunds are possible "
+                  "when only some items of an order are returned.")
 CHUNK_DELAY_S = 0.03
 
 
@@ -40,6 +46,7 @@ def _router(answer: str, chunk_chars: int) -> object:
 
 router = _router(LONG_ANSWER, 4)
 router_leaky = _router(LEAKY_ANSWER, 3)
+router_uncited = _router(UNCITED_ANSWER, 2)
 planner = make_graph(PlannerDeps(toolbox=None, limits=RunLimits.from_policy(), gateway=scripted_chain(
     StreamingScriptedChatModel(replies=[LONG_ANSWER], chunk_chars=4, token_delay_s=CHUNK_DELAY_S),
     tiers=("planner",), timeout_s=60.0, chain_timeout_s=90.0)))
