@@ -262,6 +262,7 @@ def create_app(
         ),
         Middleware(LocalModeGuard),
         Middleware(AuthenticationMiddleware),
+        Middleware(errors.UnhandledErrors),
     ]
     return Starlette(
         routes=routes,

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class NotFound(HTTPException):
@@ -62,3 +63,32 @@ async def unhandled_exception(request: Request, exc: Exception) -> Response:
 
 def detail(status: int, message: Any) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
+
+
+class UnhandledErrors:
+    """Answers an unexpected exception with the JSON 500 and keeps the connection. Starlette's own last-resort
+    handler re-raises after answering, and uvicorn then closes the keep-alive connection under the client's pool:
+    another request already sent on it fails with a read error instead of getting its own answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started:
+                raise  # part of the answer went out: only closing the connection can tell the client
+            response = await unhandled_exception(Request(scope, receive), exc)
+            await response(scope, receive, send)
