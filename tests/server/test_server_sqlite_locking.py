@@ -1,20 +1,40 @@
-"""Waiting for the embedded database's write lock never blocks the server's event loop.
+"""The embedded database's writers: waiting for the write lock never blocks the server's event loop, and
+concurrent store puts are group-committed (server/storage/sqlite_store.py).
 
 Another process (this test) holds SQLite's write lock on the server's file. Store puts, thread creation and runs
 must wait for it without stalling the server: requests that need no write (/ok, thread reads) are answered
 while the lock is still held, and the waiting writes complete once it is released. Before, the store and the
 run dispatcher waited in SQLite's busy handler on the event loop thread, so every request stalled until the
 busy timeout and the writes failed with "database is locked".
+
+Group commit: concurrent puts share one transaction, each is acknowledged only once it is written (a following
+read sees it), each keeps its own TTL, and a put that fails fails alone. The failure is a real one inside SQLite:
+a trigger on the store table rejects one key, which aborts the group's multi-row INSERT; the other puts of that
+group must still be written and acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from server_testkit import make_server
+import pytest
+from interlock.server.storage.sqlite_store import LoopSqliteStore
+from server_testkit import ServerProcess, make_server
+
+BAD_KEY = "rejected-by-trigger"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = make_server(tmp_path_factory.mktemp("sqlite-writers"), None)
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 async def scenario(url: str, db_path: Path) -> None:
@@ -51,10 +71,68 @@ async def scenario(url: str, db_path: Path) -> None:
         assert item.status_code == 200 and item.json()["value"] == {"v": 1}
 
 
-def test_writes_wait_for_another_process_without_stalling_the_server(tmp_path: Path) -> None:
-    server = make_server(tmp_path, None)
-    try:
-        asyncio.run(scenario(server.url, server.home / "interlock.db"))
-        assert "database is locked" not in server.log()
-    finally:
-        server.stop()
+def test_writes_wait_for_another_process_without_stalling_the_server(server: ServerProcess) -> None:
+    asyncio.run(scenario(server.url, server.home / "interlock.db"))
+    assert "database is locked" not in server.log()
+
+
+def reject_one_key(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            f"CREATE TRIGGER IF NOT EXISTS reject_one BEFORE INSERT ON store WHEN NEW.key = '{BAD_KEY}' "
+            "BEGIN SELECT RAISE(ABORT, 'rejected by the test trigger'); END"
+        )
+
+
+def test_concurrent_puts_are_grouped_and_fail_alone(tmp_path: Path) -> None:
+    """In process, so the group is certain: every put below is queued before the flusher's first turn."""
+    db = tmp_path / "store.db"
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    store = LoopSqliteStore(conn)
+    store.setup()
+    reject_one_key(db)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+
+    async def scenario() -> list[BaseException | None]:
+        puts = [store.aput(("g",), f"k{i}", {"i": i}, ttl=5 if i == 1 else None) for i in range(6)]
+        puts.insert(3, store.aput(("g",), BAD_KEY, {"i": -1}))
+        return await asyncio.gather(*puts, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["IntegrityError"] + ["NoneType"] * 3
+    assert "rejected by the test trigger" in str(results[3])
+    # One transaction tried for the whole group (then each put alone after the failure).
+    assert statements[0] == "BEGIN" and statements[1].strip().startswith("INSERT OR REPLACE")
+    assert statements[1].count("CURRENT_TIMESTAMP, CURRENT_TIMESTAMP") == 7  # all seven puts, one statement
+    rows = dict(conn.execute("SELECT key, expires_at IS NOT NULL FROM store WHERE prefix = 'g'").fetchall())
+    assert rows == {f"k{i}": int(i == 1) for i in range(6)}
+    conn.close()
+
+
+def test_concurrent_puts_over_http(server: ServerProcess) -> None:
+    reject_one_key(server.home / "interlock.db")
+    asyncio.run(http_scenario(server.url, 40))
+    assert "database is locked" not in server.log()
+
+
+async def http_scenario(url: str, n: int) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=n)) as http:
+
+        async def put_then_get(i: int) -> tuple[int, object]:
+            key = BAD_KEY if i == n // 2 else f"k{i}"
+            put = await http.put("/store/items", json={"namespace": ["grouped"], "key": key, "value": {"i": i}})
+            if key == BAD_KEY or put.status_code != 204:
+                return put.status_code, None
+            # Acknowledged means written: the very next read sees it.
+            got = await http.get("/store/items", params={"namespace": "grouped", "key": key})
+            return put.status_code, got.json()["value"] if got.status_code == 200 and got.json() else None
+
+        results = await asyncio.gather(*(put_then_get(i) for i in range(n)))
+        for i, (status, value) in enumerate(results):
+            if i == n // 2:
+                assert status == 500, "the rejected put must fail"
+            else:
+                assert (status, value) == (204, {"i": i}), (i, status, value)
+        found = await http.post("/store/items/search", json={"namespace_prefix": ["grouped"], "limit": 100})
+        assert sorted(item["key"] for item in found.json()["items"]) == sorted(f"k{i}" for i in range(n) if i != n // 2)
