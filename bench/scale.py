@@ -119,7 +119,10 @@ class Server:
         else:
             self.stop()
             raise RuntimeError(f"{name} did not start: {self.log.read_text()[-2000:]}")
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=120, limits=httpx.Limits(max_connections=600))
+        # Idle connections are dropped before the servers' 5 s keep-alive timeout: while the other server's chunk runs,
+        # reusing one the server is just closing would fail the next put with a ReadError.
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=120,
+                                      limits=httpx.Limits(max_connections=600, keepalive_expiry=2))
 
     def prefill_reference_threads(self, n: int) -> None:
         """Stop the reference, grow its threads to n with its own code (bench/reference_prefill.py), restart it.
@@ -366,6 +369,11 @@ async def main() -> None:
                                  names))
             if "interlock" in names:
                 lines.append(f"| 'database is locked' in interlock log | {servers[0].locked_in_log()} | | |")
+        except BaseException:
+            for s in servers:  # the servers' side of a failure, before their directory is removed
+                print(f"--- {s.name} log tail, exit code {s.proc.poll()}:\n"
+                      + s.log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
         finally:
             for s in servers:
                 await s.http.aclose()
