@@ -91,7 +91,7 @@ _Pending = tuple[list[Op], "asyncio.Future[list[Result]]"]
 
 
 class LoopSqliteStore(SqliteStore):
-    """SqliteStore whose async API runs each batch whole on the event loop thread (writes group-committed)."""
+    """SqliteStore whose async API runs each batch directly (and whole) on the event loop thread."""
 
     def __init__(self, conn: Any, **kwargs: Any) -> None:
         super().__init__(conn, **kwargs)
