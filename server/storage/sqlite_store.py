@@ -119,9 +119,6 @@ class LoopSqliteStore(SqliteStore):
 
     async def _group_commit(self, ops: list[Op]) -> list[Result]:
         loop = asyncio.get_running_loop()
-        if self._flusher is not None and self._flusher.get_loop() is not loop:
-            # Another event loop than the one writing groups (not the server's own path): write directly.
-            return await retry_busy(lambda: SqliteStore.batch(self, ops))
         done: asyncio.Future[list[Result]] = loop.create_future()
         self._pending_writes.append((ops, done))
         if self._flusher is None:
