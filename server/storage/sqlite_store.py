@@ -18,26 +18,14 @@ Query shapes that differ from SqliteStore:
   follows the number of namespaces, not the number of items (SqliteStore's SELECT DISTINCT reads every row).
 - busy errors from another process on the same file (the only remaining source) are retried with an async
   back-off (see `sqlite_busy`) instead of waiting in SQLite's busy handler on the loop thread.
-
-Writes (async puts and deletes) are group-committed: each caller queues its ops and awaits its own future; one
-flusher task, started on the next loop turn, writes everything queued by then in one transaction (one BEGIN,
-one multi-row INSERT, one COMMIT: one set of WAL frames and file-lock calls instead of one per put). The
-transaction still runs whole, synchronously, on the loop thread. A put is acknowledged only after its group
-committed, so a following get/search sees it. Groups are written in queue order (one flusher), and within a
-group SqliteStore's last-write-wins per key keeps that order. If a group fails for anything but a busy lock,
-each caller's ops are retried alone, so one bad item fails only its own put.
-Durability: the embedded database runs WAL with synchronous=NORMAL (set where the connection is opened): a commit
-survives a process crash, but the last commits before a power loss or OS crash may be lost (the log is fsynced
-by the checkpoints, not by each commit), as for the server tables and checkpoints.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from langgraph.store.base import ListNamespacesOp, Op, PutOp, Result, SearchOp
+from langgraph.store.base import ListNamespacesOp, Op, Result, SearchOp
 from langgraph.store.sqlite.base import (
     NS_MATCH_FUNCTION,
     SqliteStore,
@@ -83,20 +71,9 @@ _SPLIT_TO_DEPTH = """
 _NS_CONDITION = "(prefix = ? OR prefix GLOB ?)"
 _NEWEST_FIRST = "ORDER BY updated_at DESC"
 
-# Ops per group commit: SqliteStore writes a group's puts as one INSERT with 5 parameters per row, and the
-# group's deletes per namespace as one `IN (...)`; 128 stays far below SQLite's parameter limit.
-MAX_GROUP_OPS = 128
-
-_Pending = tuple[list[Op], "asyncio.Future[list[Result]]"]
-
 
 class LoopSqliteStore(SqliteStore):
     """SqliteStore whose async API runs each batch directly (and whole) on the event loop thread."""
-
-    def __init__(self, conn: Any, **kwargs: Any) -> None:
-        super().__init__(conn, **kwargs)
-        self._pending_writes: list[_Pending] = []  # queued async writes, in arrival order
-        self._flusher: asyncio.Task[None] | None = None
 
     def setup(self) -> None:
         super().setup()
@@ -113,61 +90,7 @@ class LoopSqliteStore(SqliteStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         ops = list(ops)
-        if ops and all(isinstance(op, PutOp) for op in ops):
-            return await self._group_commit(ops)
         return await retry_busy(lambda: SqliteStore.batch(self, ops))
-
-    async def _group_commit(self, ops: list[Op]) -> list[Result]:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[list[Result]] = loop.create_future()
-        self._pending_writes.append((ops, done))
-        if self._flusher is None:
-            # Starts on the next loop turn, so the puts of requests handled meanwhile join the same group.
-            self._flusher = loop.create_task(self._flush(), name="interlock-store-group-commit")
-        # A caller cancelled while waiting (client gone) cancels only its wait: the queued write still happens,
-        # as it would have had the put run before the cancellation.
-        return await done
-
-    async def _flush(self) -> None:
-        pending = self._pending_writes
-        group: list[_Pending] = []
-        try:
-            while pending:
-                group, size = [], 0
-                while pending and (not group or size + len(pending[0][0]) <= MAX_GROUP_OPS):
-                    group.append(pending.pop(0))
-                    size += len(group[-1][0])
-                await self._write_group(group)
-        except BaseException:  # cancelled at shutdown: nobody may be left waiting forever
-            for _, done in [*group, *pending]:
-                done.cancel()
-            pending.clear()
-            raise
-        finally:
-            self._flusher = None
-
-    async def _write_group(self, group: list[_Pending]) -> None:
-        ops = [op for entry_ops, _ in group for op in entry_ops]
-        try:
-            await retry_busy(lambda: SqliteStore.batch(self, ops))
-        except Exception as exc:
-            if len(group) == 1:
-                _settle(group[0][1], exc)
-                return
-            # One caller's bad item must not fail the others: each caller's ops again, alone, in queue order.
-            # Part of the group may have been committed (SqliteStore commits what ran before a failing
-            # statement); replaying every op in order still ends in the same state, as each op sets its key's
-            # value (or deletes it) outright.
-            for entry_ops, done in group:
-                try:
-                    await retry_busy(lambda entry_ops=entry_ops: SqliteStore.batch(self, entry_ops))
-                except Exception as one:
-                    _settle(done, one)
-                else:
-                    _settle(done, None, len(entry_ops))
-            return
-        for entry_ops, done in group:
-            _settle(done, None, len(entry_ops))
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         """The synchronous API, for graph nodes running in worker threads (off the loop, so sleeping is fine)."""
@@ -203,15 +126,6 @@ class LoopSqliteStore(SqliteStore):
                 params.extend([op.limit, op.offset])
             queries.append((query, tuple(params)))
         return queries
-
-
-def _settle(done: asyncio.Future[list[Result]], exc: BaseException | None, n: int = 0) -> None:
-    if done.done():
-        return
-    if exc is not None:
-        done.set_exception(exc)
-    else:
-        done.set_result([None] * n)
 
 
 def _split_by_namespace(sql: str, params: list[Any], refresh: bool) -> tuple[str, list[Any], bool]:
