@@ -4,7 +4,11 @@ Both servers run at once; at each size the same operations are measured alternat
 machine load hits both alike), median of --reps calls:
 - threads grown to each of --threads (default 1k, 10k, 50k; metadata graph_id/owner): get, get_state, search
   (default order at a deep offset), search by metadata matching nothing, search by status, count, runs.wait on
-  a thread; plus the fill rate and its slowest request.
+  a thread; plus the fill rate and its slowest request. The reference's thread create scans its whole thread
+  list (O(N) each, so its API fill is quadratic: 50+ minutes to 50k here); sizes above
+  --reference-direct-above (default 10k) are reached by stopping it, adding the threads with its own
+  `Threads.put` outside its API (bench/reference_prefill.py) and starting it again on that data; its fill rate
+  there is "not measured".
 - store items grown to each of --items (default 10k, 100k in 100 namespaces): put (and the fill's puts/s at
   concurrency 8, filled in chunks of --chunk puts alternating between the servers, so both rates come from the
   same minutes of machine load; median and total of the chunk rates), get, search in a namespace,
@@ -75,7 +79,17 @@ class Server:
     def __init__(self, name: str, workdir: Path, reference_bin: str | None, jobs: int = 10) -> None:
         self.name = name
         self.workdir = workdir
+        self.reference_bin = reference_bin
+        self.jobs = jobs
         self.log = workdir / f"{name}.log"
+        self.start()
+        self.threads: list[str] = []
+        self.sample_thread = ""
+        self.items = 0
+        self.slowest = 0.0
+
+    def start(self) -> None:
+        name, workdir, reference_bin, jobs = self.name, self.workdir, self.reference_bin, self.jobs
         port = free_port()
         env = {**os.environ, "INTERLOCK_HOME": str(workdir / ".interlock"), "LANGSMITH_TRACING": "false"}
         env.pop("INTERLOCK_DATABASE_URL", None)
@@ -90,7 +104,8 @@ class Server:
             cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
                    "--n-jobs-per-worker", str(jobs)]
             cwd = workdir
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+        self.exe = cmd[0]
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers on kill
         self.url = f"http://127.0.0.1:{port}"
@@ -104,11 +119,22 @@ class Server:
         else:
             self.stop()
             raise RuntimeError(f"{name} did not start: {self.log.read_text()[-2000:]}")
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=120, limits=httpx.Limits(max_connections=600))
-        self.threads: list[str] = []
-        self.sample_thread = ""
-        self.items = 0
-        self.slowest = 0.0
+        # Idle connections are dropped before the servers' 5 s keep-alive timeout: while the other server's chunk runs,
+        # reusing one the server is just closing would fail the next put with a ReadError.
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=120,
+                                      limits=httpx.Limits(max_connections=600, keepalive_expiry=2))
+
+    def prefill_reference_threads(self, n: int) -> None:
+        """Stop the reference, grow its threads to n with its own code (bench/reference_prefill.py), restart it.
+        The caller closes self.http first."""
+        self.stop()
+        ids = self.workdir / "prefilled-ids.txt"
+        ids.unlink(missing_ok=True)
+        python = Path(self.exe).parent / "python"
+        cmd = [str(python), str(HERE / "reference_prefill.py"), str(n), str(len(self.threads)), str(ids)]
+        subprocess.run(cmd, cwd=self.workdir, check=True)
+        self.threads += ids.read_text().split()
+        self.start()
 
     def rss(self) -> float:
         return rss_mib(self.proc.pid)
@@ -270,6 +296,8 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="threads 500,2000; items 1000,5000; streams 50,100")
     ap.add_argument("--only", choices=["interlock", "reference"])
     ap.add_argument("--reference-bin", help="the reference's `langgraph` executable (default: next to python)")
+    ap.add_argument("--reference-direct-above", type=int, default=10000,
+                    help="thread counts above this are added to the reference outside its API (0: always its API)")
     args = ap.parse_args()
     if args.quick:
         args.threads, args.items, args.streams, args.reps = "500,2000", "1000,5000", "50,100", 7
@@ -296,15 +324,22 @@ async def main() -> None:
         lines = [f"| measure | {' | '.join(names)} | interlock vs reference |", "|---" * (len(names) + 2) + "|"]
         try:
             for n in sizes:
+                filled: list[Server] = []
                 for s in servers:
                     s.slowest = 0.0
-                    rate = await fill(s, n - len(s.threads), make_thread, 16)
+                    if s.name == "reference" and 0 < args.reference_direct_above < n:
+                        await s.http.aclose()
+                        s.prefill_reference_threads(n)
+                        counted = (await s.http.post("/threads/count", json={})).json()
+                        assert counted == n, f"the restarted reference counts {counted} threads, not {n}"
+                    else:
+                        s.fill_rate = await fill(s, n - len(s.threads), make_thread, 16)  # type: ignore[attr-defined]
+                        s.fill_slowest = s.slowest  # type: ignore[attr-defined]
+                        filled.append(s)
                     s.sample_thread = s.threads[len(s.threads) // 2]
-                    s.fill_rate = rate  # type: ignore[attr-defined]
-                    s.fill_slowest = s.slowest  # type: ignore[attr-defined]
-                lines.append(row(f"{n} threads: fill threads/s", {s.name: s.fill_rate for s in servers}, names,
+                lines.append(row(f"{n} threads: fill threads/s", {s.name: s.fill_rate for s in filled}, names,
                                  lower=False))
-                lines.append(row(f"{n} threads: fill slowest ms", {s.name: s.fill_slowest * 1000 for s in servers},
+                lines.append(row(f"{n} threads: fill slowest ms", {s.name: s.fill_slowest * 1000 for s in filled},
                                  names))
                 res = await interleaved(servers, thread_ops, args.reps)
                 for label in res[names[0]]:
@@ -334,6 +369,11 @@ async def main() -> None:
                                  names))
             if "interlock" in names:
                 lines.append(f"| 'database is locked' in interlock log | {servers[0].locked_in_log()} | | |")
+        except BaseException:
+            for s in servers:  # the servers' side of a failure, before their directory is removed
+                print(f"--- {s.name} log tail, exit code {s.proc.poll()}:\n"
+                      + s.log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
         finally:
             for s in servers:
                 await s.http.aclose()
