@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from interlock.graphs import prompts, toolcalls
+from interlock.graphs import state as run_state
 from interlock.graphs.events import shown_args
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
@@ -121,7 +122,9 @@ def _principal(state: InterlockState) -> PrincipalInfo:
 
 
 def _elapsed(state: InterlockState) -> float:
-    return time.time() - float(state.get("started_at") or time.time())
+    """The turn's working time: wall time since it started, minus the time it spent waiting for a decision."""
+    now = run_state.clock()
+    return now - float(state.get("started_at") or now) - float(state.get("waited_s") or 0.0)
 
 
 def _vault(state: InterlockState) -> PiiVault | None:

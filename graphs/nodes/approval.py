@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Literal
 
+from interlock.graphs import state as run_state
 from interlock.graphs.state import InterlockState
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -181,7 +182,8 @@ async def request_approval(state: InterlockState, config: RunnableConfig) -> dic
             risk=pending.get("risk", "destructive"), reason=_reason(pending))
     finally:
         await store.close()
-    return {"pending_approval": {**pending, "approval_id": record.id, "reason": _reason(pending)}}
+    # `asked_at`: the wait for the decision starts here; `await_approval` books it as waiting, not working time.
+    return {"pending_approval": {**pending, "approval_id": record.id, "reason": _reason(pending), "asked_at": run_state.clock()}}
 
 
 def chat_may_decide(pending: dict[str, Any]) -> bool:
@@ -252,7 +254,11 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
             # Bad operator input: ask again with the reason instead of crashing the run.
             error = f"invalid resume value: {str(exc).splitlines()[0][:200]}"
             log.warning("approval %s: %s", pending.get("approval_id"), error)
-    return {"approval_decision": decision.model_dump()}
+    # The time spent interrupted does not count against the run's wall-clock limit (an operator may take minutes).
+    now = run_state.clock()
+    asked_at = float(pending.get("asked_at") or now)
+    return {"approval_decision": decision.model_dump(),
+            "waited_s": float(state.get("waited_s") or 0.0) + max(0.0, now - asked_at)}
 
 
 async def decide_and_run(state: InterlockState, config: RunnableConfig, call_tool: Any) -> dict[str, Any]:

@@ -334,6 +334,23 @@ async def test_wall_clock_limit_is_a_distinct_outcome(toolbox: GovernedToolbox) 
     assert out["outcome"] == "limit_time" and "time limit" in str(out["messages"][-1].content)
 
 
+async def test_waiting_for_an_operator_does_not_count_against_the_time_limit(
+    toolbox: GovernedToolbox, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from interlock.graphs import state as run_state
+
+    await reset_orders()
+    later = [0.0]
+    real_clock = run_state.clock
+    monkeypatch.setattr(run_state, "clock", lambda: real_clock() + later[0])
+    graph, config = router(toolbox, limits=RunLimits(max_steps=25, max_tool_calls=10, wall_clock_s=120)), thread()
+    first = await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    assert first["__interrupt__"][0].value["tool"] == "cancel_order"
+    later[0] = 600.0  # the operator decides ten minutes later: waiting time, not the run's working time
+    done = await graph.ainvoke(Command(resume={"decision": "approve"}), config)
+    assert done["outcome"] == "executed" and await order_status(toolbox, "ORD-1001") == "cancelled"
+
+
 async def test_add_a_comment_to_a_ticket_comments_on_that_ticket(toolbox: GovernedToolbox) -> None:
     graph = router(toolbox)
     out = await graph.ainvoke({"messages": [("user", "Add a comment to ticket TCK-1001: the replacement broke too")]},
