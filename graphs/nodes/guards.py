@@ -22,8 +22,10 @@ What state and storage hold, and what they do not:
   that ran the tool (planner `_guard_results`), so raw tool output never enters state, a checkpoint or a stream
   mode. The user's message is raw in the checkpoints written before `input_guard` (LangGraph records the run's
   input first) and in the run's stored `input`, unless pii.yaml `store_raw_input` is false for the tenant (the
-  default): then the server seals it at submission (`policies.pii.seal_input`, encrypted with the vault key)
-  and `input_guard` unseals it in memory, scans it, and stores only the pseudonymised text.
+  default): then the server seals it at submission (`policies.pii.seal_input`, encrypted with the vault key) on
+  every path that writes user messages into a thread (a run's input or `command.update`, `POST /threads/{id}/state`,
+  a thread's supersteps, a cron's stored payload), and `input_guard` unseals it in memory, scans it, and stores
+  only the pseudonymised text. Graphs served through a factory (no compiled graph to inspect) are not sealed.
 - A tool result's fields that tools.yaml declares personal (`pii_fields`: a customer's name, email, phone) are
   pseudonyms whatever the detector finds (policies/pii_fields.py). Other PII the detector misses (a name it does
   not recognise in free text) stays as it was: detection has a recall, not a proof.
