@@ -393,6 +393,13 @@ class PlannerNodes:
             if used + 1 > self.limits.max_tool_calls:
                 return Command(goto="limit", update={**update, "outcome": "limit_tool_calls"})
             call, info, reasons = gated[0]
+            refused = await self._precheck(state, call)
+            if refused is not None:
+                # The MCP server would refuse it (another customer's record is "not found"): answered like a tool
+                # error, and no approval is created, so no operator is asked about a call that cannot run.
+                return Command(goto="guard_tools", update=await self._guard_results(state, {
+                    "messages": [*messages, refused], "executed": {**executed, call.id: {"status": "error",
+                                                                                        "tool": call.tool}}}))
             update["pending_approval"] = PendingApproval(call_id=call.id, tool=call.tool, args=call.args,
                                                          server=info.server, risk=info.risk, policy_reasons=reasons,
                                                          input_schema=info.input_schema).model_dump()
@@ -400,6 +407,19 @@ class PlannerNodes:
             # in the root's messages when the run pauses (clients render root messages only).
             return Command(goto=END if self.deps.approvals_at_root else "request_approval", update=update)
         return Command(goto="observe", update=update)
+
+    async def _precheck(self, state: InterlockState, call: PlannedCall) -> ToolMessage | None:
+        """The MCP server's own answer to a gated call before any approval is requested (its record-ownership
+        rule, asked through the call path, never re-implemented here): a ToolMessage when it refuses, else None.
+        A server that cannot be reached is no refusal: the call waits for its decision as before."""
+        precheck = getattr(self.deps.toolbox, "precheck", None)
+        if precheck is None:
+            return None
+        outcome = await precheck(_principal(state), call.tool, call.args)
+        if outcome.ok or outcome.code in ("unavailable", "denied"):
+            return None
+        return ToolMessage(content=f"Tool error: {outcome.error or 'refused'}", tool_call_id=call.id, name=call.tool,
+                           status="error")
 
     async def _call_tool(self, tool: str, args: dict[str, Any], approval_id: str | None, call_id: str,
                          state: InterlockState, shown: dict[str, Any] | None = None) -> dict[str, Any]:

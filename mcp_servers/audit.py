@@ -23,7 +23,7 @@ from interlock.mcp_servers.principals import PrincipalResolver, request_meta
 from interlock.tools.approvals import args_hash
 from interlock.tools.audit import AuditLog, AuditRecord
 
-from interlock.kernel.identity import META_APPROVAL, META_TRACE
+from interlock.kernel.identity import META_APPROVAL, META_PRECHECK, META_TRACE
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,15 @@ class AuditTrail(Middleware):
             result = await call_next(context)
             if getattr(result, "is_error", False):
                 outcome, reason = "error", "tool_error"
+            if meta.get(META_PRECHECK) is True:  # nothing ran: the row says whether the server would accept it
+                passed = (getattr(result, "meta", None) or {}).get(META_PRECHECK) == "passed"
+                reason = "precheck_passed" if passed else "precheck_refused"
             return result
         except Denied as exc:
             outcome, reason = "denied", exc.code
             raise
         except ToolError:
-            outcome, reason = "error", "tool_error"
+            outcome, reason = "error", "precheck_refused" if meta.get(META_PRECHECK) is True else "tool_error"
             raise
         except Exception as exc:
             outcome, reason = "error", type(exc).__name__
