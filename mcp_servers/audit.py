@@ -82,9 +82,9 @@ class AuditTrail(Middleware):
     ) -> None:
         try:
             principal = await self.resolver.resolve(context)
-            sub, tenant = principal.sub, principal.tenant
+            sub, tenant, customer = principal.sub, principal.tenant, principal.customer_id
         except Denied:
-            sub = tenant = None
+            sub = tenant = customer = None
         approval = meta.get(META_APPROVAL)
         ctx = context.fastmcp_context
         try:
@@ -93,7 +93,7 @@ class AuditTrail(Middleware):
                 args_hash=args_hash(context.message.arguments or {}),
                 approval_id=approval[:100] if isinstance(approval, str) else None,
                 outcome=outcome, reason=reason, latency_ms=round(ms, 3), trace_id=_trace_id(meta),
-                transport=(ctx.transport if ctx is not None else None) or "memory",
+                transport=(ctx.transport if ctx is not None else None) or "memory", customer_id=customer,
             ))
         except Exception as exc:  # the call already happened; losing the row must be loud, not fatal
             log.error("audit append failed for %s.%s: %s", self.server, context.message.name, type(exc).__name__)

@@ -356,7 +356,7 @@ class GovernedTools:
             await self._audit.append(AuditRecord(
                 principal=principal.sub, tenant=principal.tenant, server="interlock-client", tool=tool[:200],
                 args_hash=args_hash(args), outcome="denied", reason="not_allowed", trace_id=trace_id,
-                transport="client"))
+                transport="client", customer_id=principal.customer_id))
         except Exception as exc:
             log.error("audit append failed for a client-side denial: %s", type(exc).__name__)
 

@@ -172,7 +172,7 @@ async def _tool_calls(store: Any, approval_id: str) -> list[dict[str, Any]]:
     """Rows of the MCP servers' audit log that carried this approval (none until the tool has been called)."""
     try:
         rows = await store.db.fetchall(
-            "SELECT ts, principal, server, tool, outcome, reason, transport FROM interlock_audit"
+            "SELECT ts, principal, customer_id, server, tool, outcome, reason, transport FROM interlock_audit"
             " WHERE approval_id = ? ORDER BY ts", (approval_id,))
     except Exception:  # noqa: BLE001 - the audit table exists only once an MCP server has run
         return []

@@ -14,6 +14,7 @@ from typing import Any
 from fastmcp import Client
 from interlock.tools import endpoints, identity
 from interlock.tools.approvals import ApprovalStore
+from interlock.tools.audit import AuditLog
 from interlock.tools.client import GovernedTools, Principal, ServerConfig, ToolsConfig
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -361,3 +362,12 @@ async def test_a_precheck_answers_like_the_call_and_never_runs_the_tool_or_asks_
         assert order_status(mine["id"])[0] == mine["status"]
     finally:
         await tools.aclose()
+    # The audit log names the customer Ann acts for, and that these calls were prechecks (nothing ran).
+    log = AuditLog()
+    try:
+        rows = [r for r in await log.query(tool="cancel_order", principal=ANN, limit=20)
+                if r.reason in ("precheck_passed", "precheck_refused")][:4]
+    finally:
+        await log.close()
+    assert sorted(r.reason for r in rows) == ["precheck_passed"] * 2 + ["precheck_refused"] * 2
+    assert {r.customer_id for r in rows} == {ANN_CUSTOMER}
