@@ -278,6 +278,8 @@ def interrupt_value(pending: dict[str, Any], state: InterlockState) -> dict[str,
         "tool": pending.get("tool"),
         "server": pending.get("server"),
         "args": args,
+        # The user's own values show masked (the real call is sealed): an edit keeps an argument it leaves as shown.
+        "args_masked": bool(pending.get("sealed_args")),
         "input_schema": pending.get("input_schema"),
         "requester": (state.get("principal") or {}).get("sub"),
         "tenant": state.get("tenant"),

@@ -234,7 +234,10 @@ async def decide(request: Request) -> Response:
         thread = await svc.threads.find(approval.thread_id) if approval.thread_id else None
         if thread is not None:
             waiting = (_waiting(thread, approval.id) or {}).get("value") or {}
-            problem = edit_problem(approval.tool, approval.args or {}, body.args or {}, waiting.get("input_schema"))
+            # Masked arguments (the real call is sealed in the run) are checked by the run itself, which unseals
+            # them: an argument left as shown keeps its real value there, and a bad edit is asked again.
+            problem = None if waiting.get("args_masked") else edit_problem(
+                approval.tool, approval.args or {}, body.args or {}, waiting.get("input_schema"))
             if problem:
                 raise Invalid(f"edit refused: {problem}")
         else:

@@ -370,11 +370,13 @@ async def test_a_waiting_call_keeps_the_users_raw_values_sealed_until_it_runs(to
     state = await graph.aget_state(config, subgraphs=True)
     stored = json.dumps([value, state.values, record.model_dump() if record else None], default=str)
     assert email not in stored and "jane.doe" not in stored
-    await graph.ainvoke(Command(resume={"decision": "approve"}), config)
+    assert value["args_masked"] is True
+    # An edit that leaves the masked reason as shown keeps its real value (the editor never saw it).
+    await graph.ainvoke(Command(resume={"decision": "edit", "args": dict(value["args"])}), config)
     [(_, args, approval_id)] = calls_of(toolbox, "cancel_order")
     assert email in args["reason"] and approval_id == value["approval_id"]
-    assert record is not None and record.args_hash == args_hash(args)
-    assert await order_status(toolbox, "ORD-1001") == "cancelled"
+    assert record is not None and record.args_hash == args_hash(args)  # hashed at request: the real call
+    assert await order_status(toolbox, "ORD-1001") == "cancelled"  # the MCP gate matched the edit's hash too
 
 
 async def test_add_a_comment_to_a_ticket_comments_on_that_ticket(toolbox: GovernedToolbox) -> None:
