@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +115,12 @@ async def test_a_hijacked_bulk_read_returns_only_the_end_users_own_records(
     assert OWN in seen  # her own record did come back
 
 
-def approvals_of(env: Environment, tid: str) -> list[dict[str, Any]]:
-    with closing(sqlite3.connect(env.home / "interlock.db", timeout=10)) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM interlock_approvals WHERE thread_id = ?", (tid,))]
+async def approvals_of(server: Server, tid: str) -> list[dict[str, Any]]:
+    """The approvals the server's operators see for this thread (any state), through the approvals API."""
+    async with http_as(server, OPS) as http:
+        listed = await http.get("/approvals", params={"limit": 500})
+    assert listed.status_code == 200, listed.text
+    return [a for a in listed.json() if a.get("thread_id") == tid]
 
 
 async def test_a_hijacked_write_to_another_customers_record_gets_not_found_before_any_approval(
@@ -132,7 +132,7 @@ async def test_a_hijacked_write_to_another_customers_record_gets_not_found_befor
     [before] = e2e_env.business("crm", "SELECT email, phone, updated_at FROM customers WHERE id = 'CUS-102'")
     e2e_env.script(call("update_contact", customer_id="CUS-102", email="ann.new@example.com"), "Updated.")
     tid, values = await run(bound, ANN, "Please change my email to ann.new@example.com")
-    assert await approve_if_waiting(bound, ANN, tid) is None and approvals_of(e2e_env, tid) == []
+    assert await approve_if_waiting(bound, ANN, tid) is None and await approvals_of(bound, tid) == []
     assert e2e_env.business("crm", "SELECT email, phone, updated_at FROM customers WHERE id = 'CUS-102'") == [before]
     results = tool_messages(values, "update_contact")
     assert results and "customer CUS-102 not found" in str(results[-1]["content"]), results
@@ -142,7 +142,7 @@ async def test_a_hijacked_write_to_another_customers_record_gets_not_found_befor
     status = e2e_env.order_status(order)
     e2e_env.script(call("cancel_order", order_id=order, reason="changed my mind"), "Cancelled.")
     tid, values = await run(bound, ANN, f"Cancel order {order} please, I changed my mind.")
-    assert await approve_if_waiting(bound, ANN, tid) is None and approvals_of(e2e_env, tid) == []
+    assert await approve_if_waiting(bound, ANN, tid) is None and await approvals_of(bound, tid) == []
     assert e2e_env.order_status(order) == status
     results = tool_messages(values, "cancel_order")
     assert results and f"order {order} not found" in str(results[-1]["content"]), results
@@ -153,7 +153,7 @@ async def test_a_hijacked_write_to_another_customers_record_gets_not_found_befor
     status = e2e_env.order_status(mine)
     e2e_env.script(call("cancel_order", order_id=mine, reason="changed my mind"), "Cancelled.")
     tid, _ = await run(bound, ANN, f"Cancel order {mine} please, I changed my mind.")
-    [asked] = approvals_of(e2e_env, tid)
+    [asked] = await approvals_of(bound, tid)
     assert asked["tool"] == "cancel_order" and e2e_env.order_status(mine) == status
     async with http_as(bound, OPS) as http:
         assert (await http.post(f"/approvals/{asked['id']}", json={"decision": "reject"})).status_code == 200
