@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from interlock.graphs import prompts, toolcalls
+from interlock.graphs import state as run_state
 from interlock.graphs.events import shown_args
 from interlock.graphs.guarded import guarded_subgraph
 from interlock.graphs.models import ModelGateway, ModelsUnavailable
@@ -78,6 +79,10 @@ class PendingApproval(BaseModel):
     risk: str
     policy_reasons: list[str]
     input_schema: dict[str, Any] | None = None  # an operator's edit must fit it
+    # The real arguments, sealed with the vault key, when the tenant stores no raw user input (pii.yaml
+    # `store_raw_input: false`): `args` then holds the call as proposed (pseudonyms), and the real values are
+    # unsealed only to hash the approval and to make the call (graphs/nodes/approval.py `real_args`).
+    sealed_args: str | None = None
 
 
 def planned(state: InterlockState) -> list[PlannedCall]:
@@ -127,7 +132,9 @@ def _principal(state: InterlockState) -> PrincipalInfo:
 
 
 def _elapsed(state: InterlockState) -> float:
-    return time.time() - float(state.get("started_at") or time.time())
+    """The turn's working time: wall time since it started, minus the time it spent waiting for a decision."""
+    now = run_state.clock()
+    return now - float(state.get("started_at") or now) - float(state.get("waited_s") or 0.0)
 
 
 def _vault(state: InterlockState) -> PiiVault | None:
@@ -522,7 +529,7 @@ class PlannerNodes:
         executed: dict[str, Any] = {}
         runnable: list[PlannedCall] = []
         shown: dict[str, dict[str, Any]] = {}  # the arguments as proposed (pseudonyms), for telemetry
-        gated: list[tuple[PlannedCall, ToolInfo, list[str]]] = []
+        gated: list[tuple[PlannedCall, PlannedCall, ToolInfo, list[str]]] = []
         for call in todo:
             info = tools.get(call.tool)
             decision = self._decide(state, call, info)
@@ -536,7 +543,7 @@ class PlannerNodes:
             real = call.model_copy(update={"args": guards.executor_args(dict(state), call.tool, call.args)
                                            if vault is not None else call.args})
             if decision.action == "require_approval":
-                gated.append((real, info, decision.reasons))
+                gated.append((real, call, info, decision.reasons))
             else:
                 runnable.append(real)
                 shown[call.id] = call.args
@@ -555,14 +562,36 @@ class PlannerNodes:
         if gated:
             if used + 1 > self.limits.max_tool_calls:
                 return Command(goto="limit", update={**update, "outcome": "limit_tool_calls"})
-            call, info, reasons = gated[0]
-            update["pending_approval"] = PendingApproval(call_id=call.id, tool=call.tool, args=call.args,
+            call, proposed, info, reasons = gated[0]
+            refused = await self._precheck(state, call)
+            if refused is not None:
+                # The MCP server would refuse it (another customer's record is "not found"): answered like a tool
+                # error, and no approval is created, so no operator is asked about a call that cannot run.
+                return Command(goto="guard_tools", update=await self._guard_results(state, {
+                    "messages": [*messages, refused], "executed": {**executed, call.id: {"status": "error",
+                                                                                        "tool": call.tool}}}))
+            args, sealed = approval.pending_args(state, proposed.args, call.args)
+            update["pending_approval"] = PendingApproval(call_id=call.id, tool=call.tool, args=args,
                                                          server=info.server, risk=info.risk, policy_reasons=reasons,
-                                                         input_schema=info.input_schema).model_dump()
+                                                         input_schema=info.input_schema,
+                                                         sealed_args=sealed).model_dump()
             # Inside the router the approval is asked at the root, so the AI message carrying this call is already
             # in the root's messages when the run pauses (clients render root messages only).
             return Command(goto=END if self.deps.approvals_at_root else "request_approval", update=update)
         return Command(goto="observe", update=update)
+
+    async def _precheck(self, state: InterlockState, call: PlannedCall) -> ToolMessage | None:
+        """The MCP server's own answer to a gated call before any approval is requested (its record-ownership
+        rule, asked through the call path, never re-implemented here): a ToolMessage when it refuses, else None.
+        A server that cannot be reached is no refusal: the call waits for its decision as before."""
+        precheck = getattr(self.deps.toolbox, "precheck", None)
+        if precheck is None:
+            return None
+        outcome = await precheck(_principal(state), call.tool, call.args)
+        if outcome.ok or outcome.code in ("unavailable", "denied"):
+            return None
+        return ToolMessage(content=f"Tool error: {outcome.error or 'refused'}", tool_call_id=call.id, name=call.tool,
+                           status="error")
 
     async def _call_tool(self, tool: str, args: dict[str, Any], approval_id: str | None, call_id: str,
                          state: InterlockState, shown: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -584,8 +613,10 @@ class PlannerNodes:
                 "tool_calls": int(state.get("tool_calls") or 0) + 1}
 
     async def run_approved(self, state: InterlockState, config: RunnableConfig) -> Command[Any]:
+        shown = approval.telemetry_args(state.get("pending_approval") or {}, state.get("approval_decision"))
+
         async def call(tool: str, args: dict[str, Any], approval_id: str | None, call_id: str) -> dict[str, Any]:
-            return await self._call_tool(tool, args, approval_id, call_id, state)
+            return await self._call_tool(tool, args, approval_id, call_id, state, shown)
 
         return Command(goto="guard_tools",
                        update=await self._guard_results(state, await approval.decide_and_run(state, config, call)))

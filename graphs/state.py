@@ -71,6 +71,9 @@ class InterlockState(TypedDict, total=False):
     steps: int
     tool_calls: int
     started_at: float
+    # Seconds of this turn spent interrupted, waiting for a decision: not the graph's working time, so not counted
+    # against the wall-clock limit (graphs/planner.py `_elapsed`).
+    waited_s: float
     guard_verdicts: Annotated[list[dict[str, Any]], _append_new]
     tainted: Annotated[bool, _keep_true]
     pii_vault: Annotated[dict[str, Any], _merge_dict]
@@ -86,6 +89,11 @@ class InterlockState(TypedDict, total=False):
     # `question`, then the planner acts on `request` (the message without the question). Unset otherwise.
     question: str | None
     request: str | None
+
+
+def clock() -> float:
+    """The run clock (wall time, seconds). One function, so a test can stand in for an operator who waits."""
+    return time.time()
 
 
 _AUTH_REQUIRED = False
@@ -166,7 +174,7 @@ def identify(state: InterlockState, config: RunnableConfig) -> dict[str, Any]:
     principal = principal_from_config(config)
     # A new turn on a thread starts its counters and clock afresh; taint and the idempotency
     # record deliberately survive across turns.
-    return {"principal": principal.model_dump(), "tenant": principal.tenant, "started_at": time.time(),
+    return {"principal": principal.model_dump(), "tenant": principal.tenant, "started_at": clock(), "waited_s": 0.0,
             "steps": 0, "tool_calls": 0, "outcome": "", "plan": [], "retrieved": [], "citations": [],
             "pending_approval": None, "approval_decision": None, "route": "", "intent": "", "mode": "zero-key",
             "question": None, "request": None}

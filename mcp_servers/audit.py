@@ -23,7 +23,7 @@ from interlock.mcp_servers.principals import PrincipalResolver, request_meta
 from interlock.tools.approvals import args_hash
 from interlock.tools.audit import AuditLog, AuditRecord
 
-from interlock.kernel.identity import META_APPROVAL, META_TRACE
+from interlock.kernel.identity import META_APPROVAL, META_PRECHECK, META_TRACE
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,15 @@ class AuditTrail(Middleware):
             result = await call_next(context)
             if getattr(result, "is_error", False):
                 outcome, reason = "error", "tool_error"
+            if meta.get(META_PRECHECK) is True:  # nothing ran: the row says whether the server would accept it
+                passed = (getattr(result, "meta", None) or {}).get(META_PRECHECK) == "passed"
+                reason = "precheck_passed" if passed else "precheck_refused"
             return result
         except Denied as exc:
             outcome, reason = "denied", exc.code
             raise
         except ToolError:
-            outcome, reason = "error", "tool_error"
+            outcome, reason = "error", "precheck_refused" if meta.get(META_PRECHECK) is True else "tool_error"
             raise
         except Exception as exc:
             outcome, reason = "error", type(exc).__name__
@@ -79,9 +82,9 @@ class AuditTrail(Middleware):
     ) -> None:
         try:
             principal = await self.resolver.resolve(context)
-            sub, tenant = principal.sub, principal.tenant
+            sub, tenant, customer = principal.sub, principal.tenant, principal.customer_id
         except Denied:
-            sub = tenant = None
+            sub = tenant = customer = None
         approval = meta.get(META_APPROVAL)
         ctx = context.fastmcp_context
         try:
@@ -90,7 +93,7 @@ class AuditTrail(Middleware):
                 args_hash=args_hash(context.message.arguments or {}),
                 approval_id=approval[:100] if isinstance(approval, str) else None,
                 outcome=outcome, reason=reason, latency_ms=round(ms, 3), trace_id=_trace_id(meta),
-                transport=(ctx.transport if ctx is not None else None) or "memory",
+                transport=(ctx.transport if ctx is not None else None) or "memory", customer_id=customer,
             ))
         except Exception as exc:  # the call already happened; losing the row must be loud, not fatal
             log.error("audit append failed for %s.%s: %s", self.server, context.message.name, type(exc).__name__)

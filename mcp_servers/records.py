@@ -27,7 +27,9 @@ from fastmcp.exceptions import ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
 from interlock.mcp_servers import sample_data
-from interlock.mcp_servers.principals import ToolPolicy, current_principal
+from interlock.mcp_servers.principals import ToolPolicy, current_principal, request_meta
+
+from interlock.kernel.identity import META_PRECHECK
 
 
 def now() -> str:
@@ -150,9 +152,17 @@ def visible(system: str, table: str, record_id: str) -> bool:
     return row is not None
 
 
+PRECHECK_OK = "precheck passed: the call may proceed to its approval (nothing was run)"
+
+
 class RecordOwnership(Middleware):
     """Answers a call on a record the caller may not act on with the tool's own "not found", before the approval
-    gate: no operator is asked about, and no approval is spent on, another customer's order."""
+    gate: no operator is asked about, and no approval is spent on, another customer's order.
+
+    A precheck (`_meta["io.interlock/precheck"]: true`, set by Interlock's client before its graph asks an
+    operator) stops here either way: "not found" as above, else an error result marked passed in its `_meta`
+    (`"io.interlock/precheck": "passed"`). The tool does not run and the gate creates no approval; the scope and
+    tenant checks before this layer have answered as for a call."""
 
     def __init__(self, system: str, policies: dict[str, ToolPolicy]) -> None:
         self.system = system
@@ -168,4 +178,9 @@ class RecordOwnership(Middleware):
             # A malformed id is left to the tool's input validation, which answers it precisely.
             if isinstance(record_id, str) and not visible(self.system, owned.table, record_id):
                 raise ToolError(f"{owned.noun} {record_id} not found")
+        if request_meta(context).get(META_PRECHECK) is True:
+            # An error result on purpose: nothing ran, and a client that does not know prechecks must not read a
+            # success (nor validate it against the tool's output schema). Interlock's client reads the `_meta`.
+            return ToolResult(content=[mt.TextContent(type="text", text=PRECHECK_OK)],
+                              meta={META_PRECHECK: "passed"}, is_error=True)
         return await call_next(context)

@@ -1,13 +1,16 @@
 """Checks on what leaves the server: PII leak filter, egress filter, system-prompt leakage, citations.
 
 The leak filter combines Presidio on the output with exact and fuzzy matching of values seen in
-untrusted context (the untrusted-origin entries of the PII vault, plus any extra values given).
+untrusted context (the untrusted-origin entries of the PII vault, plus any extra values given); phone numbers
+are also compared by their national digits, so another format of the same number (+31 6 1234 5678, 0612345678,
+(555) 010-2345, 555.010.2345) is caught.
 `StreamingOutputFilter` applies the same filter to streamed chunks and holds back any tail that
 could still turn into a match, so streaming never leaks what the full-text filter removes.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -125,6 +128,47 @@ def value_redactions(
     return out
 
 
+# A run of digits with the separators phone numbers are written with (no line breaks), optionally after "+".
+_PHONE_RUN = re.compile(r"\+?\(?\d(?:[\d \t\u00a0().\-/]*\d)?")
+PHONE_ENTITIES = frozenset({"PHONE_NUMBER"})
+MIN_PHONE_DIGITS = 7
+
+
+@functools.lru_cache(maxsize=4096)
+def national_digits(value: str) -> str:
+    """A phone number's national significant digits (no country code, no trunk 0): the part every format of the
+    number shares. Parsed with `phonenumbers` when it carries its country (+ or 00); else its digits without a
+    leading trunk 0."""
+    import phonenumbers
+
+    digits = re.sub(r"\D", "", value)
+    if value.strip().startswith(("+", "00")):
+        try:
+            return str(phonenumbers.national_significant_number(
+                phonenumbers.parse("+" + digits[2:] if value.strip().startswith("00") else value, None)))
+        except phonenumbers.NumberParseException:
+            pass
+    return digits.lstrip("0")
+
+
+def phone_redactions(text: str, values: Iterable[tuple[str, str]]) -> list[Redaction]:
+    """Phone-number runs in text holding a listed phone's national digits, whatever the format (country code or
+    trunk 0, spaces, dots, dashes, brackets): each whole run is redacted."""
+    wanted = {(entity, national_digits(value)) for entity, value in values if entity in PHONE_ENTITIES}
+    wanted = {(e, n) for e, n in wanted if len(n) >= MIN_PHONE_DIGITS}
+    if not wanted:
+        return []
+    out: list[Redaction] = []
+    for run in _PHONE_RUN.finditer(text):
+        digits = re.sub(r"\D", "", run.group(0))
+        for entity, national in wanted:
+            if national in digits:
+                out.append(Redaction(start=run.start(), end=run.end(), replacement=f"[{entity} redacted]",
+                                     kind="untrusted_value", entity=entity))
+                break
+    return out
+
+
 def _apply(text: str, redactions: list[Redaction]) -> tuple[str, list[Redaction]]:
     """Apply non-overlapping redactions; on overlap the longer one wins."""
     chosen: list[Redaction] = []
@@ -194,7 +238,8 @@ class OutputFilter:
                     Redaction(start=start, end=end, replacement=f"[{self.detector.label(span.entity)} redacted]",
                               kind="pii", entity=span.entity)
                 )
-            for r in value_redactions(scanned, untrusted, self.fuzzy_threshold, self.min_fuzzy_length):
+            for r in [*value_redactions(scanned, untrusted, self.fuzzy_threshold, self.min_fuzzy_length),
+                      *phone_redactions(scanned, untrusted)]:
                 if mapping is not None:
                     r.start, r.end = mapping.original(r.start, r.end)
                 found.append(r)

@@ -283,27 +283,33 @@ def unseal_text(sealed: str) -> str:
         raise VaultKeyError("a sealed message cannot be decrypted with this server's key") from None
 
 
-def seal_input(graph_input: Any) -> Any:
-    """The run input with every user message's text sealed (other messages and keys unchanged)."""
+def seal_input(graph_input: Any, *, keep_sealed: bool = False) -> Any:
+    """The run input (or a state update) with every user message's text sealed (other messages and keys
+    unchanged). `keep_sealed`: messages the server sealed before (a cron's stored payload) stay as they are; only
+    a server path that stored the input itself may pass it (a caller's own `interlock_sealed` is always replaced)."""
     if not isinstance(graph_input, dict) or "messages" not in graph_input:
         return graph_input
     messages = graph_input["messages"]
     items = messages if isinstance(messages, list) else [messages]
-    sealed = [_seal_message(m) for m in items]
+    sealed = [_seal_message(m, keep_sealed) for m in items]
     return {**graph_input, "messages": sealed if isinstance(messages, list) else sealed[0]}
 
 
-def _seal_message(message: Any) -> Any:
+def _seal_message(message: Any, keep_sealed: bool = False) -> Any:
     if isinstance(message, str):
         message = {"role": "user", "content": message}
+    if isinstance(message, (list, tuple)) and len(message) == 2 and isinstance(message[1], str):
+        message = {"role": message[0], "content": message[1]}  # ("user", "text") tuples
     if not isinstance(message, dict) or (message.get("role") or message.get("type")) not in ("user", "human"):
         return message
     content = message.get("content")
+    extra = dict(message.get("additional_kwargs") or {})
+    if keep_sealed and content == SEALED_TEXT and extra.get(SEALED_KEY):
+        return message
     if isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
         content = "\n".join(str(b.get("text", "")) for b in content)
     if not isinstance(content, str) or not content:
         return message  # images or other parts: left as sent
-    extra = dict(message.get("additional_kwargs") or {})
     extra[SEALED_KEY] = seal_text(content)
     return {**message, "content": SEALED_TEXT, "additional_kwargs": extra}
 

@@ -5,7 +5,10 @@ sentence around it). A tool's policy therefore names the fields that always hold
 value becomes a vault pseudonym before any detector runs, in the structured result and in the text a model reads,
 and the same raw values are replaced wherever else they occur in that result (a name repeated in a ticket body).
 The vault decides trust as everywhere else: a value the requesting user typed keeps its trusted token; anything
-first seen here is a third party's.
+first seen here is a third party's, except in the record of the customer the principal is bound to (`owner`: the
+verified token's `customer_id`; a record whose `customer_id` is that id, and everything inside it): those values
+are the user's own, trusted like their typed input (restored in write arguments, shown to them unredacted). Staff
+principals (no binding) own no record.
 
 A field spec is a field name (`name`: that key at any depth) or a dotted path of keys (`customers.name`,
 `billing.address`) matched against the end of the key path; list indices are not part of a path. A declared
@@ -33,33 +36,35 @@ def _entity_for(path: tuple[str, ...], fields: Mapping[str, str]) -> str | None:
     return best[1] if best is not None else None
 
 
-def _tokenise(value: Any, entity: str, vault: PiiVault, label: Label, seen: dict[str, str]) -> Any:
+def _tokenise(value: Any, entity: str, vault: PiiVault, label: Label, seen: dict[str, str], own: bool) -> Any:
     if isinstance(value, dict):
-        return {k: _tokenise(v, entity, vault, label, seen) for k, v in value.items()}
+        return {k: _tokenise(v, entity, vault, label, seen, own) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_tokenise(v, entity, vault, label, seen) for v in value]
+        return [_tokenise(v, entity, vault, label, seen, own) for v in value]
     if value is None or isinstance(value, bool):
         return value
     text = str(value).strip()
     if not text or TOKEN_RE.fullmatch(text):
         return value  # empty, or already a pseudonym (a write echoing its arguments)
-    token = vault.token_for(text, entity, label(entity), trusted=False)
+    token = vault.token_for(text, entity, label(entity), trusted=own)
     seen[text] = token
     return token
 
 
 def _declared(value: Any, fields: Mapping[str, str], vault: PiiVault, label: Label, seen: dict[str, str],
-              path: tuple[str, ...] = ()) -> Any:
+              path: tuple[str, ...] = (), owner: str | None = None, own: bool = False) -> Any:
     if isinstance(value, dict):
+        # The bound customer's own record (the MCP server answered it under the verified binding).
+        own = own or (owner is not None and value.get("customer_id") == owner)
         out: dict[str, Any] = {}
         for key, item in value.items():
             sub = (*path, str(key))
             entity = _entity_for(sub, fields)
-            out[key] = (_tokenise(item, entity, vault, label, seen) if entity is not None
-                        else _declared(item, fields, vault, label, seen, sub))
+            out[key] = (_tokenise(item, entity, vault, label, seen, own) if entity is not None
+                        else _declared(item, fields, vault, label, seen, sub, owner, own))
         return out
     if isinstance(value, list | tuple):
-        return [_declared(v, fields, vault, label, seen, path) for v in value]
+        return [_declared(v, fields, vault, label, seen, path, owner, own) for v in value]
     return value
 
 
@@ -98,14 +103,15 @@ def structured(text: str, artifact: Any) -> Any:
 
 
 def pseudonymise_fields(text: str, artifact: Any, fields: Mapping[str, str], vault: PiiVault,
-                        label: Label) -> tuple[str, Any, int]:
+                        label: Label, owner: str | None = None) -> tuple[str, Any, int]:
     """(text, artifact, number of values) with every declared field's value a pseudonym, and those raw values
-    replaced elsewhere in the result too. The vault is updated in place. Nothing declared: returned as given."""
+    replaced elsewhere in the result too. The vault is updated in place. Nothing declared: returned as given.
+    `owner`: the customer id the principal is bound to; its record's values are trusted (the user's own)."""
     value = structured(text, artifact)
     if not fields or value is None:
         return text, artifact, 0
     seen: dict[str, str] = {}
-    tokenised = _declared(value, fields, vault, label, seen)
+    tokenised = _declared(value, fields, vault, label, seen, owner=owner)
     if not seen:
         return text, artifact, 0
     replace = _replacer(seen)

@@ -44,18 +44,33 @@ class SubmittedRun:
 def seals_input(svc: Services, graph_id: str, user: User, body: schemas.RunCreate) -> bool:
     """Whether this run's user messages are stored sealed (pii.yaml `store_raw_input: false` for the run's
     tenant): only for graphs whose input guard unseals them (every graph built through `graphs.guarded`)."""
-    if body.input is None:
+    if body.input is None and (body.command is None or body.command.update is None):
         return False
-    spec = svc.project.graphs.get(graph_id)
+    return seals_user_input(svc, graph_id, user, body.config)
+
+
+def seals_user_input(svc: Services, graph_id: str | None, user: User, config: dict[str, Any] | None) -> bool:
+    """Whether user messages written into a thread of this graph are stored sealed, whatever the path (a run's
+    input or `command.update`, `POST /threads/{id}/state`, a thread's supersteps, a cron's payload): the tenant's
+    pii.yaml `store_raw_input` is false and the graph has an `input_guard` to unseal them. The tenant is the
+    authenticated user's, else the config's (local development), else the development tenant."""
+    spec = svc.project.graphs.get(graph_id) if graph_id else None
     graph = getattr(spec, "compiled", None)
     if graph is None or "input_guard" not in getattr(graph, "nodes", {}):
         return False
-    tenant = run_tenant(user.dict() if user.is_authenticated else None, body.config) or get_settings().dev_tenant
+    tenant = run_tenant(user.dict() if user.is_authenticated else None, config) or get_settings().dev_tenant
     return not get_policies().pii.stores_raw_input(tenant)
 
 
+def sealed_command(command: dict[str, Any] | None, seal: bool) -> dict[str, Any] | None:
+    """A run's `command` with the user messages of its `update` sealed (a command writes into the thread too)."""
+    if not seal or not command or not isinstance(command.get("update"), dict):
+        return command
+    return {**command, "update": seal_input(command["update"])}
+
+
 def run_options(body: schemas.RunCreate, user: User, *, temporary: bool,
-                owner: dict[str, Any] | None = None, seal: bool = False) -> RunOptions:
+                owner: dict[str, Any] | None = None, seal: bool = False, keep_sealed: bool = False) -> RunOptions:
     durability = body.durability
     if durability is None and body.checkpoint_during is not None:
         durability = "async" if body.checkpoint_during else "exit"
@@ -63,8 +78,8 @@ def run_options(body: schemas.RunCreate, user: User, *, temporary: bool,
     if body.checkpoint_id:
         checkpoint = {"checkpoint_id": body.checkpoint_id}
     return RunOptions(
-        input=seal_input(body.input) if seal else body.input,
-        command=body.command.model_dump(exclude_none=True) if body.command else None,
+        input=seal_input(body.input, keep_sealed=keep_sealed) if seal else body.input,
+        command=sealed_command(body.command.model_dump(exclude_none=True) if body.command else None, seal),
         config=body.config,
         context=body.context,
         stream_mode=body.modes(),
@@ -83,8 +98,11 @@ def run_options(body: schemas.RunCreate, user: User, *, temporary: bool,
 
 
 async def create_run(
-    svc: Services, user: User, thread_id: str | None, body: schemas.RunCreate, *, affinity: bool
+    svc: Services, user: User, thread_id: str | None, body: schemas.RunCreate, *, affinity: bool,
+    stored_input: bool = False,
 ) -> SubmittedRun:
+    """Submit a run. `stored_input`: the input comes from a server-stored payload (a cron's), whose user messages
+    were sealed when it was stored; they are kept as they are (others are sealed)."""
     if body.input is not None and body.command is not None:
         raise Invalid("'input' and 'command' are mutually exclusive")
     if body.checkpoint_id and body.checkpoint:
@@ -127,7 +145,7 @@ async def create_run(
         assert thread_id is not None
         await _prepare_thread(access, thread_id, body, assistant, filt, strategy)
     options = run_options(body, user, temporary=temporary, owner=access.owner(filt),
-                          seal=seals_input(svc, assistant["graph_id"], user, body))
+                          seal=seals_input(svc, assistant["graph_id"], user, body), keep_sealed=stored_input)
     stream = svc.streams.open(run_id, body.stream_resumable)
     async with svc.db.transaction() as tx:  # the run and its thread's busy status in one transaction
         row = await svc.runs.insert(

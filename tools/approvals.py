@@ -5,8 +5,10 @@ arguments, the principal (token `sub`) and the tenant. It is single use and expi
 creates it (`request`) when a run is interrupted, the operator decides (`decide`; an edit is an approval
 with new arguments, re-hashed), and the MCP server's gate spends it (`consume`) right before the tool runs.
 
-The `args` column is the ONLY place raw arguments are stored (for the operator's screen); the audit log
-keeps the hash only.
+The `args` column is the ONLY place arguments are stored (for the operator's screen); the audit log keeps the
+hash only. Where the tenant does not store raw user input (pii.yaml `store_raw_input: false`) the graph passes
+the arguments as shown (the user's own values masked) and the real ones only as `digest_args`: the record
+holds the hash of the exact call the MCP gate will check, never those raw values.
 
 Every change of state (requested, approved, rejected, edited, consumed, expired) is appended to
 `interlock_approval_events` with who did it, which is the approval's audit trail. Approvals expire after the
@@ -205,8 +207,10 @@ class ApprovalStore:
         risk: str = "high",
         reason: str | None = None,
         ttl_s: int | None = None,
+        digest_args: dict[str, Any] | None = None,
     ) -> Approval:
-        """Record a pending approval for one exact call (expiry: `ttl_s`, else the tool policy's)."""
+        """Record a pending approval for one exact call (expiry: `ttl_s`, else the tool policy's). `digest_args`:
+        the call's real arguments, hashed but not stored, when `args` is only what the operator is shown."""
         if not tool or not server or not principal or not tenant:
             raise ValueError("tool, server, principal and tenant are required")
         if not isinstance(args, dict):
@@ -217,7 +221,7 @@ class ApprovalStore:
         await self.setup()
         now = self._clock()
         approval_id = f"apr_{uuid.uuid4().hex}"
-        digest = args_hash(args)
+        digest = args_hash(digest_args if digest_args is not None else args)
         await self.db.execute(
             "INSERT INTO interlock_approvals (id, tool, server, args_hash, args, principal, tenant, thread_id,"
             " run_id, interrupt_id, risk, reason, status, expires_at, created_at)"
@@ -328,8 +332,10 @@ class ApprovalStore:
         reason: str | None = None,
         args: dict[str, Any] | None = None,
         ttl_s: int | None = None,
+        digest_args: dict[str, Any] | None = None,
     ) -> Approval:
-        """Approve or reject a pending approval. `args` edits the call (approve only); `ttl_s` resets expiry."""
+        """Approve or reject a pending approval. `args` edits the call (approve only; `digest_args`: the edited
+        call's real arguments when `args` is what is shown, as in `request`); `ttl_s` resets expiry."""
         if decision not in ("approve", "reject"):
             raise ValueError("decision must be 'approve' or 'reject'")
         if not decided_by:
@@ -344,7 +350,7 @@ class ApprovalStore:
         params: list[Any] = ["approved" if decision == "approve" else "rejected", decided_by, now, reason]
         if args is not None:
             sets += ["args = ?", "args_hash = ?"]
-            params += [canonical_json(args), args_hash(args)]
+            params += [canonical_json(args), args_hash(digest_args if digest_args is not None else args)]
         if ttl_s is not None:
             if ttl_s <= 0:
                 raise ValueError("ttl_s must be positive")

@@ -2,7 +2,9 @@
 
 One row per `tools/call` that reaches an MCP server (allowed, failed or denied) and per denial the graph-side
 client makes on its own (tool outside the caller's scopes or the graph's allowlist). Rows carry the argument
-*hash*, never raw arguments, and an outcome code rather than error text (which may echo inputs).
+*hash*, never raw arguments, and an outcome code rather than error text (which may echo inputs). Next to the
+user (`principal`) a row names the customer the verified token binds them to (`customer_id`; empty for staff and
+services), so "who acted for which customer" is answered from the log alone.
 
 The table refuses UPDATE and DELETE through triggers, on SQLite and PostgreSQL alike.
 """
@@ -33,7 +35,8 @@ _TABLE = (
         reason TEXT,
         latency_ms DOUBLE PRECISION,
         trace_id TEXT,
-        transport TEXT
+        transport TEXT,
+        customer_id TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS interlock_audit_tenant_ts ON interlock_audit (tenant, ts)",
 )
@@ -65,6 +68,7 @@ class AuditRecord(BaseModel):
     latency_ms: float | None = None
     trace_id: str | None = None
     transport: str | None = None
+    customer_id: str | None = Field(default=None, max_length=100)
 
 
 _COLUMNS = tuple(AuditRecord.model_fields)
@@ -78,7 +82,21 @@ class AuditLog:
     async def setup(self) -> None:
         if not self._ready:
             await self.db.script(_TABLE + (_PG_GUARDS if self.db.postgres else _SQLITE_GUARDS))
+            await self._add_customer_column()
             self._ready = True
+
+    async def _add_customer_column(self) -> None:
+        """A log created before rows named the bound customer gets the column (adding one is no UPDATE)."""
+        if self.db.postgres:
+            await self.db.execute("ALTER TABLE interlock_audit ADD COLUMN IF NOT EXISTS customer_id TEXT")
+            return
+        columns = {r["name"] for r in await self.db.fetchall("PRAGMA table_info(interlock_audit)")}
+        if "customer_id" not in columns:
+            try:
+                await self.db.execute("ALTER TABLE interlock_audit ADD COLUMN customer_id TEXT")
+            except Exception as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
     async def close(self) -> None:
         await self.db.close()
@@ -98,13 +116,15 @@ class AuditLog:
         tenant: str | None = None,
         tool: str | None = None,
         principal: str | None = None,
+        customer_id: str | None = None,
         since: float | None = None,
         limit: int = 200,
     ) -> list[AuditRecord]:
-        """Most recent rows first, filtered by any of tenant/tool/principal/since (epoch seconds)."""
+        """Most recent rows first, filtered by any of tenant/tool/principal/customer_id/since (epoch seconds)."""
         await self.setup()
         where, params = [], []
-        for column, value in (("tenant", tenant), ("tool", tool), ("principal", principal)):
+        for column, value in (("tenant", tenant), ("tool", tool), ("principal", principal),
+                              ("customer_id", customer_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)

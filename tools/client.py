@@ -48,7 +48,7 @@ from interlock.tools.audit import AuditLog, AuditRecord
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from interlock.kernel.identity import META_APPROVAL, META_TRACE, STAFF_SCOPE, Principal
+from interlock.kernel.identity import META_APPROVAL, META_PRECHECK, META_TRACE, STAFF_SCOPE, Principal
 from interlock.kernel.settings import get_settings
 
 __all__ = ["GovernedTools", "Principal", "ToolCallResult", "ToolDenied", "ToolInfo", "ToolUnavailable",
@@ -356,7 +356,7 @@ class GovernedTools:
             await self._audit.append(AuditRecord(
                 principal=principal.sub, tenant=principal.tenant, server="interlock-client", tool=tool[:200],
                 args_hash=args_hash(args), outcome="denied", reason="not_allowed", trace_id=trace_id,
-                transport="client"))
+                transport="client", customer_id=principal.customer_id))
         except Exception as exc:
             log.error("audit append failed for a client-side denial: %s", type(exc).__name__)
 
@@ -368,8 +368,11 @@ class GovernedTools:
         approval_id: str | None = None,
         trace_id: str | None = None,
         allowlist: Sequence[str] | None = None,
+        precheck: bool = False,
     ) -> ToolCallResult:
-        """Call one tool. Tool errors come back as `is_error=True`; transport failures raise ToolUnavailable."""
+        """Call one tool. Tool errors come back as `is_error=True`; transport failures raise ToolUnavailable.
+        `precheck`: ask the server only whether it would accept the call (scopes, tenant, the record's owner): it
+        answers "not found" or a pass, and neither runs the tool nor creates an approval."""
         args = dict(args or {})
         try:
             info = await self._resolve(principal, tool, allowlist)
@@ -381,7 +384,9 @@ class GovernedTools:
             meta[META_APPROVAL] = approval_id
         if trace_id:
             meta[META_TRACE] = trace_id
-        attempts = 1 + (self.config.read_retries if info.read_only else 0)
+        if precheck:
+            meta[META_PRECHECK] = True
+        attempts = 1 + (self.config.read_retries if info.read_only or precheck else 0)
         last: Exception | None = None
         for attempt in range(attempts):
             try:
@@ -399,6 +404,10 @@ class GovernedTools:
                     await asyncio.sleep(0.05 * 2**attempt)
                 continue
             text = " ".join(getattr(block, "text", "") for block in result.content).strip()
+            if precheck and result.is_error and (result.meta or {}).get(META_PRECHECK) == "passed":
+                # The server marks a passed precheck as an error result (nothing ran); only its `_meta` says so.
+                return ToolCallResult(tool=tool, server=info.server, is_error=False, text=text,
+                                      structured={"precheck": "passed"})
             return ToolCallResult(tool=tool, server=info.server, is_error=bool(result.is_error), text=text,
                                   structured=result.structured_content)
         raise ToolUnavailable(f"{info.server}.{tool} failed after {attempts} attempt(s): {type(last).__name__}")

@@ -9,10 +9,12 @@ call, so a retry after a crash or a second resume cannot execute twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Literal
 
+from interlock.graphs import state as run_state
 from interlock.graphs.state import InterlockState
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -146,6 +148,60 @@ def _from_human_response(item: Any) -> Any:
     return item
 
 
+def pending_args(state: InterlockState, proposed: dict[str, Any], real: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                                                   str | None]:
+    """(args kept in state, sealed real args) for a call that waits for a decision. Where the tenant stores no raw
+    user input and the real call differs from the proposed one (a pseudonym was restored), state, the interrupt and
+    the approval record keep the proposed form and the real arguments travel sealed with the vault key."""
+    from interlock.policies.loader import get_policies
+    from interlock.policies.pii import seal_text
+    from interlock.tools.approvals import canonical_json
+
+    if real == proposed or get_policies().pii.stores_raw_input(str(state.get("tenant") or "")):
+        return real, None
+    return proposed, seal_text(canonical_json(real))
+
+
+def real_args(pending: dict[str, Any]) -> dict[str, Any]:
+    """The exact arguments of the waiting call: unsealed in memory when they were sealed (for the approval's hash
+    and the MCP call only; never written back to state)."""
+    sealed = pending.get("sealed_args")
+    if not sealed:
+        return dict(pending.get("args") or {})
+    from interlock.policies.pii import unseal_text
+
+    return dict(json.loads(unseal_text(str(sealed))))
+
+
+def shown_args(pending: dict[str, Any], state: InterlockState) -> dict[str, Any]:
+    """The waiting call's arguments as people see them (interrupt, approval record): the user's own values masked,
+    a third party's redacted, never a raw value the tenant does not store."""
+    args = dict(pending.get("args") or {})
+    if not pending.get("sealed_args"):
+        return args
+    from interlock.graphs.nodes.guards import render_pseudonyms
+    from interlock.policies.pii import PiiVault
+
+    vault = PiiVault.from_state(state.get("pii_vault"))
+
+    def show(value: Any) -> Any:
+        if isinstance(value, str):
+            return render_pseudonyms(value, vault)
+        if isinstance(value, dict):
+            return {k: show(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [show(v) for v in value]
+        return value
+
+    return {k: show(v) for k, v in args.items()}
+
+
+def merged_edit(shown: dict[str, Any], real: dict[str, Any], edited: dict[str, Any]) -> dict[str, Any]:
+    """An edit of a call shown masked: an argument left as shown keeps its real value (the editor never saw it);
+    an argument the editor changed is taken as written."""
+    return {k: real[k] if k in real and k in shown and v == shown[k] else v for k, v in edited.items()}
+
+
 def approval_store() -> Any:
     from interlock.tools.approvals import ApprovalStore
 
@@ -174,14 +230,17 @@ async def request_approval(state: InterlockState, config: RunnableConfig) -> dic
     configurable = config.get("configurable") or {}
     store = approval_store()
     try:
+        real = real_args(pending)
         record = await store.request(
-            tool=pending["tool"], server=pending.get("server") or "unknown", args=pending.get("args") or {},
+            tool=pending["tool"], server=pending.get("server") or "unknown", args=shown_args(pending, state),
+            digest_args=real if pending.get("sealed_args") else None,
             principal=principal.get("sub", ""), tenant=state.get("tenant", ""),
             thread_id=configurable.get("thread_id"), run_id=configurable.get("run_id"),
             risk=pending.get("risk", "destructive"), reason=_reason(pending))
     finally:
         await store.close()
-    return {"pending_approval": {**pending, "approval_id": record.id, "reason": _reason(pending)}}
+    # `asked_at`: the wait for the decision starts here; `await_approval` books it as waiting, not working time.
+    return {"pending_approval": {**pending, "approval_id": record.id, "reason": _reason(pending), "asked_at": run_state.clock()}}
 
 
 def chat_may_decide(pending: dict[str, Any]) -> bool:
@@ -203,6 +262,7 @@ def interrupt_value(pending: dict[str, Any], state: InterlockState) -> dict[str,
     so the UI shows the call and the description but no control that would fail."""
     tool = pending.get("tool") or "unknown"
     may_decide = chat_may_decide(pending)
+    args = shown_args(pending, state)
     description = (
         f"{pending.get('reason') or 'This call needs approval.'} "
         + ("Approve, edit or reject it here." if may_decide else
@@ -217,7 +277,9 @@ def interrupt_value(pending: dict[str, Any], state: InterlockState) -> dict[str,
         "approval_id": pending.get("approval_id"),
         "tool": pending.get("tool"),
         "server": pending.get("server"),
-        "args": pending.get("args"),
+        "args": args,
+        # The user's own values show masked (the real call is sealed): an edit keeps an argument it leaves as shown.
+        "args_masked": bool(pending.get("sealed_args")),
         "input_schema": pending.get("input_schema"),
         "requester": (state.get("principal") or {}).get("sub"),
         "tenant": state.get("tenant"),
@@ -225,7 +287,7 @@ def interrupt_value(pending: dict[str, Any], state: InterlockState) -> dict[str,
         "reason": pending.get("reason"),
         "decided_by": "requester_or_operator" if may_decide else "operator",
         "resume_with": {"decision": "approve | reject | edit", "args": "{... only for edit}", "reason": "..."},
-        "action_requests": [{"name": tool, "args": dict(pending.get("args") or {}), "description": description}],
+        "action_requests": [{"name": tool, "args": dict(args), "description": description}],
         "review_configs": [review],
     }
 
@@ -243,7 +305,9 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
                 # answer instead of deciding it. (Who may resume a thread at all is the authorizer's job.)
                 raise ValueError("only an operator may decide this call, through the approvals API")
             if decision.decision == "edit":
-                problem = edit_problem(pending.get("tool"), dict(pending.get("args") or {}), decision.args or {},
+                real = real_args(pending)
+                problem = edit_problem(pending.get("tool"), real,
+                                       merged_edit(value["args"], real, decision.args or {}),
                                        pending.get("input_schema"))
                 if problem:
                     raise ValueError(f"edit refused: {problem}")
@@ -252,7 +316,11 @@ def await_approval(state: InterlockState) -> dict[str, Any]:
             # Bad operator input: ask again with the reason instead of crashing the run.
             error = f"invalid resume value: {str(exc).splitlines()[0][:200]}"
             log.warning("approval %s: %s", pending.get("approval_id"), error)
-    return {"approval_decision": decision.model_dump()}
+    # The time spent interrupted does not count against the run's wall-clock limit (an operator may take minutes).
+    now = run_state.clock()
+    asked_at = float(pending.get("asked_at") or now)
+    return {"approval_decision": decision.model_dump(),
+            "waited_s": float(state.get("waited_s") or 0.0) + max(0.0, now - asked_at)}
 
 
 async def decide_and_run(state: InterlockState, config: RunnableConfig, call_tool: Any) -> dict[str, Any]:
@@ -265,7 +333,9 @@ async def decide_and_run(state: InterlockState, config: RunnableConfig, call_too
         return {"pending_approval": None, "approval_decision": None}
     store = approval_store()
     approval_id = pending.get("approval_id")
-    args = dict(pending.get("args") or {})
+    args = real_args(pending)
+    sealed = bool(pending.get("sealed_args"))
+    real = dict(args)
     try:
         current = await store.get(approval_id) if approval_id else None
         if current is not None and (current.status == "expired" or (
@@ -286,11 +356,13 @@ async def decide_and_run(state: InterlockState, config: RunnableConfig, call_too
                                   tool_call_id=call_id, name=pending.get("tool"), status="error")
             return {"messages": [message], "executed": {call_id: {"status": "rejected"}},
                     "pending_approval": None, "approval_decision": None, "outcome": "rejected"}
-        if decision.decision == "edit" and decision.args is not None:
-            args = dict(decision.args)
+        edited = decision.decision == "edit" and decision.args is not None
+        if edited:
+            args = merged_edit(shown_args(pending, state), real, dict(decision.args or {}))
         try:
             await store.decide(approval_id, "approve", decided_by=decider(config), reason=decision.reason,
-                               args=args if decision.decision == "edit" else None)
+                               args=(dict(decision.args or {}) if sealed else args) if edited else None,
+                               digest_args=args if edited and sealed else None)
         except Exception as exc:
             current = await store.get(approval_id)
             status = getattr(current, "status", None)
@@ -302,8 +374,23 @@ async def decide_and_run(state: InterlockState, config: RunnableConfig, call_too
             if status not in ("approved", "consumed"):
                 raise
             log.info("approval %s already %s (%s)", approval_id, status, type(exc).__name__)
-            args = dict(getattr(current, "args", args) or args)
+            from interlock.tools.approvals import args_hash
+
+            # Decided elsewhere: its record names the call (an edit there holds the edited arguments in full);
+            # an unedited record of a sealed call holds only the masked form, and the hash says it is this call.
+            if current is not None and current.args_hash != args_hash(args):
+                args = dict(current.args or args)
     finally:
         await store.close()
     result = await call_tool(pending.get("tool"), args, approval_id, call_id)
     return {**result, "pending_approval": None, "approval_decision": None}
+
+
+def telemetry_args(pending: dict[str, Any], decision: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What tool events and traces show for the decided call when its real arguments were sealed: the proposed
+    form (or the edit as written); None when nothing was sealed (they show the call as made)."""
+    if not pending.get("sealed_args"):
+        return None
+    if (decision or {}).get("decision") == "edit" and (decision or {}).get("args"):
+        return dict(decision["args"])  # type: ignore[index]
+    return dict(pending.get("args") or {})

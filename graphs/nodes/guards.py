@@ -22,10 +22,13 @@ What state and storage hold, and what they do not:
   that ran the tool (planner `_guard_results`), so raw tool output never enters state, a checkpoint or a stream
   mode. The user's message is raw in the checkpoints written before `input_guard` (LangGraph records the run's
   input first) and in the run's stored `input`, unless pii.yaml `store_raw_input` is false for the tenant (the
-  default): then the server seals it at submission (`policies.pii.seal_input`, encrypted with the vault key)
-  and `input_guard` unseals it in memory, scans it, and stores only the pseudonymised text.
+  default): then the server seals it at submission (`policies.pii.seal_input`, encrypted with the vault key) on
+  every path that writes user messages into a thread (a run's input or `command.update`, `POST /threads/{id}/state`,
+  a thread's supersteps, a cron's stored payload), and `input_guard` unseals it in memory, scans it, and stores
+  only the pseudonymised text. Graphs served through a factory (no compiled graph to inspect) are not sealed.
 - A tool result's fields that tools.yaml declares personal (`pii_fields`: a customer's name, email, phone) are
-  pseudonyms whatever the detector finds (policies/pii_fields.py). Other PII the detector misses (a name it does
+  pseudonyms whatever the detector finds (policies/pii_fields.py); in the record of the customer the principal is
+  bound to (token `customer_id`) they are the user's own values (trusted), in any other record a third party's. Other PII the detector misses (a name it does
   not recognise in free text) stays as it was: detection has a recall, not a proof.
 
 Every guard fails closed: an exception or a timeout (limits.yaml run.guard_timeout_s) raises
@@ -132,13 +135,22 @@ def _pseudonymise_result(policies: PolicySet, vault: PiiVault, value: Any) -> An
     return value
 
 
-def _declared_fields(policies: PolicySet, vault: PiiVault, tool: str, text: str, artifact: Any) -> tuple[str, Any]:
-    """tools.yaml `pii_fields` of this tool's result become pseudonyms first, whatever a detector would find."""
+def _declared_fields(policies: PolicySet, vault: PiiVault, tool: str, text: str, artifact: Any,
+                     owner: str | None = None) -> tuple[str, Any]:
+    """tools.yaml `pii_fields` of this tool's result become pseudonyms first, whatever a detector would find; in
+    the record of the customer the principal is bound to (`owner`) they are the user's own (trusted)."""
     rule = policies.tools.tools.get(tool)
     if rule is None or not rule.pii_fields:
         return text, artifact
-    text, artifact, _ = pseudonymise_fields(text, artifact, rule.pii_fields, vault, detector_for(policies.pii).label)
+    text, artifact, _ = pseudonymise_fields(text, artifact, rule.pii_fields, vault, detector_for(policies.pii).label,
+                                            owner=owner)
     return text, artifact
+
+
+def _bound_customer(state: dict[str, Any]) -> str | None:
+    """The customer the run's verified principal is bound to (`identify` stamped it from the token), or None."""
+    value = (state.get("principal") or {}).get("customer_id")
+    return str(value) if value else None
 
 
 def pseudonymised_result(state: dict[str, Any], value: Any, tool: str = "") -> tuple[Any, dict[str, Any]]:
@@ -146,7 +158,7 @@ def pseudonymised_result(state: dict[str, Any], value: Any, tool: str = "") -> t
     (the tool's declared `pii_fields` first), and the state update that records the new pseudonyms."""
     policies = get_policies()
     vault = PiiVault.from_state(state.get("pii_vault"))
-    _, value = _declared_fields(policies, vault, tool, "", value)
+    _, value = _declared_fields(policies, vault, tool, "", value, _bound_customer(state))
     return _pseudonymise_result(policies, vault, value), {"pii_vault": vault.to_state()}
 
 
@@ -299,7 +311,8 @@ def scan_tool_outputs(state: dict[str, Any]) -> dict[str, Any]:
     targets = [m for m in state.get("messages") or [] if isinstance(m, ToolMessage) and not _guarded(m)]
     # Declared personal fields become pseudonyms before detection runs on the rest (and before the injection
     # scan: a pseudonym is no instruction).
-    declared = [_declared_fields(policies, vault, m.name or "", message_text(m), getattr(m, "artifact", None))
+    owner = _bound_customer(state)
+    declared = [_declared_fields(policies, vault, m.name or "", message_text(m), getattr(m, "artifact", None), owner)
                 for m in targets]
     scanned = [_scan(policies, vault, "tool_output", text, m.name or "")
                for m, (text, _) in zip(targets, declared, strict=True)]

@@ -107,11 +107,16 @@ class GovernedToolbox:
         })
         return outcome
 
+    async def precheck(self, principal: PrincipalInfo, tool: str, args: dict[str, Any]) -> ToolOutcome:
+        """Whether the MCP server would accept this call (its scope, tenant and record-ownership checks), asked
+        before an operator is: a record the principal may not touch answers "not found" here. Runs nothing."""
+        return await self._call(principal, tool, args, None, precheck=True)
+
     async def _call(self, principal: PrincipalInfo, tool: str, args: dict[str, Any],
-                    approval_id: str | None) -> ToolOutcome:
+                    approval_id: str | None, precheck: bool = False) -> ToolOutcome:
         try:
             result = await self.tools.call(self._principal(principal), tool, args, approval_id=approval_id,
-                                           allowlist=self.allowlist)
+                                           allowlist=self.allowlist, precheck=precheck)
         except ToolDenied:
             return ToolOutcome(ok=False, content=None, error=f"{tool} is not available to you", code="denied")
         except ToolUnavailable:

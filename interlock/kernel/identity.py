@@ -8,6 +8,9 @@ from pydantic import BaseModel, Field, field_validator
 META_TOKEN = "io.interlock/token"
 META_APPROVAL = "io.interlock/approval_id"
 META_TRACE = "io.interlock/trace_id"
+# A precheck: the server runs its checks (scopes, record ownership) and answers without running the tool or
+# asking for an approval, so a graph learns "not found" before it asks an operator about a call.
+META_PRECHECK = "io.interlock/precheck"
 
 # Staff may act on every customer of their tenant; everyone else acts for at most the one customer bound to them.
 STAFF_SCOPE = "customers:any"

@@ -172,7 +172,7 @@ async def _tool_calls(store: Any, approval_id: str) -> list[dict[str, Any]]:
     """Rows of the MCP servers' audit log that carried this approval (none until the tool has been called)."""
     try:
         rows = await store.db.fetchall(
-            "SELECT ts, principal, server, tool, outcome, reason, transport FROM interlock_audit"
+            "SELECT ts, principal, customer_id, server, tool, outcome, reason, transport FROM interlock_audit"
             " WHERE approval_id = ? ORDER BY ts", (approval_id,))
     except Exception:  # noqa: BLE001 - the audit table exists only once an MCP server has run
         return []
@@ -234,7 +234,10 @@ async def decide(request: Request) -> Response:
         thread = await svc.threads.find(approval.thread_id) if approval.thread_id else None
         if thread is not None:
             waiting = (_waiting(thread, approval.id) or {}).get("value") or {}
-            problem = edit_problem(approval.tool, approval.args or {}, body.args or {}, waiting.get("input_schema"))
+            # Masked arguments (the real call is sealed in the run) are checked by the run itself, which unseals
+            # them: an argument left as shown keeps its real value there, and a bad edit is asked again.
+            problem = None if waiting.get("args_masked") else edit_problem(
+                approval.tool, approval.args or {}, body.args or {}, waiting.get("input_schema"))
             if problem:
                 raise Invalid(f"edit refused: {problem}")
         else:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from interlock.policies.pii import seal_input
 from interlock.server import schemas
 from interlock.server.auth import User
 from interlock.server.authorization import Access
 from interlock.server.bodies import parse
-from interlock.server.run_service import create_run
+from interlock.server.run_service import create_run, seals_user_input
 from interlock.server.services import Services, services
 from interlock.server.webhooks import check_url
 from starlette.requests import Request
@@ -31,6 +32,8 @@ async def create(request: Request) -> Response:
     filt = await access.filter("crons", "create", value)
     assistant = await access.assistant_for_run(body.assistant_id)
     await access.check_named_tenants(assistant.get("config"), body.config)
+    if body.input is not None and seals_user_input(access.svc, assistant["graph_id"], access.user, body.config):
+        body.input = seal_input(body.input)  # the stored payload holds no raw user input (pii.yaml store_raw_input)
     cron = await access.svc.crons.create(
         assistant_id=assistant["assistant_id"],
         thread_id=thread_id,
@@ -55,6 +58,11 @@ async def patch(request: Request) -> Response:
     if body.metadata:  # the owner keys stay what the hook's filter says: a patch cannot move a cron to another owner
         filt = await access.filter("crons", "update", {"cron_id": cron["cron_id"], **body.model_dump()})
         body.metadata = {**body.metadata, **access.owner(filt)}
+    if body.input is not None:
+        assistant = await access.svc.assistants.resolve(cron["assistant_id"])
+        config = body.config if body.config is not None else (cron.get("payload") or {}).get("config")
+        if seals_user_input(access.svc, assistant["graph_id"], access.user, config):
+            body.input = seal_input(body.input)
     return JSONResponse(await access.svc.crons.patch(cron["cron_id"], body))
 
 
@@ -95,7 +103,8 @@ def firer(svc: Services) -> Any:
             return
         else:
             user = User(identity="cron", is_authenticated=False)
-        await create_run(svc, user, cron["thread_id"], body, affinity=False)
+        # The payload's user messages were sealed when the cron was stored (kept as they are, not sealed twice).
+        await create_run(svc, user, cron["thread_id"], body, affinity=False, stored_input=True)
 
     return fire
 

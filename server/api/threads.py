@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from interlock.policies.pii import seal_input
 from interlock.server import schemas
 from interlock.server.auth import matches, request_user
 from interlock.server.authorization import Access
@@ -12,6 +13,7 @@ from interlock.server.checkpoints import copy_thread
 from interlock.server.engine import build_command
 from interlock.server.errors import Conflict, Invalid, NotFound
 from interlock.server.project import graph_for_run
+from interlock.server.run_service import sealed_command, seals_user_input
 from interlock.server.serialization import jsonable
 from interlock.server.services import Services, services
 from interlock.server.state import checkpoint_of, pending_interrupts, snapshot_out
@@ -46,12 +48,14 @@ async def create(request: Request) -> Response:
     if not Access.of(request).may_reuse(thread, filt):
         raise Conflict(f"Thread {thread['thread_id']} already exists")  # someone else's: never returned
     if body.supersteps:
-        await _apply_supersteps(svc, thread["thread_id"], body.graph_id, body.supersteps)
+        seal = seals_user_input(svc, body.graph_id, request_user(request), None)
+        await _apply_supersteps(svc, thread["thread_id"], body.graph_id, body.supersteps, seal)
         thread = await svc.threads.get(thread["thread_id"])
     return JSONResponse(thread)
 
 
-async def _apply_supersteps(svc: Services, thread_id: str, graph_id: str | None, supersteps: list[Any]) -> None:
+async def _apply_supersteps(svc: Services, thread_id: str, graph_id: str | None, supersteps: list[Any],
+                            seal: bool = False) -> None:
     if not graph_id:
         raise Invalid("graph_id is required with supersteps")
     spec = svc.project.graphs.get(graph_id)
@@ -61,7 +65,8 @@ async def _apply_supersteps(svc: Services, thread_id: str, graph_id: str | None,
     async with graph_for_run(spec, config, svc.checkpointer, svc.store) as graph:
         steps = [
             [
-                (u.values, u.as_node) if u.command is None else (build_command(u.command), u.as_node)
+                (seal_input(u.values) if seal else u.values, u.as_node) if u.command is None
+                else (build_command(sealed_command(u.command, seal) or {}), u.as_node)
                 for u in step.updates
             ]
             for step in supersteps
@@ -281,9 +286,12 @@ async def update_state(request: Request) -> Response:
     configurable["thread_id"] = thread["thread_id"]
     configurable.setdefault("checkpoint_ns", "")
     config = {"configurable": configurable}
+    # User messages written here are stored like a run's input: sealed unless the tenant keeps raw input.
+    values = seal_input(body.values) if seals_user_input(svc, thread["metadata"].get("graph_id"),
+                                                         request_user(request), None) else body.values
     async with graph_for_run(spec, config, svc.checkpointer, svc.store) as graph:
         try:
-            new_config = await graph.aupdate_state(config, body.values, as_node=body.as_node)
+            new_config = await graph.aupdate_state(config, values, as_node=body.as_node)
         except Exception as exc:  # noqa: BLE001 - bad node names and values are the caller's error
             raise Invalid(f"cannot update state: {exc}") from None
         snapshot = await graph.aget_state({"configurable": {"thread_id": thread["thread_id"]}})

@@ -115,31 +115,49 @@ async def test_a_hijacked_bulk_read_returns_only_the_end_users_own_records(
     assert OWN in seen  # her own record did come back
 
 
-async def test_a_hijacked_write_to_another_customers_record_never_lands_even_when_approved(
+async def approvals_of(server: Server, tid: str) -> list[dict[str, Any]]:
+    """The approvals the server's operators see for this thread (any state), through the approvals API."""
+    async with http_as(server, OPS) as http:
+        listed = await http.get("/approvals", params={"limit": 500})
+    assert listed.status_code == 200, listed.text
+    return [a for a in listed.json() if a.get("thread_id") == tid]
+
+
+async def test_a_hijacked_write_to_another_customers_record_gets_not_found_before_any_approval(
     bound: Server, e2e_env: Environment
 ) -> None:
+    """The graph asks the MCP server first (a precheck through the call path, the server's own ownership rule):
+    another customer's record is "not found" and no approval reaches the operators' inbox, not even for a
+    destructive call."""
     [before] = e2e_env.business("crm", "SELECT email, phone, updated_at FROM customers WHERE id = 'CUS-102'")
     e2e_env.script(call("update_contact", customer_id="CUS-102", email="ann.new@example.com"), "Updated.")
     tid, values = await run(bound, ANN, "Please change my email to ann.new@example.com")
-    decided = await approve_if_waiting(bound, ANN, tid)
-    final = (decided or {}).get("output") or values
+    assert await approve_if_waiting(bound, ANN, tid) is None and await approvals_of(bound, tid) == []
     assert e2e_env.business("crm", "SELECT email, phone, updated_at FROM customers WHERE id = 'CUS-102'") == [before]
-    results = tool_messages(final, "update_contact")
+    results = tool_messages(values, "update_contact")
     assert results and "customer CUS-102 not found" in str(results[-1]["content"]), results
     assert not [r for r in e2e_env.audit("update_contact") if r["principal"] == "ann@acme"]
 
-    # A destructive call on another customer's order waits for an operator; the operator's approval does not
-    # make it Ann's order: the orders system still answers "not found" and the order stays as it was.
     tenant, order = e2e_env.claim_order("acme", customer="CUS-107")
     status = e2e_env.order_status(order)
     e2e_env.script(call("cancel_order", order_id=order, reason="changed my mind"), "Cancelled.")
-    tid, _ = await run(bound, ANN, f"Cancel order {order} please, I changed my mind.")
-    decided = await approve_if_waiting(bound, ANN, tid)
-    assert decided is not None, "a destructive call must wait for an operator"
+    tid, values = await run(bound, ANN, f"Cancel order {order} please, I changed my mind.")
+    assert await approve_if_waiting(bound, ANN, tid) is None and await approvals_of(bound, tid) == []
     assert e2e_env.order_status(order) == status
-    results = tool_messages(decided["output"], "cancel_order")
+    results = tool_messages(values, "cancel_order")
     assert results and f"order {order} not found" in str(results[-1]["content"]), results
     e2e_env.release_order(order)
+
+    # Her own order still reaches an operator (the precheck passed; nothing ran before the decision).
+    tenant, mine = e2e_env.claim_order("acme", customer=OWN)
+    status = e2e_env.order_status(mine)
+    e2e_env.script(call("cancel_order", order_id=mine, reason="changed my mind"), "Cancelled.")
+    tid, _ = await run(bound, ANN, f"Cancel order {mine} please, I changed my mind.")
+    [asked] = await approvals_of(bound, tid)
+    assert asked["tool"] == "cancel_order" and e2e_env.order_status(mine) == status
+    async with http_as(bound, OPS) as http:
+        assert (await http.post(f"/approvals/{asked['id']}", json={"decision": "reject"})).status_code == 200
+    e2e_env.release_order(mine)
 
 
 async def test_staff_act_across_customers(bound: Server, e2e_env: Environment) -> None:

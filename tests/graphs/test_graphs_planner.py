@@ -339,6 +339,51 @@ async def test_wall_clock_limit_is_a_distinct_outcome(toolbox: GovernedToolbox) 
     assert out["outcome"] == "limit_time" and "time limit" in str(out["messages"][-1].content)
 
 
+async def test_waiting_for_an_operator_does_not_count_against_the_time_limit(
+    toolbox: GovernedToolbox, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from interlock.graphs import state as run_state
+
+    await reset_orders()
+    later = [0.0]
+    real_clock = run_state.clock
+    monkeypatch.setattr(run_state, "clock", lambda: real_clock() + later[0])
+    graph, config = router(toolbox, limits=RunLimits(max_steps=25, max_tool_calls=10, wall_clock_s=120)), thread()
+    first = await graph.ainvoke({"messages": [("user", ASK_CANCEL)]}, config)
+    assert first["__interrupt__"][0].value["tool"] == "cancel_order"
+    later[0] = 600.0  # the operator decides ten minutes later: waiting time, not the run's working time
+    done = await graph.ainvoke(Command(resume={"decision": "approve"}), config)
+    assert done["outcome"] == "executed" and await order_status(toolbox, "ORD-1001") == "cancelled"
+
+
+async def test_a_waiting_call_keeps_the_users_raw_values_sealed_until_it_runs(toolbox: GovernedToolbox) -> None:
+    """store_raw_input: false (the default): the user's own email in a destructive call's arguments is neither in
+    the interrupt, nor in the thread's state, nor in the approval record; the MCP gate still gets (and checks the
+    hash of) the exact call with the real value."""
+    await reset_orders()
+    email = "jane.doe@customer-mail.example"
+    graph, config = router(toolbox), thread()
+    out = await graph.ainvoke({"messages": [("user", f"Please cancel order ORD-1001, wrong size, mail {email}")]},
+                              config)
+    value = out["__interrupt__"][0].value
+    assert value["tool"] == "cancel_order" and "j•••@customer-mail.example" in value["args"]["reason"]
+    from interlock.tools.approvals import ApprovalStore, args_hash
+
+    store = ApprovalStore()
+    record = await store.get(value["approval_id"])
+    await store.close()
+    state = await graph.aget_state(config, subgraphs=True)
+    stored = json.dumps([value, state.values, record.model_dump() if record else None], default=str)
+    assert email not in stored and "jane.doe" not in stored
+    assert value["args_masked"] is True
+    # An edit that leaves the masked reason as shown keeps its real value (the editor never saw it).
+    await graph.ainvoke(Command(resume={"decision": "edit", "args": dict(value["args"])}), config)
+    [(_, args, approval_id)] = calls_of(toolbox, "cancel_order")
+    assert email in args["reason"] and approval_id == value["approval_id"]
+    assert record is not None and record.args_hash == args_hash(args)  # hashed at request: the real call
+    assert await order_status(toolbox, "ORD-1001") == "cancelled"  # the MCP gate matched the edit's hash too
+
+
 async def test_add_a_comment_to_a_ticket_comments_on_that_ticket(toolbox: GovernedToolbox) -> None:
     graph = router(toolbox)
     out = await graph.ainvoke({"messages": [("user", "Add a comment to ticket TCK-1001: the replacement broke too")]},

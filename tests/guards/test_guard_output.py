@@ -82,6 +82,31 @@ def test_streamed_chunks_never_leak(setup) -> None:
         assert streamed == whole
 
 
+# A third party's phone as the vault holds it -> the same number echoed in other formats.
+PHONE_ECHOES = {
+    "+31 6 1234 5678": ["0612345678", "06-12 34 56 78", "+31612345678", "0031 6 12345678", "+31 (0)6 1234 5678"],
+    "+1-555-010-2345": ["(555) 010-2345", "555.010.2345", "1 555 010 2345"],
+    "0612 998877": ["+31 6 1299 8877"],  # stored without its country code
+}
+
+
+def test_a_third_party_phone_echoed_in_another_format_is_filtered(setup) -> None:
+    output_filter, _ = setup
+    vault = PiiVault()
+    vault.token_for("+31 6 5555 0000", "PHONE_NUMBER", "PHONE", trusted=True)  # the user's own: stays
+    for value in PHONE_ECHOES:
+        vault.token_for(value, "PHONE_NUMBER", "PHONE", trusted=False)
+    for echoes in PHONE_ECHOES.values():
+        for echo in echoes:
+            text = f"Call {echo} today, or your own +31 6 5555 0000 (order ORD-1001, 12345678 points)."
+            out = output_filter.filter(text, vault).text
+            assert echo not in out and "[PHONE_NUMBER redacted]" in out, (echo, out)
+            assert "+31 6 5555 0000" in out and "12345678 points" in out and "ORD-1001" in out
+            stream = StreamingOutputFilter(output_filter, vault, hold=48, batch=1)
+            streamed = "".join([*(stream.feed(c) for c in text), stream.close()])
+            assert streamed == out
+
+
 def test_pseudonym_of_third_party_value_is_not_rehydrated(setup) -> None:
     output_filter, vault = setup
     result = output_filter.filter("Contact <EMAIL_2>, not <EMAIL_1>.", vault)

@@ -95,6 +95,26 @@ def test_the_requesting_users_own_value_keeps_its_trusted_pseudonym() -> None:
     assert not vault.entries[row["name"]].trusted and vault.entries[row["name"]].value == "Omar Okafor"
 
 
+def test_the_bound_customers_own_record_is_the_users_own_and_other_customers_stay_third_parties() -> None:
+    state = guard({"messages": [], "principal": {"sub": "u-omar", "tenant": "acme", "customer_id": "CUS-101"},
+                   "tenant": "acme"}, HumanMessage("Open a ticket with my contact details", id="u"))
+    state = guard(state, result("find_customer", CUSTOMERS))
+    rows = state["messages"][-1].artifact["customers"]
+    vault = PiiVault.from_state(state["pii_vault"])
+    assert [vault.entries[rows[0][k]].trusted for k in ("name", "email", "phone")] == [True] * 3
+    assert not any(vault.entries[r[k]].trusted for r in rows[1:] for k in ("name", "email", "phone"))
+    body = f"Reach {rows[0]['name']} at {rows[0]['email']}, not {rows[1]['email']}"
+    real = json.dumps(guards.executor_args(state, "create_ticket", {"subject": "Contact", "body": body}))
+    assert "Omar Okafor" in real and "omar.okafor1@acme.example" in real and "sara.nguyen2" not in real
+    shown = guards.client_text(f"On file: {rows[0]['email']}; also {rows[1]['email']}", state["pii_vault"])
+    assert "omar.okafor1@acme.example" in shown and "sara.nguyen2" not in shown
+    # A staff principal (no binding) owns no record: every customer is a third party.
+    staff = guard({"messages": [], "principal": {"sub": "agent", "tenant": "acme"}, "tenant": "acme"},
+                  result("find_customer", CUSTOMERS))
+    vault = PiiVault.from_state(staff["pii_vault"])
+    assert not any(e.trusted for e in vault.entries.values())
+
+
 def test_a_declared_name_is_replaced_in_the_free_text_of_the_same_result_too() -> None:
     vault, label = PiiVault(), get_policies().pii.labels.get
     record = {"customer": {"name": "Ivan Kowalski", "address": {"street": "Keizersgracht 12", "city": "Amsterdam"},

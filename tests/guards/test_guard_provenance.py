@@ -162,3 +162,8 @@ def test_sealed_user_input_is_stored_encrypted_and_unsealed_only_by_the_input_gu
     # Assistant messages and non-text parts are left as they are.
     other = {"messages": [{"role": "assistant", "content": "hi"}]}
     assert seal_input(other) == other
+    # A stored payload (a cron's) is sealed once: firing it keeps the server's seal. A caller's own seal is replaced.
+    assert seal_input(sealed, keep_sealed=True) == sealed
+    resealed = seal_input(sealed)["messages"][0]["additional_kwargs"][SEALED_KEY]
+    assert unseal_text(resealed) == SEALED_TEXT
+    assert "pat@" not in json.dumps(seal_input({"messages": [["user", raw]]}))  # ("user", text) pairs too

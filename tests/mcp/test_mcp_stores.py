@@ -176,6 +176,31 @@ async def test_audit_log_appends_queries_and_refuses_changes(db_url):
         await log.close()
 
 
+async def test_audit_rows_name_the_bound_customer_also_in_a_log_created_before_the_column(db_url):
+    old = AuditLog(db_url)
+    try:  # the table as it was before rows named the customer, with a row in it
+        await old.db.execute(audit_table_without_customer())
+        await old.db.execute("INSERT INTO interlock_audit (id, ts, server, tool, outcome) "
+                             "VALUES ('aud_old', 1.0, 'orders', 'get_order', 'ok')")
+    finally:
+        await old.close()
+    log = AuditLog(db_url)
+    try:
+        await log.append(AuditRecord(principal="ann@acme", customer_id="CUS-101", tenant="acme", server="orders",
+                                     tool="get_order", outcome="ok"))
+        [row] = await log.query(customer_id="CUS-101")
+        assert (row.principal, row.customer_id) == ("ann@acme", "CUS-101")
+        assert [r.customer_id for r in await log.query(tool="get_order")] == ["CUS-101", None]
+    finally:
+        await log.close()
+
+
+def audit_table_without_customer() -> str:
+    from interlock.tools import audit
+
+    return audit._TABLE[0].replace(",\n        customer_id TEXT", "")
+
+
 async def test_concurrent_setup_from_many_processes_is_safe(db_url):
     import asyncio
 

@@ -14,12 +14,14 @@ from typing import Any
 from fastmcp import Client
 from interlock.tools import endpoints, identity
 from interlock.tools.approvals import ApprovalStore
+from interlock.tools.audit import AuditLog
 from interlock.tools.client import GovernedTools, Principal, ServerConfig, ToolsConfig
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from mcp_testkit import ALL_SCOPES, forged_token, order_status, token
 
 APPROVAL = "io.interlock/approval_id"
+PRECHECK = "io.interlock/precheck"
 ANN, ANN_CUSTOMER = "ann@acme", "CUS-101"  # an end user and the customer she is
 INTERLOCK = str(Path(sys.executable).with_name("interlock"))
 
@@ -327,3 +329,45 @@ async def test_no_operator_is_asked_about_and_no_approval_spent_on_another_custo
     own = {"order_id": "ORD-1004", "reason": "desktop request"}
     result = await call(orders, end_user(orders), "cancel_order", own)
     assert result.is_error and "pending" in text(result) and "approval" in text(result)
+
+
+async def test_a_precheck_answers_like_the_call_and_never_runs_the_tool_or_asks_an_operator(servers):
+    """The graph's precheck (`_meta io.interlock/precheck`): another customer's record is "not found" exactly as a
+    call would be; her own destructive call passes, yet nothing runs and no approval appears."""
+    orders = servers.urls["orders"]
+    order = others("orders", "orders", where=" AND status IN ('processing', 'pending')")[0]
+    theirs = await call(orders, end_user(orders), "cancel_order", {"order_id": order, "reason": "x"},
+                        meta={PRECHECK: True})
+    assert theirs.is_error and text(theirs) == f"order {order} not found"
+    mine = db("orders", "SELECT id, status FROM orders WHERE customer_id = ? AND status IN ('processing', 'pending')"
+              " ORDER BY id", ANN_CUSTOMER)[-1]
+    args = {"order_id": mine["id"], "reason": "precheck only"}
+    passed = await call(orders, end_user(orders), "cancel_order", args, meta={PRECHECK: True})
+    # An error result (nothing ran) that says, in its `_meta` only, that the call would be accepted.
+    assert passed.is_error and (passed.meta or {}).get(PRECHECK) == "passed"
+    assert order_status(mine["id"])[0] == mine["status"]
+    store = ApprovalStore()
+    try:
+        assert await store.find_call("cancel_order", "orders", args, ANN, "acme", "pending") == []
+    finally:
+        await store.close()
+    # Through the governed client, as the graph asks it.
+    tools = GovernedTools(ToolsConfig(servers={"orders": ServerConfig(url=orders)}))
+    try:
+        ann = Principal(sub=ANN, tenant="acme", scopes=ALL_SCOPES, customer_id=ANN_CUSTOMER)
+        refused = await tools.call(ann, "cancel_order", {"order_id": order, "reason": "x"}, precheck=True)
+        assert refused.is_error and refused.text == f"order {order} not found"
+        ok = await tools.call(ann, "cancel_order", args, precheck=True)
+        assert not ok.is_error and ok.structured == {"precheck": "passed"}
+        assert order_status(mine["id"])[0] == mine["status"]
+    finally:
+        await tools.aclose()
+    # The audit log names the customer Ann acts for, and that these calls were prechecks (nothing ran).
+    log = AuditLog()
+    try:
+        rows = [r for r in await log.query(tool="cancel_order", principal=ANN, limit=20)
+                if r.reason in ("precheck_passed", "precheck_refused")][:4]
+    finally:
+        await log.close()
+    assert sorted(r.reason for r in rows) == ["precheck_passed"] * 2 + ["precheck_refused"] * 2
+    assert {r.customer_id for r in rows} == {ANN_CUSTOMER}
