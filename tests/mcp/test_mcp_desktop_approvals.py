@@ -35,6 +35,10 @@ def operator_api(mcp_home: Path) -> Iterator[str]:
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "INTERLOCK_DATABASE_URL"}
     env.update({"INTERLOCK_HOME": str(mcp_home), "LANGSMITH_API_KEY": "", "LANGGRAPH_API_KEY": ""})
+    # Local mode accepts registered tenants only; `interlock seed` registers the sample ones (the MCP fixture seeds
+    # the business data alone), so this module does not depend on another having registered them.
+    subprocess.run([sys.executable, "-m", "interlock", "tenants", "add", "acme"], env=env, check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "interlock", "tenants", "add", "globex"], env=env, check=True, cwd=ROOT)
     log = mcp_home / f"serve-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "interlock", "serve", "--config", str(PROJECT), "--port", str(port)],
