@@ -563,7 +563,7 @@ class PlannerNodes:
             if used + 1 > self.limits.max_tool_calls:
                 return Command(goto="limit", update={**update, "outcome": "limit_tool_calls"})
             call, proposed, info, reasons = gated[0]
-            refused = await self._precheck(state, call)
+            refused = await self._ownership_precheck(state, call)
             if refused is not None:
                 # The MCP server would refuse it (another customer's record is "not found"): answered like a tool
                 # error, and no approval is created, so no operator is asked about a call that cannot run.
@@ -580,7 +580,7 @@ class PlannerNodes:
             return Command(goto=END if self.deps.approvals_at_root else "request_approval", update=update)
         return Command(goto="observe", update=update)
 
-    async def _precheck(self, state: InterlockState, call: PlannedCall) -> ToolMessage | None:
+    async def _ownership_precheck(self, state: InterlockState, call: PlannedCall) -> ToolMessage | None:
         """The MCP server's own answer to a gated call before any approval is requested (its record-ownership
         rule, asked through the call path, never re-implemented here): a ToolMessage when it refuses, else None.
         A server that cannot be reached is no refusal: the call waits for its decision as before."""
