@@ -37,8 +37,8 @@ class Runs:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def insert(
-        self,
+    @staticmethod
+    def insert_statement(
         *,
         run_id: str,
         thread_id: str,
@@ -49,11 +49,11 @@ class Runs:
         after_seconds: float | None,
         temporary: int,
         affinity: str | None = None,
-        tx: Any = None,
-    ) -> dict[str, Any]:
+    ) -> tuple[str, list[Any]]:
+        """The INSERT ... RETURNING of a new pending run, for `insert` or a `Database.batch`."""
         ts = clock.iso()
         available = clock.iso_in(after_seconds) if after_seconds else ts
-        rows = await (tx or self.db).fetchall(
+        return (
             f"INSERT INTO runs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, 0, ?, NULL, NULL) "
             f"RETURNING {COLUMNS}",
             [
@@ -70,6 +70,9 @@ class Runs:
                 int(temporary),
             ],
         )
+
+    async def insert(self, *, tx: Any = None, **fields: Any) -> dict[str, Any]:
+        rows = await (tx or self.db).fetchall(*self.insert_statement(**fields))
         return rows[0]
 
     async def find(self, run_id: str) -> dict[str, Any] | None:
@@ -102,10 +105,12 @@ class Runs:
     async def delete(self, run_id: str) -> None:
         await self.db.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
 
+    @staticmethod
+    def status_statement(run_id: str, status: str) -> tuple[str, list[Any]]:
+        return "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, clock.iso(), run_id]
+
     async def set_status(self, run_id: str, status: str, *, tx: Any = None) -> None:
-        await (tx or self.db).execute(
-            "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, clock.iso(), run_id]
-        )
+        await (tx or self.db).execute(*self.status_statement(run_id, status))
 
     async def cancel_pending(self, run_id: str, action: str) -> bool:
         """Cancel a run still queued: rollback deletes it, interrupt marks it. False when it was claimed meanwhile."""
@@ -151,23 +156,27 @@ class Runs:
             )
             if row is None:
                 return None
+            thread_id = row["thread_id"]
+            statements: list[tuple[str, list[Any]]] = []
             if self.db.dialect == "postgres":
-                # Two replicas may pick different runs of one thread; the thread lock makes one of them wait.
-                await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [row["thread_id"]])
-                busy = await tx.fetchone(
-                    "SELECT 1 AS x FROM runs WHERE thread_id = ? AND status = 'running'", [row["thread_id"]]
-                )
-                if busy:
-                    return None
-            claimed = await tx.fetchall(
-                f"UPDATE runs SET status = 'running', claimed_by = ?, attempt = attempt + 1, updated_at = ? "
-                f"WHERE run_id = ? AND status = 'pending' RETURNING {COLUMNS}",
-                [worker_id, now, row["run_id"]],
-            )
-            if claimed:
-                await tx.execute(
-                    "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ?", [now, row["thread_id"]]
-                )
+                # Two replicas may pick different runs of one thread; the thread lock makes one of them wait, and
+                # the claim below (a new snapshot, after the lock) skips a run whose thread is already running one.
+                statements.append(("SELECT pg_advisory_xact_lock(hashtext(?))", [thread_id]))
+            statements += [
+                (
+                    "UPDATE runs SET status = 'running', claimed_by = ?, attempt = attempt + 1, updated_at = ? "
+                    "WHERE run_id = ? AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM runs x WHERE "
+                    f"x.thread_id = ? AND x.status = 'running') RETURNING {COLUMNS}",
+                    [worker_id, now, row["run_id"], thread_id],
+                ),
+                (
+                    "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ? AND EXISTS "
+                    "(SELECT 1 FROM runs WHERE run_id = ? AND status = 'running' AND claimed_by = ?)",
+                    [now, thread_id, row["run_id"], worker_id],
+                ),
+            ]
+            # Sent together (one round trip on PostgreSQL): none depends on another's result in Python.
+            claimed = (await tx.batch(statements))[-2]
             return claimed[0] if claimed else None
 
     async def next_due(self) -> str | None:

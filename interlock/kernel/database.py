@@ -94,6 +94,13 @@ class Database:
         """`async with db.transaction() as tx:` where tx has fetchall/fetchone/execute."""
         raise NotImplementedError
 
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run `statements` in order in one transaction; each result is its rows (a statement that returns rows)
+        or its affected row count. For writes whose parameters do not depend on each other's results: on
+        PostgreSQL they travel in one pipeline (one round trip for BEGIN, the statements and COMMIT)."""
+        async with self.transaction() as tx:
+            return [await tx.run(sql, params) for sql, params in statements]
+
     async def script(self, statements: Sequence[str]) -> None:
         """Run idempotent DDL (`CREATE ... IF NOT EXISTS`), each statement verbatim (no placeholders)."""
         raise NotImplementedError
@@ -227,6 +234,16 @@ class _SqliteTx:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._db._execute(sql, params)
 
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> list[Row] | int:
+        cur = self._db._conn.execute(sql, tuple(params))
+        try:
+            return [dict(r) for r in cur.fetchall()] if cur.description else cur.rowcount
+        finally:
+            cur.close()
+
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        return [await self.run(sql, params) for sql, params in statements]
+
 
 class PostgresDatabase(Database):
     """A psycopg async pool. `?` placeholders are rewritten to `%s` once per statement text."""
@@ -302,6 +319,13 @@ class PostgresDatabase(Database):
         async with self._connection() as conn, conn.transaction():
             yield _PostgresTx(self, conn)
 
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        async with self._connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                cursors = [await conn.execute(self._sql(sql), tuple(params)) for sql, params in statements]
+            # The pipeline's sync has delivered every result to its cursor.
+            return [list(await cur.fetchall()) if cur.description else cur.rowcount for cur in cursors]
+
     async def close(self) -> None:
         await self.pool.close(timeout=2)
 
@@ -331,6 +355,16 @@ class _PostgresTx:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = await self._conn.execute(self._db._sql(sql), tuple(params))
         return cur.rowcount
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> list[Row] | int:
+        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
+        return list(await cur.fetchall()) if cur.description else cur.rowcount
+
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Statements in order, sent together (one round trip); results as in `Database.batch`."""
+        async with self._conn.pipeline():
+            cursors = [await self._conn.execute(self._db._sql(sql), tuple(params)) for sql, params in statements]
+        return [list(await cur.fetchall()) if cur.description else cur.rowcount for cur in cursors]
 
 
 async def connect(url: str, *, max_size: int = 20) -> Database:

@@ -64,14 +64,22 @@ class Cancellation:
         if row is not None and row["status"] in ("pending", "running"):
             await self.cancel(row, "interrupt")
 
-    async def wait_finished(self, run_id: str) -> None:
-        """Until the run is no longer pending or running, whether it executes here or on another replica."""
-        event = self.inflight.finished.setdefault(run_id, asyncio.Event())
+    async def wait_finished(self, run_id: str, *, pending: asyncio.Event | None = None) -> None:
+        """Until the run is no longer pending or running, whether it executes here or on another replica.
+
+        `pending`: the completion event registered (`expect_finish`) when this process created the run; the run
+        is known to have been pending then, so the first read of it is skipped."""
+        event = pending or self.inflight.finished.setdefault(run_id, asyncio.Event())
+        known_pending = pending is not None
         try:
             while True:
-                row = await self.runs.find(run_id)
-                if row is None or row["status"] not in ("pending", "running"):
+                if event.is_set():
                     return
+                if not known_pending:
+                    row = await self.runs.find(run_id)
+                    if row is None or row["status"] not in ("pending", "running"):
+                        return
+                known_pending = False
                 if run_id in self.inflight.tasks:
                     await event.wait()  # executing here: its task sets the event when it ends, no need to poll
                     return
@@ -83,6 +91,10 @@ class Cancellation:
         finally:
             if run_id not in self.inflight.tasks and self.inflight.finished.get(run_id) is event and not event.is_set():
                 self.inflight.finished.pop(run_id, None)
+
+    def expect_finish(self, run_id: str) -> asyncio.Event:
+        """Register, before the run can be claimed, the event its end here sets (for `wait_finished(pending=)`)."""
+        return self.inflight.finished.setdefault(run_id, asyncio.Event())
 
     async def settle_thread_status(self, thread_id: str) -> None:
         if await self.runs.active_for_thread(thread_id):

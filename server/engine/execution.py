@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from interlock.server.assistants import Assistants
 from interlock.server.auth import User
+from interlock.server.checkpoints import PRIMED_LATEST, prime_latest
 from interlock.server.dependencies import is_connection_error
 from interlock.server.engine.cancellation import Cancellation
 from interlock.server.engine.inflight import Inflight
@@ -31,6 +33,7 @@ from interlock.server.traces import CURRENT_TRACE, Redactor, TraceRecorder, Trac
 log = logging.getLogger("interlock.engine")
 
 
+ASSISTANT_HINTS = 1000
 ATTEMPT_ID_SPAN = 1_000_000  # event ids reserved per attempt when no shared copy records the last one
 
 
@@ -122,9 +125,21 @@ class RunExecutor:
         self.on_trace = on_trace  # callback(doc, tenant) after a run's trace is saved: metrics, budgets, export
         self.webhooks = webhooks
         self.redactor = Redactor() if traces is not None else None
+        # Assistants as read by the request that created a run here, for its first attempt (bounded: a run taken
+        # by another replica or cancelled while queued leaves its entry until it is pushed out).
+        self.assistant_hints: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def hint_assistant(self, run_id: str, assistant: dict[str, Any]) -> None:
+        """The assistant a run was created with, so its execution here need not read it again. As the reference
+        server does, a run executes with its assistant as it was when the run was created."""
+        self.assistant_hints[run_id] = assistant
+        while len(self.assistant_hints) > ASSISTANT_HINTS:
+            self.assistant_hints.popitem(last=False)
 
     async def execute(self, job: RunJob) -> None:
-        assistant = await self.assistants.find(job.assistant_id)  # the one read of the assistant per attempt
+        assistant = self.assistant_hints.pop(job.run_id, None)
+        if assistant is None or job.attempt > 1 or assistant["assistant_id"] != job.assistant_id:
+            assistant = await self.assistants.find(job.assistant_id)  # the one read of the assistant per attempt
         recorder = None
         if self.traces is not None and self.redactor is not None:
             graph_id = assistant["graph_id"] if assistant is not None else ""
@@ -176,6 +191,7 @@ class RunExecutor:
 
     async def _latest_checkpoint(self, job: RunJob, checkpointer: Any) -> str | None:
         latest = await checkpointer.aget_tuple({"configurable": {"thread_id": job.thread_id, "checkpoint_ns": ""}})
+        prime_latest(job.thread_id, latest)  # LangGraph's first read of the thread, next, is answered from it
         return latest.checkpoint["id"] if latest else None
 
     async def _run_graph(self, attempt: Attempt, spec: Any, config: dict[str, Any], checkpointer: Any) -> Any:
@@ -202,9 +218,14 @@ class RunExecutor:
                 graph_input = None if continuing else (build_command(job.options.command) or job.options.input)
                 async with graph_for_run(spec, config, checkpointer, self.store, ephemeral=job.ephemeral) as graph:
                     attempt.graph = graph
-                    await stream_graph(
-                        graph, graph_input, config, job.options, stream, job.run_id, continuing=continuing
-                    )
+                    try:
+                        await stream_graph(
+                            graph, graph_input, config, job.options, stream, job.run_id, continuing=continuing
+                        )
+                    finally:
+                        # Unused (a run from a given checkpoint id): it must never answer a later read.
+                        if (primed := PRIMED_LATEST.get()) is not None:
+                            primed.pop("tuple", None)
                     return await graph.aget_state({"configurable": {"thread_id": job.thread_id}})
             except Exception as exc:
                 if retry >= retries or not is_connection_error(exc):
@@ -315,11 +336,11 @@ class RunExecutor:
             await self.ephemeral_checkpointer.adelete_thread(thread_id)
             await self.runs.delete(run_id)
             return
-        # One transaction for the run's outcome and its thread's state (a queued run keeps the thread busy).
-        async with self.runs.db.transaction() as tx:
-            await self.runs.set_status(run_id, status, tx=tx)
-            if await self.runs.active_for_thread(thread_id, tx=tx):
-                thread_status = "busy"
-            await self.threads.record_state(
-                thread_id, status=thread_status, values=values, interrupts=interrupts, error=error, tx=tx
-            )
+        # One transaction for the run's outcome and its thread's state (a queued run keeps the thread busy): two
+        # writes, pipelined on PostgreSQL.
+        await self.runs.db.batch([
+            self.runs.status_statement(run_id, status),
+            self.threads.record_state_statement(
+                thread_id, status=thread_status, values=values, interrupts=interrupts, error=error, finished_run=run_id
+            ),
+        ])
