@@ -33,9 +33,13 @@ def run_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+NEXT_DUE: tuple[str, list[Any]] = ("SELECT MIN(available_at) AS t FROM runs WHERE status = 'pending'", [])
+
+
 class Runs:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.last_next_due: str | None = None
 
     @staticmethod
     def insert_statement(
@@ -131,12 +135,16 @@ class Runs:
     async def request_cancel(self, run_id: str, action: str) -> None:
         await self.db.execute("UPDATE runs SET cancel_action = ? WHERE run_id = ?", [action, run_id])
 
-    async def claim(self, worker_id: str, *, known_due: bool = False) -> dict[str, Any] | None:
+    async def claim(
+        self, worker_id: str, *, known_due: bool = False, then_next_due: bool = False
+    ) -> dict[str, Any] | None:
         """Take the oldest due pending run whose thread has nothing running. Atomic across replicas.
 
         A run created by a streaming or waiting request carries its replica's id as an affinity hint, so the
         replica holding the client connection executes it; other replicas take it only if it lingers.
         `known_due`: the caller has just read (next_due) that a pending run is due, so skip the idle check.
+        `then_next_due`: also read, in the same round trip, what `next_due` would answer after the claim (left in
+        `last_next_due`; unchanged when no run could be picked).
         """
         now = clock.iso()
         affinity_expired = clock.iso_in(-2.0)
@@ -175,12 +183,17 @@ class Runs:
                     [now, thread_id, row["run_id"], worker_id],
                 ),
             ]
+            if then_next_due:
+                statements.append(NEXT_DUE)
             # Sent together (one round trip on PostgreSQL): none depends on another's result in Python.
-            claimed = (await tx.batch(statements))[-2]
+            results = await tx.batch(statements)
+            if then_next_due:
+                self.last_next_due = results.pop()[0]["t"]
+            claimed = results[-2]
             return claimed[0] if claimed else None
 
     async def next_due(self) -> str | None:
-        row = await self.db.fetchone("SELECT MIN(available_at) AS t FROM runs WHERE status = 'pending'")
+        row = await self.db.fetchone(*NEXT_DUE)
         return row["t"] if row else None
 
     async def heartbeat(self, run_ids: list[str]) -> list[dict[str, Any]]:
