@@ -61,9 +61,9 @@ def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
 
     AsyncPostgresSaver serialises every checkpoint read and write of the process behind one asyncio.Lock (needed
     when it shares a single connection); with a pool each call checks out its own connection, so the lock only
-    queues concurrent runs. Its pipelined writes (blobs, checkpoint, task writes) also run one autocommit
-    transaction per statement; here each call is one transaction whose BEGIN and COMMIT travel in the same
-    pipeline as its statements (one round trip per write). (De)serialisation runs inline rather than in a worker
+    queues concurrent runs. Each write (blobs and checkpoint, or task writes) is one pipeline: its statements
+    travel together and, with no BEGIN/COMMIT, form the one implicit transaction PostgreSQL opens until the
+    pipeline's Sync (atomic, one round trip, no extra commands). (De)serialisation runs inline rather than in a worker
     thread: a run's checkpoints are small, and the thread hand-off cost more than the encoding, as it did on SQLite.
     """
     from langgraph.checkpoint.base import (
@@ -81,7 +81,7 @@ def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
         async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
             async with self.conn.connection() as conn:  # type: ignore[union-attr]
                 if pipeline:
-                    async with conn.pipeline(), conn.transaction(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
                         yield cur
                 else:
                     async with conn.cursor(binary=True, row_factory=dict_row) as cur:

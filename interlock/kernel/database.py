@@ -97,7 +97,7 @@ class Database:
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Run `statements` in order in one transaction; each result is its rows (a statement that returns rows)
         or its affected row count. For writes whose parameters do not depend on each other's results: on
-        PostgreSQL they travel in one pipeline (one round trip for BEGIN, the statements and COMMIT)."""
+        PostgreSQL they travel in one pipeline (one round trip)."""
         async with self.transaction() as tx:
             return [await tx.run(sql, params) for sql, params in statements]
 
@@ -320,8 +320,10 @@ class PostgresDatabase(Database):
             yield _PostgresTx(self, conn)
 
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        # One pipeline with no BEGIN/COMMIT: its statements form the implicit transaction PostgreSQL keeps open
+        # until the pipeline's Sync (all or nothing, as in an explicit one, with two commands fewer).
         async with self._connection() as conn:
-            async with conn.pipeline(), conn.transaction():
+            async with conn.pipeline():
                 cursors = [await conn.execute(self._sql(sql), tuple(params)) for sql, params in statements]
             # The pipeline's sync has delivered every result to its cursor.
             return [list(await cur.fetchall()) if cur.description else cur.rowcount for cur in cursors]
