@@ -33,6 +33,13 @@ def run_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Whether the run's thread has never had a state recorded: created with no values and never written since (every
+# server path that writes checkpoints - a run's end, update_state, copy, supersteps - records the thread's state,
+# which moves state_updated_at). Such a thread has no checkpoint, so a run's first attempt need not look for one.
+FRESH_THREAD = (
+    "(SELECT t.state_values IS NULL AND t.state_updated_at = t.created_at FROM threads t "
+    "WHERE t.thread_id = runs.thread_id) AS fresh_thread"
+)
 NEXT_DUE: tuple[str, list[Any]] = ("SELECT MIN(available_at) AS t FROM runs WHERE status = 'pending'", [])
 
 
@@ -174,7 +181,7 @@ class Runs:
                 (
                     "UPDATE runs SET status = 'running', claimed_by = ?, attempt = attempt + 1, updated_at = ? "
                     "WHERE run_id = ? AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM runs x WHERE "
-                    f"x.thread_id = ? AND x.status = 'running') RETURNING {COLUMNS}",
+                    f"x.thread_id = ? AND x.status = 'running') RETURNING {COLUMNS}, {FRESH_THREAD}",
                     [worker_id, now, row["run_id"], thread_id],
                 ),
                 (

@@ -189,8 +189,11 @@ class RunExecutor:
         except Exception:  # noqa: BLE001 - a trace problem must not change the run's outcome
             log.exception("saving the trace of run %s failed", job.run_id)
 
-    async def _latest_checkpoint(self, job: RunJob, checkpointer: Any) -> str | None:
-        latest = await checkpointer.aget_tuple({"configurable": {"thread_id": job.thread_id, "checkpoint_ns": ""}})
+    async def _latest_checkpoint(self, job: RunJob, checkpointer: Any, *, fresh: bool = False) -> str | None:
+        """The id of the thread's newest root checkpoint. `fresh`: the thread was known at the claim to have
+        none (and nothing else writes to it while its run executes), so there is nothing to read."""
+        config = {"configurable": {"thread_id": job.thread_id, "checkpoint_ns": ""}}
+        latest = None if fresh else await checkpointer.aget_tuple(config)
         prime_latest(job.thread_id, latest)  # LangGraph's first read of the thread, next, is answered from it
         return latest.checkpoint["id"] if latest else None
 
@@ -202,7 +205,9 @@ class RunExecutor:
         A connection error is retried (bounded, logged) before it becomes the run's error.
         """
         job, stream = attempt.job, attempt.stream
-        latest_id = await self._latest_checkpoint(job, checkpointer)
+        latest_id = await self._latest_checkpoint(
+            job, checkpointer, fresh=job.fresh_thread and job.attempt <= 1 and not job.ephemeral
+        )
         if job.attempt <= 1:
             base = latest_id
             if latest_id is not None:
