@@ -113,6 +113,18 @@ class Runs:
             [thread_id],
         )
 
+    async def active_among(self, run_ids: list[str]) -> set[str]:
+        """Which of `run_ids` are pending or running (one query per 500 ids)."""
+        active: set[str] = set()
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.db.fetchall(
+                f"SELECT run_id FROM runs WHERE run_id IN ({marks}) AND status IN ('pending', 'running')", chunk
+            )
+            active.update(r["run_id"] for r in rows)
+        return active
+
     async def delete(self, run_id: str) -> None:
         await self.db.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
 

@@ -101,6 +101,8 @@ CASES: list[Case] = [
     ("runs.claim idle check", lambda t, r, tid: r.claim("worker"), "runs_queue", "runs_queue", ""),
     ("runs.claim with work", lambda t, r, tid: _claim_with_work(r, tid), "runs_running", "runs_running", "both"),
     ("runs next due", lambda t, r, tid: r.next_due(), "runs_queue", "runs_queue", ""),
+    ("runs still active among waited ones",
+     lambda t, r, tid: r.active_among([f"00000000-0000-0000-0000-{i:012d}" for i in range(3)]), None, "Index", ""),
 ]
 
 
