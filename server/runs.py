@@ -173,7 +173,8 @@ class Runs:
             "SELECT 1 AS x FROM runs WHERE status = 'pending' AND available_at <= ? LIMIT 1", [now]
         ):
             return None
-        async with self.db.transaction() as tx:
+        # Pipelined on PostgreSQL: BEGIN goes with the pick, COMMIT with the claim's writes (two round trips).
+        async with self.db.transaction(pipelined=True) as tx:
             row = await tx.fetchone(
                 "SELECT run_id, thread_id FROM runs r WHERE status = 'pending' AND available_at <= ? "
                 "AND (claimed_by IS NULL OR claimed_by = ? OR created_at < ?) "
@@ -204,12 +205,13 @@ class Runs:
             ]
             if then_next_due:
                 statements.append(NEXT_DUE)
-            # Sent together (one round trip on PostgreSQL): none depends on another's result in Python.
-            results = await tx.batch(statements)
-            if then_next_due:
-                self.last_next_due = results.pop()[0]["t"]
-            claimed = results[-2]
-            return claimed[0] if claimed else None
+            # None depends on another's result in Python: they travel with the COMMIT.
+            deferred = await tx.defer(statements)
+        results = await deferred.results()
+        if then_next_due:
+            self.last_next_due = results.pop()[0]["t"]
+        claimed = results[-2]
+        return claimed[0] if claimed else None
 
     async def next_due(self) -> str | None:
         row = await self.db.fetchone(*NEXT_DUE)

@@ -181,7 +181,7 @@ class SqliteDatabase(Database):
                 self._conn.execute(statement)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+    async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[_SqliteTx]:
         await begin_immediate(self._lock, self._conn)
         try:
             yield _SqliteTx(self)
@@ -243,6 +243,9 @@ class _SqliteTx:
 
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         return [await self.run(sql, params) for sql, params in statements]
+
+    async def defer(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> Deferred:
+        return Deferred(results=await self.batch(statements))
 
 
 class PostgresDatabase(Database):
@@ -315,9 +318,15 @@ class PostgresDatabase(Database):
                 await conn.execute(statement)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PostgresTx]:
-        async with self._connection() as conn, conn.transaction():
-            yield _PostgresTx(self, conn)
+    async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[_PostgresTx]:
+        """`pipelined`: the transaction runs in one pipeline, so BEGIN travels with the first statement and
+        COMMIT with the statements queued by `tx.defer` (a claim: two round trips instead of one per command)."""
+        if not pipelined:
+            async with self._connection() as conn, conn.transaction():
+                yield _PostgresTx(self, conn)
+            return
+        async with self._connection() as conn, conn.pipeline(), conn.transaction():
+            yield _PostgresTx(self, conn, pipelined=True)
 
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         # One pipeline with no BEGIN/COMMIT: its statements form the implicit transaction PostgreSQL keeps open
@@ -341,13 +350,50 @@ class PostgresDatabase(Database):
         return " FOR UPDATE SKIP LOCKED"
 
 
+class Deferred:
+    """The results of statements queued with `tx.defer`, readable once the transaction block has ended."""
+
+    def __init__(self, cursors: list[Any] | None = None, results: list[Any] | None = None) -> None:
+        self._cursors = cursors
+        self._results = results
+
+    async def results(self) -> list[Any]:
+        """Each statement's rows (when it returns rows) or affected row count."""
+        if self._results is None:
+            assert self._cursors is not None
+            self._results = [list(await c.fetchall()) if c.description else c.rowcount for c in self._cursors]
+        return self._results
+
+
 class _PostgresTx:
-    def __init__(self, db: PostgresDatabase, conn: Any) -> None:
+    def __init__(self, db: PostgresDatabase, conn: Any, *, pipelined: bool = False) -> None:
         self._db = db
         self._conn = conn
+        self._pipelined = pipelined
+
+    async def defer(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> Deferred:
+        """Queue the transaction's last statements: in a pipelined transaction they go with its COMMIT (their
+        results are read after the block); otherwise they run now, together."""
+        if not self._pipelined:
+            return Deferred(results=await self.batch(statements))
+        return Deferred(cursors=[await self._conn.execute(self._db._sql(sql), tuple(p)) for sql, p in statements])
+
+    async def _settled(self, sql: str, params: Sequence[Any]) -> Any:
+        """Execute and, in a pipelined transaction, wait for this statement's result (a flush, not a Sync: the
+        transaction stays open)."""
+        import psycopg
+
+        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
+        if self._pipelined:
+            try:
+                await cur.fetchall()
+                await cur.scroll(0, "absolute")
+            except psycopg.ProgrammingError:
+                pass  # no rows to fetch: the result (and its row count) has arrived all the same
+        return cur
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
+        cur = await self._settled(sql, params)
         return list(await cur.fetchall()) if cur.description else []
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -355,11 +401,10 @@ class _PostgresTx:
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
-        return cur.rowcount
+        return (await self._settled(sql, params)).rowcount
 
     async def run(self, sql: str, params: Sequence[Any] = ()) -> list[Row] | int:
-        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
+        cur = await self._settled(sql, params)
         return list(await cur.fetchall()) if cur.description else cur.rowcount
 
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
