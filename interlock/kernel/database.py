@@ -90,8 +90,9 @@ class Database:
     async def executescript(self, sql: str) -> None:
         raise NotImplementedError
 
-    def transaction(self) -> Any:
-        """`async with db.transaction() as tx:` where tx has fetchall/fetchone/execute."""
+    def transaction(self, *, pipelined: bool = False) -> Any:
+        """`async with db.transaction() as tx:` where tx has fetchall/fetchone/execute/batch/defer.
+        `pipelined` (PostgreSQL): see PostgresDatabase.transaction."""
         raise NotImplementedError
 
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
