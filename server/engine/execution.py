@@ -56,6 +56,7 @@ class Outcome:
 
     status: str
     output: Any = None
+    trace: dict[str, Any] | None = None  # the trace document, when it was written with the outcome
 
 
 def run_config(job: RunJob, assistant: dict[str, Any]) -> dict[str, Any]:
@@ -161,27 +162,31 @@ class RunExecutor:
             RUN_CONTEXT.reset(log_token)
             if outcome.status != "shutdown":
                 if recorder is not None:
-                    await self._save_trace(recorder, job, outcome)
+                    await self._save_trace(recorder, job, outcome, outcome.trace)
                 if job.options.webhook and self.webhooks is not None:
                     payload = {**run_out(job.row), "status": outcome.status, "values": outcome.output}
                     if isinstance(outcome.output, dict) and "__error__" in outcome.output:
                         payload["error"] = outcome.output["__error__"]
                     self.webhooks.send(job.options.webhook, payload)
 
-    async def _save_trace(self, recorder: TraceRecorder, job: RunJob, outcome: Outcome) -> None:
-        try:
-            policy_hash = None
-            with contextlib.suppress(Exception):
-                from interlock.policies.loader import get_policies
+    @staticmethod
+    def _trace_doc(recorder: TraceRecorder, job: RunJob, status: str, output: Any) -> dict[str, Any]:
+        policy_hash = None
+        with contextlib.suppress(Exception):
+            from interlock.policies.loader import get_policies
 
-                policy_hash = get_policies().hash
-            doc = recorder.document(
-                status=outcome.status,
-                policy_hash=policy_hash,
-                input_=job.options.input or job.options.command,
-                output=outcome.output,
-            )
-            if not job.ephemeral:
+            policy_hash = get_policies().hash
+        return recorder.document(
+            status=status, policy_hash=policy_hash, input_=job.options.input or job.options.command, output=output
+        )
+
+    async def _save_trace(
+        self, recorder: TraceRecorder, job: RunJob, outcome: Outcome, saved: dict[str, Any] | None = None
+    ) -> None:
+        """`saved`: the trace document already written with the run's outcome (see `_record`)."""
+        try:
+            doc = saved or self._trace_doc(recorder, job, outcome.status, outcome.output)
+            if not job.ephemeral and saved is None:
                 assert self.traces is not None
                 await self.traces.save(doc)
             if self.on_trace is not None:
@@ -314,14 +319,25 @@ class RunExecutor:
             if attempt.graph is not None:
                 with contextlib.suppress(Exception):
                     snapshot = await attempt.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        written: dict[str, Any] = {}
         try:
-            await self._with_retries(job, lambda: self._record(job, status, snapshot, error, stream, result))
+            await self._with_retries(
+                job, lambda: self._record(job, status, snapshot, error, stream, result, recorder, written)
+            )
         finally:
             stream.close()
-        return Outcome(status, stream.result)
+        return Outcome(status, stream.result, written.get("trace"))
 
     async def _record(
-        self, job: RunJob, status: str, snapshot: Any, error: dict[str, Any] | None, stream: RunStream, result: Any
+        self,
+        job: RunJob,
+        status: str,
+        snapshot: Any,
+        error: dict[str, Any] | None,
+        stream: RunStream,
+        result: Any,
+        recorder: TraceRecorder | None = None,
+        written: dict[str, Any] | None = None,
     ) -> None:
         run_id, thread_id = job.run_id, job.thread_id
         values = jsonable(snapshot.values) if snapshot is not None else None
@@ -341,11 +357,29 @@ class RunExecutor:
             await self.ephemeral_checkpointer.adelete_thread(thread_id)
             await self.runs.delete(run_id)
             return
-        # One transaction for the run's outcome and its thread's state (a queued run keeps the thread busy): two
-        # writes, pipelined on PostgreSQL.
-        await self.runs.db.batch([
+        # One transaction for the run's outcome, its thread's state (a queued run keeps the thread busy) and its
+        # trace: pipelined on PostgreSQL.
+        statements = [
             self.runs.status_statement(run_id, status),
             self.threads.record_state_statement(
                 thread_id, status=thread_status, values=values, interrupts=interrupts, error=error, finished_run=run_id
             ),
-        ])
+        ]
+        trace = None
+        if recorder is not None and self.traces is not None and written is not None:
+            try:
+                trace = self._trace_doc(recorder, job, status, result)
+            except Exception:  # noqa: BLE001 - saved (or its failure logged) after the run instead
+                trace = None
+        if trace is not None:
+            assert self.traces is not None and written is not None
+            try:
+                await self.runs.db.batch([*statements, self.traces.save_statement(trace)])
+                written["trace"] = trace
+                return
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                # A trace problem must not change the run's outcome: record it alone, the trace after the run.
+                log.warning("writing the trace of run %s with its outcome failed (%s)", run_id, type(exc).__name__)
+        await self.runs.db.batch(statements)
