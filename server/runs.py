@@ -157,7 +157,15 @@ class Runs:
     async def claim(
         self, worker_id: str, *, known_due: bool = False, then_next_due: bool = False
     ) -> dict[str, Any] | None:
-        """Take the oldest due pending run whose thread has nothing running. Atomic across replicas.
+        """Take the oldest due pending run whose thread has nothing running (see `claim_many`)."""
+        claimed = await self.claim_many(worker_id, 1, known_due=known_due, then_next_due=then_next_due)
+        return claimed[0] if claimed else None
+
+    async def claim_many(
+        self, worker_id: str, limit: int, *, known_due: bool = False, then_next_due: bool = False
+    ) -> list[dict[str, Any]]:
+        """Take up to `limit` of the oldest due pending runs whose threads have nothing running, at most one per
+        thread, in one transaction. Atomic across replicas.
 
         A run created by a streaming or waiting request carries its replica's id as an affinity hint, so the
         replica holding the client connection executes it; other replicas take it only if it lingers.
@@ -172,37 +180,41 @@ class Runs:
         if not known_due and not await self.db.fetchone(
             "SELECT 1 AS x FROM runs WHERE status = 'pending' AND available_at <= ? LIMIT 1", [now]
         ):
-            return None
-        # Pipelined on PostgreSQL: BEGIN goes with the pick, COMMIT with the claim's writes (two round trips).
+            return []
+        # Pipelined on PostgreSQL: BEGIN goes with the pick, COMMIT with the claim's writes (two round trips for
+        # the whole batch; one claim at a time capped a replica at one run per two round trips).
         async with self.db.transaction(pipelined=True) as tx:
-            row = await tx.fetchone(
+            picked = await tx.fetchall(
                 "SELECT run_id, thread_id FROM runs r WHERE status = 'pending' AND available_at <= ? "
                 "AND (claimed_by IS NULL OR claimed_by = ? OR created_at < ?) "
                 "AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.thread_id = r.thread_id AND x.status = 'running') "
-                f"ORDER BY created_at LIMIT 1{self.db.for_update_skip_locked}",
-                [now, worker_id, affinity_expired],
+                f"ORDER BY created_at LIMIT ?{self.db.for_update_skip_locked}",
+                [now, worker_id, affinity_expired, max(1, limit)],
             )
-            if row is None:
-                return None
-            thread_id = row["thread_id"]
+            if not picked:
+                return []
             statements: list[tuple[str, list[Any]]] = []
             if self.db.dialect == "postgres":
                 # Two replicas may pick different runs of one thread; the thread lock makes one of them wait, and
-                # the claim below (a new snapshot, after the lock) skips a run whose thread is already running one.
-                statements.append(("SELECT pg_advisory_xact_lock(hashtext(?))", [thread_id]))
-            statements += [
-                (
-                    "UPDATE runs SET status = 'running', claimed_by = ?, attempt = attempt + 1, updated_at = ? "
-                    "WHERE run_id = ? AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM runs x WHERE "
-                    f"x.thread_id = ? AND x.status = 'running') RETURNING {COLUMNS}, {FRESH_THREAD}",
-                    [worker_id, now, row["run_id"], thread_id],
-                ),
-                (
-                    "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ? AND EXISTS "
-                    "(SELECT 1 FROM runs WHERE run_id = ? AND status = 'running' AND claimed_by = ?)",
-                    [now, thread_id, row["run_id"], worker_id],
-                ),
-            ]
+                # each claim below (a new snapshot, after the locks) skips a run whose thread already runs one -
+                # including one claimed a statement earlier in this batch. Locks in one order: no deadlock.
+                for thread_id in sorted({row["thread_id"] for row in picked}):
+                    statements.append(("SELECT pg_advisory_xact_lock(hashtext(?))", [thread_id]))
+            locks = len(statements)
+            for row in picked:
+                statements += [
+                    (
+                        "UPDATE runs SET status = 'running', claimed_by = ?, attempt = attempt + 1, updated_at = ? "
+                        "WHERE run_id = ? AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM runs x WHERE "
+                        f"x.thread_id = ? AND x.status = 'running') RETURNING {COLUMNS}, {FRESH_THREAD}",
+                        [worker_id, now, row["run_id"], row["thread_id"]],
+                    ),
+                    (
+                        "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ? AND EXISTS "
+                        "(SELECT 1 FROM runs WHERE run_id = ? AND status = 'running' AND claimed_by = ?)",
+                        [now, row["thread_id"], row["run_id"], worker_id],
+                    ),
+                ]
             if then_next_due:
                 statements.append(NEXT_DUE)
             # None depends on another's result in Python: they travel with the COMMIT.
@@ -210,8 +222,7 @@ class Runs:
         results = await deferred.results()
         if then_next_due:
             self.last_next_due = results.pop()[0]["t"]
-        claimed = results[-2]
-        return claimed[0] if claimed else None
+        return [rows[0] for rows in results[locks::2] if rows]
 
     async def next_due(self) -> str | None:
         row = await self.db.fetchone(*NEXT_DUE)

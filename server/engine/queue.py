@@ -63,11 +63,15 @@ class RunQueue:
                     due = await self.runs.next_due()
                 blocked = False
                 while due is not None and self._is_due(due) and len(self.inflight.tasks) < self.concurrency:
-                    row = await self.runs.claim(self.worker_id, known_due=True, then_next_due=True)
-                    if row is None:
+                    # As many as there is room for, in one transaction.
+                    rows = await self.runs.claim_many(
+                        self.worker_id, self.concurrency - len(self.inflight.tasks), known_due=True, then_next_due=True
+                    )
+                    if not rows:
                         blocked = True
                         break
-                    self._launch(RunJob.from_row(row))
+                    for row in rows:
+                        self._launch(RunJob.from_row(row))
                     due = self.runs.last_next_due
                 if due is not None:
                     delta = (datetime.fromisoformat(due) - clock.now()).total_seconds()

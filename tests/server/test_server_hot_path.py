@@ -204,3 +204,28 @@ def test_a_claim_knows_whether_its_thread_has_a_recorded_state(db_url: str) -> N
         return seen
 
     assert asyncio.run(main()) == [True, False]
+
+
+def test_one_claim_takes_several_runs_but_one_per_thread(db_url: str) -> None:
+    """The dispatcher claims as many runs as it has room for in one transaction; two queued runs of one thread are
+    never both taken (the second waits for the first), and the thread is marked busy."""
+
+    async def main() -> tuple[list[str], list[str], str | None]:
+        db = await connect(db_url)
+        await migrate(db)
+        threads, runs = Threads(db), Runs(db)
+        first = await threads.create(None, {}, None)
+        other = await threads.create(None, {}, None)
+        for i, thread in enumerate((first, first, other)):
+            await runs.insert(run_id=f"00000000-0000-0000-0000-00000000000{i}", thread_id=thread["thread_id"],
+                              assistant_id="a", metadata={}, kwargs={}, multitask_strategy="enqueue",
+                              after_seconds=None, temporary=0)
+        claimed = await runs.claim_many("w", 3, then_next_due=True)
+        statuses = [t["status"] for t in (await threads.find(first["thread_id"]), await threads.find(other["thread_id"]))]
+        await db.close()
+        return [r["run_id"][-1] for r in claimed], statuses, runs.last_next_due
+
+    claimed, statuses, next_due = asyncio.run(main())
+    assert claimed == ["0", "2"], claimed
+    assert statuses == ["busy", "busy"]
+    assert next_due is not None  # run 1 is still pending behind run 0
