@@ -16,7 +16,6 @@ from interlock.kernel.database import DependencyUnavailable
 
 log = logging.getLogger("interlock.stream_mirror")
 _DONE = b"0\n__done__\n"
-BATCH_SECONDS = 0.005
 
 
 def _pack(event: Event) -> bytes:
@@ -59,10 +58,6 @@ class StreamMirror:
         try:
             while True:
                 event = await queue.get()
-                if event is not None:
-                    # Gather what the run publishes meanwhile: one Redis round trip per batch, not per event (a
-                    # short run's whole stream usually goes in one or two); followers see events this much later.
-                    await asyncio.sleep(BATCH_SECONDS)
                 batch = [event]
                 while not queue.empty() and batch[-1] is not None:
                     batch.append(queue.get_nowait())
