@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from interlock.policies.pii_recognizers import trim_name
 from interlock.policies.schema import PiiPolicy
 from pydantic import BaseModel, Field
 
@@ -178,6 +177,8 @@ class PiiDetector:
             entities=self._entities[direction],
             score_threshold=self._thresholds[direction],
         )
+        from interlock.policies.pii_recognizers import trim_name  # imports Presidio: only with a detector
+
         kept = []
         for r in results:
             if text[r.start : r.end] in self._allow:

@@ -4,9 +4,11 @@ spans; Interlock's own graphs add retrieval and guard detail through custom even
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from typing import Any
@@ -22,6 +24,24 @@ CURRENT_TRACE: contextvars.ContextVar[TraceRecorder | None] = contextvars.Contex
 MAX_TEXT = 4000  # characters kept per string in a span; traces are for people, not replays
 MEMO_MAX_CHARS = 256  # strings up to this long have their redaction remembered...
 MEMO_ENTRIES = 4096  # ...this many of them (about 2 MiB at most)
+
+
+_OPAQUE_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # run, thread, checkpoint and message ids
+    r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?"  # timestamps the server writes
+)
+
+
+def may_hold_pii(value: str, *, names: bool) -> bool:
+    """Whether a trace string needs the detector at all. Every pattern-tier entity (email, phone, card, IBAN,
+    SSN, IP, street address, date of birth...) contains a digit or an '@'; a name (NER tier) needs a capital
+    letter or a cue phrase, which needs a space. Node names, state keys and ids then never load the recognizers
+    (spaCy and Presidio are ~120 MiB a process that serves guard-free graphs need not carry)."""
+    if not value.strip() or _OPAQUE_ID.fullmatch(value):
+        return False
+    if any(c.isdigit() or c == "@" for c in value):
+        return True
+    return names and any(c.isupper() or c.isspace() for c in value)
 
 
 class Redactor:
@@ -51,12 +71,27 @@ class Redactor:
                 self._detector = detector_for(self._policy)
         return self._detector
 
+    async def prepare(self, obj: Any) -> None:
+        """Build the detector in a worker thread when `obj` is the first thing that needs it: loading spaCy
+        takes seconds (tens under load) and the callbacks run on the event loop, where it would stall every run."""
+        if self._loaded or self._policy is None or not self._needs_detector(jsonable(obj)):
+            return
+        await asyncio.to_thread(self._get_detector)
+
+    def _needs_detector(self, obj: Any) -> bool:
+        if isinstance(obj, str):
+            return may_hold_pii(obj[:MAX_TEXT], names=self._always)
+        if isinstance(obj, list):
+            return any(self._needs_detector(v) for v in obj[:200])
+        if isinstance(obj, dict):
+            return any(self._needs_detector(v) for v in obj.values())
+        return False
+
     def text(self, value: str) -> str:
         from interlock.server.logs import mask_secrets
 
         value = mask_secrets(value[:MAX_TEXT])
-        # Every pattern-tier entity (email, phone, card, IBAN, SSN, IP...) contains a digit or an '@'.
-        if not value.strip() or not (self._always or any(c.isdigit() or c == "@" for c in value)):
+        if not may_hold_pii(value, names=self._always):
             return value
         cached = self._seen.get(value)
         if cached is not None:
@@ -145,12 +180,14 @@ class TraceRecorder(AsyncCallbackHandler):
                              tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         metadata = metadata or {}
         name = kwargs.get("name") or ""
+        await self.redact.prepare(inputs)
         node = metadata.get("langgraph_node")
         if node and name == node:
             self._open(run_id, parent_run_id, node, "node", inputs,
                        {"step": metadata.get("langgraph_step"), "ns": metadata.get("langgraph_checkpoint_ns")})
 
     async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        await self.redact.prepare(outputs)
         self._close(run_id, outputs)
 
     async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -205,6 +242,7 @@ class TraceRecorder(AsyncCallbackHandler):
         self._open(run_id, parent_run_id, name, "tool", inputs if inputs is not None else input_str, {"tool": name})
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        await self.redact.prepare(output)
         span = self._close(run_id, output)
         if span is not None:
             status = getattr(output, "status", None)
@@ -233,6 +271,7 @@ class TraceRecorder(AsyncCallbackHandler):
             return
         kind = name.split(".", 1)[1]
         payload = data if isinstance(data, dict) else {"value": data}
+        await self.redact.prepare(payload)
         if kind == "usage":
             self.record_usage(payload)
             return

@@ -229,3 +229,38 @@ def test_one_claim_takes_several_runs_but_one_per_thread(db_url: str) -> None:
     assert claimed == ["0", "2"], claimed
     assert statuses == ["busy", "busy"]
     assert next_due is not None  # run 1 is still pending behind run 0
+
+
+def test_trace_redaction_loads_the_detector_off_the_event_loop_and_only_when_a_string_needs_it() -> None:
+    """Node names, state keys and ids never load the recognizers (a guard-free graph's server stays small);
+    the first string that may hold a name or a pattern entity loads them in a worker thread, then is redacted."""
+    import threading
+
+    from interlock.server.traces import Redactor, may_hold_pii
+
+    assert not may_hold_pii("input_guard", names=True) and not may_hold_pii("messages", names=True)
+    assert not may_hold_pii("1f0c2b7e-9a4d-4e4f-8c1a-0b5b2d3e4f50", names=True)
+    assert not may_hold_pii("2026-12-02T01:02:03.456+00:00", names=True)
+    assert may_hold_pii("Okafor", names=True) and not may_hold_pii("Okafor", names=False)
+    assert may_hold_pii("my name is omar okafor", names=True) and may_hold_pii("ORD-1001", names=False)
+
+    redactor = Redactor()
+    loaded_in: list[str] = []
+    build = redactor._get_detector
+
+    def recording() -> Any:
+        loaded_in.append(threading.current_thread().name)
+        return build()
+
+    redactor._get_detector = recording  # type: ignore[method-assign]
+    quiet = {"node": "a", "n": 1, "id": "1f0c2b7e-9a4d-4e4f-8c1a-0b5b2d3e4f50", "keys": ["messages", "log"]}
+
+    async def main() -> Any:
+        await redactor.prepare(quiet)
+        assert redactor(quiet) == quiet and loaded_in == [], "nothing here needs the recognizers"
+        await redactor.prepare({"messages": ["mail ann.lee@example.com"]})
+        assert loaded_in and loaded_in[0] != threading.main_thread().name, loaded_in
+        return redactor({"messages": ["mail ann.lee@example.com"]})
+
+    out = asyncio.run(main())
+    assert "ann.lee@example.com" not in str(out) and "EMAIL" in str(out)
