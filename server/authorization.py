@@ -210,8 +210,12 @@ class Access:
         return run
 
     # -- assistants ---------------------------------------------------------------------------------
-    async def assistant(self, assistant_id: str, action: str = "read", **value: Any) -> dict[str, Any]:
-        found = await self.svc.assistants.get(assistant_id)
+    async def assistant(
+        self, assistant_id: str, action: str = "read", *, found: dict[str, Any] | None = None, **value: Any
+    ) -> dict[str, Any]:
+        """`found`: the assistant's row when the caller has just read it (no second read)."""
+        if found is None or found["assistant_id"] != assistant_id:
+            found = await self.svc.assistants.get(assistant_id)
         if action == "read" and found["assistant_id"] == system_assistant_id(found["graph_id"]):
             return found  # each served graph's own assistant is readable by every authenticated caller
         filt = await self.filter("assistants", action, {"assistant_id": found["assistant_id"], **value})
@@ -222,7 +226,7 @@ class Access:
     async def assistant_for_run(self, assistant_id_or_graph: str) -> dict[str, Any]:
         """A run may name a graph or an assistant the caller can read; another tenant's answers 404."""
         found = await self.svc.assistants.resolve(assistant_id_or_graph)
-        return await self.assistant(found["assistant_id"], "read")
+        return await self.assistant(found["assistant_id"], "read", found=found)
 
     # -- crons --------------------------------------------------------------------------------------
     async def cron_visible(self, cron: Mapping[str, Any], action: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from interlock.server.storage.migrations import setup_lock
@@ -44,27 +45,127 @@ class LoopSqliteSaver(SqliteSaver):
         return self.get_delta_channel_history(*args, **kwargs)
 
 
+# The latest checkpoint the engine has just read for a run's thread (server/engine/execution.py): LangGraph's own
+# first read of the same thread, moments later in the same task, is answered from it once instead of the database.
+PRIMED_LATEST: ContextVar[dict[str, Any] | None] = ContextVar("interlock_primed_latest", default=None)
+
+
+def prime_latest(thread_id: str, latest: Any) -> None:
+    """Hand `latest` (the thread's newest root checkpoint tuple, or None) to the next latest-checkpoint read of
+    `thread_id` in this context. The caller holds the thread (its run is claimed), so nothing writes in between."""
+    PRIMED_LATEST.set({"thread_id": thread_id, "tuple": latest})
+
+
 def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
     """LangGraph's PostgreSQL saver over a connection pool, without its process-wide lock.
 
     AsyncPostgresSaver serialises every checkpoint read and write of the process behind one asyncio.Lock (needed
     when it shares a single connection); with a pool each call checks out its own connection, so the lock only
-    queues concurrent runs. Its pipelined writes (blobs, checkpoint, task writes) also run one autocommit
-    transaction per statement; here each call is one transaction, which is atomic and cheaper.
+    queues concurrent runs. Each write (blobs and checkpoint, or task writes) is one pipeline: its statements
+    travel together and, with no BEGIN/COMMIT, form the one implicit transaction PostgreSQL opens until the
+    pipeline's Sync (atomic, one round trip, no extra commands). (De)serialisation runs inline rather than in a worker
+    thread: a run's checkpoints are small, and the thread hand-off cost more than the encoding, as it did on SQLite.
     """
+    from langgraph.checkpoint.base import (
+        WRITES_IDX_MAP,
+        get_checkpoint_id,
+        get_serializable_checkpoint_metadata,
+    )
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from langgraph.checkpoint.serde.types import _DeltaSnapshot
     from psycopg.rows import dict_row
+    from psycopg.types.json import Jsonb
 
     class PooledPostgresSaver(AsyncPostgresSaver):
         @asynccontextmanager
         async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
             async with self.conn.connection() as conn:  # type: ignore[union-attr]
                 if pipeline:
-                    async with conn.transaction(), conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
                         yield cur
                 else:
                     async with conn.cursor(binary=True, row_factory=dict_row) as cur:
                         yield cur
+
+        async def aget_tuple(self, config: Any) -> Any:
+            primed = PRIMED_LATEST.get()
+            configurable = config["configurable"]
+            if (
+                primed is not None
+                and "tuple" in primed
+                and primed["thread_id"] == str(configurable["thread_id"])
+                and not configurable.get("checkpoint_ns")
+                and not get_checkpoint_id(config)
+            ):
+                return primed.pop("tuple")  # once: later reads see the run's own writes
+            return await super().aget_tuple(config)
+
+        # aput / aput_writes / _load_checkpoint_tuple: AsyncPostgresSaver's (langgraph-checkpoint-postgres 3.x),
+        # with the (de)serialisation inline instead of asyncio.to_thread.
+        async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+            configurable = config["configurable"].copy()
+            thread_id = configurable.pop("thread_id")
+            checkpoint_ns = configurable.pop("checkpoint_ns")
+            checkpoint_id = configurable.pop("checkpoint_id", None)
+            copy = checkpoint.copy()
+            copy["channel_values"] = copy["channel_values"].copy()
+            next_config = {
+                "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
+            }
+            blob_values = {}
+            for k, v in checkpoint["channel_values"].items():
+                if isinstance(v, _DeltaSnapshot):
+                    blob_values[k] = copy["channel_values"].pop(k)
+                    copy["channel_values"][k] = True
+                elif v is None or isinstance(v, (str, int, float, bool)):
+                    pass
+                else:
+                    blob_values[k] = copy["channel_values"].pop(k)
+            blob_versions = {k: v for k, v in new_versions.items() if k in blob_values}
+            blobs = self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions) if blob_versions else None
+            async with self._cursor(pipeline=True) as cur:
+                if blobs:
+                    await cur.executemany(self.UPSERT_CHECKPOINT_BLOBS_SQL, blobs)
+                await cur.execute(
+                    self.UPSERT_CHECKPOINTS_SQL,
+                    (thread_id, checkpoint_ns, checkpoint["id"], checkpoint_id, Jsonb(copy),
+                     Jsonb(get_serializable_checkpoint_metadata(config, metadata))),
+                )
+            return next_config
+
+        async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+            query = (
+                self.UPSERT_CHECKPOINT_WRITES_SQL
+                if all(w[0] in WRITES_IDX_MAP for w in writes)
+                else self.INSERT_CHECKPOINT_WRITES_SQL
+            )
+            conf = config["configurable"]
+            params = self._dump_writes(
+                conf["thread_id"], conf["checkpoint_ns"], conf["checkpoint_id"], task_id, task_path, writes
+            )
+            async with self._cursor(pipeline=True) as cur:
+                await cur.executemany(query, params)
+
+        async def _load_checkpoint_tuple(self, value: Any) -> Any:
+            from langgraph.checkpoint.base import CheckpointTuple
+
+            def ids(checkpoint_id: str) -> dict[str, Any]:
+                return {"configurable": {"thread_id": value["thread_id"], "checkpoint_ns": value["checkpoint_ns"],
+                                         "checkpoint_id": checkpoint_id}}
+
+            return CheckpointTuple(
+                ids(value["checkpoint_id"]),
+                {
+                    **value["checkpoint"],
+                    "channel_values": {
+                        **(value["checkpoint"].get("channel_values") or {}),
+                        **self._load_blobs(value["channel_values"]),
+                    },
+                },
+                value["metadata"],
+                ids(value["parent_checkpoint_id"]) if value["parent_checkpoint_id"] else None,
+                self._load_writes(value["pending_writes"]),
+            )
 
     return PooledPostgresSaver(pool)
 

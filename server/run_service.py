@@ -132,6 +132,7 @@ async def create_run(
     await admit(svc, user, body)
     strategy = body.multitask_strategy or "enqueue"
     keep_thread = body.on_completion == "keep"
+    merge: dict[str, Any] | None = None
     if temporary and not keep_thread:
         thread_id = clock.new_id()  # ephemeral: no thread row, in-memory checkpoints, deleted on completion
     elif temporary:
@@ -143,25 +144,31 @@ async def create_run(
         thread_id = thread["thread_id"]
     else:
         assert thread_id is not None
-        await _prepare_thread(access, thread_id, body, assistant, filt, strategy)
+        merge = await _prepare_thread(access, thread_id, body, assistant, filt, strategy)
     options = run_options(body, user, temporary=temporary, owner=access.owner(filt),
                           seal=seals_input(svc, assistant["graph_id"], user, body), keep_sealed=stored_input)
     stream = svc.streams.open(run_id, body.stream_resumable)
-    async with svc.db.transaction() as tx:  # the run and its thread's busy status in one transaction
-        row = await svc.runs.insert(
-            run_id=run_id,
-            thread_id=thread_id,
-            assistant_id=assistant["assistant_id"],
-            metadata=body.metadata or {},
-            kwargs=options.model_dump(),
-            multitask_strategy=strategy,
-            after_seconds=body.after_seconds,
-            temporary=(EPHEMERAL if not keep_thread else 1) if temporary else 0,
-            affinity=svc.engine.worker_id if affinity else None,
-            tx=tx,
-        )
-        if not temporary or keep_thread:
-            await svc.threads.set_status(thread_id, "busy", tx=tx)
+    insert = svc.runs.insert_statement(
+        run_id=run_id,
+        thread_id=thread_id,
+        assistant_id=assistant["assistant_id"],
+        metadata=body.metadata or {},
+        kwargs=options.model_dump(),
+        multitask_strategy=strategy,
+        after_seconds=body.after_seconds,
+        temporary=(EPHEMERAL if not keep_thread else 1) if temporary else 0,
+        affinity=svc.engine.worker_id if affinity else None,
+    )
+    # The run and its thread's busy status (with the metadata Agent Chat UI lists threads by) in one
+    # transaction, pipelined on PostgreSQL.
+    if not temporary or keep_thread:
+        rows, _ = await svc.db.batch([insert, svc.threads.status_statement(thread_id, "busy", merge)])
+    else:
+        (rows,) = await svc.db.batch([insert])
+    row = rows[0]
+    if affinity:
+        # This replica will most likely execute it: its execution need not read the assistant again.
+        svc.engine.hint_assistant(run_id, assistant)
     svc.engine.wake()
     return SubmittedRun(row, options, stream)
 
@@ -173,17 +180,20 @@ async def _prepare_thread(
     assistant: dict[str, Any],
     filt: dict[str, Any] | None,
     strategy: str,
-) -> None:
+) -> dict[str, Any] | None:
     """The thread a stateful run goes to: created if asked, visible to the caller, and free per the strategy.
-    A command on a thread waiting for an approval is a decision: only those who may decide it may send one."""
+    A command on a thread waiting for an approval is a decision: only those who may decide it may send one.
+    Returns the metadata keys to merge into the thread's (written with its busy status), or None."""
     svc = access.svc
     check_uuid(thread_id, "thread ID")
-    thread = await svc.threads.find(thread_id)
+    thread, has_active = await svc.threads.find_for_run(thread_id)
     if thread is None:
         if body.if_not_exists != "create":
             raise NotFound(f"Thread {thread_id} not found")
         owner = {k: v for k, v in (filt or {}).items() if not isinstance(v, dict)}
         thread = await svc.threads.create(thread_id, owner, "do_nothing")
+        # Created just now, or by a concurrent request (do_nothing): only then can a run be active on it.
+        has_active = thread["status"] == "busy"
     elif not matches(thread["metadata"], filt):
         raise NotFound(f"Thread {thread_id} not found")
     if body.command is not None:
@@ -193,7 +203,7 @@ async def _prepare_thread(
         unknown = sorted(set(body.command.resume) - pending)
         if unknown:
             raise Invalid(f"unknown interrupt id(s) in command.resume: {unknown}")
-    active = await svc.runs.active_for_thread(thread_id)
+    active = await svc.runs.active_for_thread(thread_id) if has_active else []
     if active:
         if strategy == "reject":
             raise Conflict(REJECT_DETAIL)
@@ -202,10 +212,8 @@ async def _prepare_thread(
                 await svc.engine.cancel(run, strategy)
     meta = thread["metadata"]
     if meta.get("graph_id") != assistant["graph_id"] or meta.get("assistant_id") != assistant["assistant_id"]:
-        # Agent Chat UI lists threads by these keys.
-        await svc.threads.merge_metadata(
-            thread_id, {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
-        )
+        return {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}  # Agent Chat UI lists by these
+    return None
 
 
 async def admit(svc: Services, user: User, body: schemas.RunCreate) -> None:

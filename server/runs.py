@@ -33,12 +33,23 @@ def run_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Whether the run's thread has never had a state recorded: created with no values and never written since (every
+# server path that writes checkpoints - a run's end, update_state, copy, supersteps - records the thread's state,
+# which moves state_updated_at). Such a thread has no checkpoint, so a run's first attempt need not look for one.
+FRESH_THREAD = (
+    "(SELECT t.state_values IS NULL AND t.state_updated_at = t.created_at FROM threads t "
+    "WHERE t.thread_id = runs.thread_id) AS fresh_thread"
+)
+NEXT_DUE: tuple[str, list[Any]] = ("SELECT MIN(available_at) AS t FROM runs WHERE status = 'pending'", [])
+
+
 class Runs:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.last_next_due: str | None = None
 
-    async def insert(
-        self,
+    @staticmethod
+    def insert_statement(
         *,
         run_id: str,
         thread_id: str,
@@ -49,11 +60,11 @@ class Runs:
         after_seconds: float | None,
         temporary: int,
         affinity: str | None = None,
-        tx: Any = None,
-    ) -> dict[str, Any]:
+    ) -> tuple[str, list[Any]]:
+        """The INSERT ... RETURNING of a new pending run, for `insert` or a `Database.batch`."""
         ts = clock.iso()
         available = clock.iso_in(after_seconds) if after_seconds else ts
-        rows = await (tx or self.db).fetchall(
+        return (
             f"INSERT INTO runs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, 0, ?, NULL, NULL) "
             f"RETURNING {COLUMNS}",
             [
@@ -70,6 +81,9 @@ class Runs:
                 int(temporary),
             ],
         )
+
+    async def insert(self, *, tx: Any = None, **fields: Any) -> dict[str, Any]:
+        rows = await (tx or self.db).fetchall(*self.insert_statement(**fields))
         return rows[0]
 
     async def find(self, run_id: str) -> dict[str, Any] | None:
@@ -99,13 +113,27 @@ class Runs:
             [thread_id],
         )
 
+    async def active_among(self, run_ids: list[str]) -> set[str]:
+        """Which of `run_ids` are pending or running (one query per 500 ids)."""
+        active: set[str] = set()
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.db.fetchall(
+                f"SELECT run_id FROM runs WHERE run_id IN ({marks}) AND status IN ('pending', 'running')", chunk
+            )
+            active.update(r["run_id"] for r in rows)
+        return active
+
     async def delete(self, run_id: str) -> None:
         await self.db.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
 
+    @staticmethod
+    def status_statement(run_id: str, status: str) -> tuple[str, list[Any]]:
+        return "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, clock.iso(), run_id]
+
     async def set_status(self, run_id: str, status: str, *, tx: Any = None) -> None:
-        await (tx or self.db).execute(
-            "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?", [status, clock.iso(), run_id]
-        )
+        await (tx or self.db).execute(*self.status_statement(run_id, status))
 
     async def cancel_pending(self, run_id: str, action: str) -> bool:
         """Cancel a run still queued: rollback deletes it, interrupt marks it. False when it was claimed meanwhile."""
@@ -126,12 +154,24 @@ class Runs:
     async def request_cancel(self, run_id: str, action: str) -> None:
         await self.db.execute("UPDATE runs SET cancel_action = ? WHERE run_id = ?", [action, run_id])
 
-    async def claim(self, worker_id: str, *, known_due: bool = False) -> dict[str, Any] | None:
-        """Take the oldest due pending run whose thread has nothing running. Atomic across replicas.
+    async def claim(
+        self, worker_id: str, *, known_due: bool = False, then_next_due: bool = False
+    ) -> dict[str, Any] | None:
+        """Take the oldest due pending run whose thread has nothing running (see `claim_many`)."""
+        claimed = await self.claim_many(worker_id, 1, known_due=known_due, then_next_due=then_next_due)
+        return claimed[0] if claimed else None
+
+    async def claim_many(
+        self, worker_id: str, limit: int, *, known_due: bool = False, then_next_due: bool = False
+    ) -> list[dict[str, Any]]:
+        """Take up to `limit` of the oldest due pending runs whose threads have nothing running, at most one per
+        thread, in one transaction. Atomic across replicas.
 
         A run created by a streaming or waiting request carries its replica's id as an affinity hint, so the
         replica holding the client connection executes it; other replicas take it only if it lingers.
         `known_due`: the caller has just read (next_due) that a pending run is due, so skip the idle check.
+        `then_next_due`: also read, in the same round trip, what `next_due` would answer after the claim (left in
+        `last_next_due`; unchanged when no run could be picked).
         """
         now = clock.iso()
         affinity_expired = clock.iso_in(-2.0)
@@ -140,38 +180,52 @@ class Runs:
         if not known_due and not await self.db.fetchone(
             "SELECT 1 AS x FROM runs WHERE status = 'pending' AND available_at <= ? LIMIT 1", [now]
         ):
-            return None
-        async with self.db.transaction() as tx:
-            row = await tx.fetchone(
+            return []
+        # Pipelined on PostgreSQL: BEGIN goes with the pick, COMMIT with the claim's writes (two round trips for
+        # the whole batch; one claim at a time capped a replica at one run per two round trips).
+        async with self.db.transaction(pipelined=True) as tx:
+            picked = await tx.fetchall(
                 "SELECT run_id, thread_id FROM runs r WHERE status = 'pending' AND available_at <= ? "
                 "AND (claimed_by IS NULL OR claimed_by = ? OR created_at < ?) "
                 "AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.thread_id = r.thread_id AND x.status = 'running') "
-                f"ORDER BY created_at LIMIT 1{self.db.for_update_skip_locked}",
-                [now, worker_id, affinity_expired],
+                f"ORDER BY created_at LIMIT ?{self.db.for_update_skip_locked}",
+                [now, worker_id, affinity_expired, max(1, limit)],
             )
-            if row is None:
-                return None
+            if not picked:
+                return []
+            statements: list[tuple[str, list[Any]]] = []
             if self.db.dialect == "postgres":
-                # Two replicas may pick different runs of one thread; the thread lock makes one of them wait.
-                await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [row["thread_id"]])
-                busy = await tx.fetchone(
-                    "SELECT 1 AS x FROM runs WHERE thread_id = ? AND status = 'running'", [row["thread_id"]]
-                )
-                if busy:
-                    return None
-            claimed = await tx.fetchall(
-                f"UPDATE runs SET status = 'running', claimed_by = ?, attempt = attempt + 1, updated_at = ? "
-                f"WHERE run_id = ? AND status = 'pending' RETURNING {COLUMNS}",
-                [worker_id, now, row["run_id"]],
-            )
-            if claimed:
-                await tx.execute(
-                    "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ?", [now, row["thread_id"]]
-                )
-            return claimed[0] if claimed else None
+                # Two replicas may pick different runs of one thread; the thread lock makes one of them wait, and
+                # each claim below (a new snapshot, after the locks) skips a run whose thread already runs one -
+                # including one claimed a statement earlier in this batch. Locks in one order: no deadlock.
+                for thread_id in sorted({row["thread_id"] for row in picked}):
+                    statements.append(("SELECT pg_advisory_xact_lock(hashtext(?))", [thread_id]))
+            locks = len(statements)
+            for row in picked:
+                statements += [
+                    (
+                        "UPDATE runs SET status = 'running', claimed_by = ?, attempt = attempt + 1, updated_at = ? "
+                        "WHERE run_id = ? AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM runs x WHERE "
+                        f"x.thread_id = ? AND x.status = 'running') RETURNING {COLUMNS}, {FRESH_THREAD}",
+                        [worker_id, now, row["run_id"], row["thread_id"]],
+                    ),
+                    (
+                        "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ? AND EXISTS "
+                        "(SELECT 1 FROM runs WHERE run_id = ? AND status = 'running' AND claimed_by = ?)",
+                        [now, row["thread_id"], row["run_id"], worker_id],
+                    ),
+                ]
+            if then_next_due:
+                statements.append(NEXT_DUE)
+            # None depends on another's result in Python: they travel with the COMMIT.
+            deferred = await tx.defer(statements)
+        results = await deferred.results()
+        if then_next_due:
+            self.last_next_due = results.pop()[0]["t"]
+        return [rows[0] for rows in results[locks::2] if rows]
 
     async def next_due(self) -> str | None:
-        row = await self.db.fetchone("SELECT MIN(available_at) AS t FROM runs WHERE status = 'pending'")
+        row = await self.db.fetchone(*NEXT_DUE)
         return row["t"] if row else None
 
     async def heartbeat(self, run_ids: list[str]) -> list[dict[str, Any]]:

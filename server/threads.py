@@ -69,6 +69,15 @@ class Threads:
         row = await self.db.fetchone(f"SELECT {THREAD_COLUMNS} FROM threads WHERE thread_id = ?", [thread_id])
         return thread_out(row) if row else None
 
+    async def find_for_run(self, thread_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """The thread and whether it has a pending or running run, in one read (a new run's multitask check)."""
+        row = await self.db.fetchone(
+            f"SELECT {THREAD_COLUMNS}, EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = threads.thread_id "
+            "AND r.status IN ('pending', 'running')) AS active FROM threads WHERE thread_id = ?",
+            [thread_id],
+        )
+        return (thread_out(row), bool(row["active"])) if row else (None, False)
+
     async def get(self, thread_id: str, auth_filter: dict[str, Any] | None = None) -> dict[str, Any]:
         check_uuid(thread_id, "thread ID")
         thread = await self.find(thread_id)
@@ -99,19 +108,68 @@ class Threads:
         every run on a new thread pays this). `extra` holds no nulls, so json_patch is a plain key merge."""
         if any(v is None for v in extra.values()):
             raise ValueError("merge_metadata: json_patch would delete keys set to null")
-        merged = (
-            "((metadata)::jsonb || (?)::jsonb)::text" if self.db.dialect == "postgres" else "json_patch(metadata, ?)"
-        )
-        await self.db.execute(f"UPDATE threads SET metadata = {merged} WHERE thread_id = ?", [dumps_str(extra), thread_id])
+        await self.db.execute(f"UPDATE threads SET metadata = {self._merged_metadata()} WHERE thread_id = ?", [dumps_str(extra), thread_id])
 
     async def delete(self, thread_id: str) -> bool:
         await self.db.execute("DELETE FROM runs WHERE thread_id = ?", [thread_id])
         return await self.db.execute("DELETE FROM threads WHERE thread_id = ?", [thread_id]) > 0
 
+    def status_statement(
+        self, thread_id: str, status: str, merge_metadata: dict[str, Any] | None = None
+    ) -> tuple[str, list[Any]]:
+        """Set the status (and shallow-merge `merge_metadata`, which holds no nulls, into the metadata)."""
+        if not merge_metadata:
+            return "UPDATE threads SET status = ?, updated_at = ? WHERE thread_id = ?", [status, clock.iso(), thread_id]
+        if any(v is None for v in merge_metadata.values()):
+            raise ValueError("merge_metadata: json_patch would delete keys set to null")
+        return (
+            f"UPDATE threads SET status = ?, updated_at = ?, metadata = {self._merged_metadata()} WHERE thread_id = ?",
+            [status, clock.iso(), dumps_str(merge_metadata), thread_id],
+        )
+
+    def _merged_metadata(self) -> str:
+        return "((metadata)::jsonb || (?)::jsonb)::text" if self.db.dialect == "postgres" else "json_patch(metadata, ?)"
+
     async def set_status(self, thread_id: str, status: str, *, tx: Any = None) -> None:
         """`tx`: an open transaction to write in (batched with the run's own writes), else autocommit."""
         await (tx or self.db).execute(
             "UPDATE threads SET status = ?, updated_at = ? WHERE thread_id = ?", [status, clock.iso(), thread_id]
+        )
+
+    @staticmethod
+    def record_state_statement(
+        thread_id: str,
+        *,
+        status: str,
+        values: Any,
+        interrupts: dict[str, Any],
+        error: Any = None,
+        config: dict[str, Any] | None = None,
+        finished_run: str | None = None,
+    ) -> tuple[str, list[Any]]:
+        """The UPDATE recording a thread's state. `finished_run`: the run that just ended; the thread stays
+        'busy' when another run of it is pending or running (decided in the statement, not by a read first)."""
+        ts = clock.iso()
+        status_sql, status_params = "?", [status]
+        if finished_run is not None:
+            status_sql = (
+                "CASE WHEN EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = threads.thread_id AND r.run_id <> ? "
+                "AND r.status IN ('pending', 'running')) THEN 'busy' ELSE ? END"
+            )
+            status_params = [finished_run, status]
+        return (
+            f"UPDATE threads SET status = {status_sql}, state_values = ?, interrupts = ?, error = ?, updated_at = ?, "
+            "state_updated_at = ?, config = COALESCE(?, config) WHERE thread_id = ?",
+            [
+                *status_params,
+                dumps_str(values) if values is not None else None,
+                dumps_str(interrupts),
+                dumps_str(error) if error is not None else None,
+                ts,
+                ts,
+                dumps_str(config) if config is not None else None,
+                thread_id,
+            ],
         )
 
     async def record_state(
@@ -125,20 +183,10 @@ class Threads:
         config: dict[str, Any] | None = None,
         tx: Any = None,
     ) -> None:
-        ts = clock.iso()
         await (tx or self.db).execute(
-            "UPDATE threads SET status = ?, state_values = ?, interrupts = ?, error = ?, updated_at = ?, "
-            "state_updated_at = ?, config = COALESCE(?, config) WHERE thread_id = ?",
-            [
-                status,
-                dumps_str(values) if values is not None else None,
-                dumps_str(interrupts),
-                dumps_str(error) if error is not None else None,
-                ts,
-                ts,
-                dumps_str(config) if config is not None else None,
-                thread_id,
-            ],
+            *self.record_state_statement(
+                thread_id, status=status, values=values, interrupts=interrupts, error=error, config=config
+            )
         )
 
     def _where(

@@ -357,12 +357,16 @@ class Traces:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def save(self, doc: dict[str, Any]) -> None:
-        await self.db.execute(
+    @staticmethod
+    def save_statement(doc: dict[str, Any]) -> tuple[str, list[Any]]:
+        return (
             "INSERT INTO run_traces (run_id, thread_id, graph_id, created_at, trace) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (run_id) DO UPDATE SET trace = excluded.trace",
             [doc["run_id"], doc["thread_id"], doc["graph_id"], clock.iso(), dumps_str(doc)],
         )
+
+    async def save(self, doc: dict[str, Any]) -> None:
+        await self.db.execute(*self.save_statement(doc))
 
     async def get(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT trace FROM run_traces WHERE run_id = ? AND thread_id = ?", [run_id, thread_id])

@@ -90,9 +90,17 @@ class Database:
     async def executescript(self, sql: str) -> None:
         raise NotImplementedError
 
-    def transaction(self) -> Any:
-        """`async with db.transaction() as tx:` where tx has fetchall/fetchone/execute."""
+    def transaction(self, *, pipelined: bool = False) -> Any:
+        """`async with db.transaction() as tx:` where tx has fetchall/fetchone/execute/batch/defer.
+        `pipelined` (PostgreSQL): see PostgresDatabase.transaction."""
         raise NotImplementedError
+
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run `statements` in order in one transaction; each result is its rows (a statement that returns rows)
+        or its affected row count. For writes whose parameters do not depend on each other's results: on
+        PostgreSQL they travel in one pipeline (one round trip)."""
+        async with self.transaction() as tx:
+            return [await tx.run(sql, params) for sql, params in statements]
 
     async def script(self, statements: Sequence[str]) -> None:
         """Run idempotent DDL (`CREATE ... IF NOT EXISTS`), each statement verbatim (no placeholders)."""
@@ -174,7 +182,7 @@ class SqliteDatabase(Database):
                 self._conn.execute(statement)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+    async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[_SqliteTx]:
         await begin_immediate(self._lock, self._conn)
         try:
             yield _SqliteTx(self)
@@ -226,6 +234,19 @@ class _SqliteTx:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._db._execute(sql, params)
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> list[Row] | int:
+        cur = self._db._conn.execute(sql, tuple(params))
+        try:
+            return [dict(r) for r in cur.fetchall()] if cur.description else cur.rowcount
+        finally:
+            cur.close()
+
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        return [await self.run(sql, params) for sql, params in statements]
+
+    async def defer(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> Deferred:
+        return Deferred(results=await self.batch(statements))
 
 
 class PostgresDatabase(Database):
@@ -298,9 +319,24 @@ class PostgresDatabase(Database):
                 await conn.execute(statement)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PostgresTx]:
-        async with self._connection() as conn, conn.transaction():
-            yield _PostgresTx(self, conn)
+    async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[_PostgresTx]:
+        """`pipelined`: the transaction runs in one pipeline, so BEGIN travels with the first statement and
+        COMMIT with the statements queued by `tx.defer` (a claim: two round trips instead of one per command)."""
+        if not pipelined:
+            async with self._connection() as conn, conn.transaction():
+                yield _PostgresTx(self, conn)
+            return
+        async with self._connection() as conn, conn.pipeline(), conn.transaction():
+            yield _PostgresTx(self, conn, pipelined=True)
+
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        # One pipeline with no BEGIN/COMMIT: its statements form the implicit transaction PostgreSQL keeps open
+        # until the pipeline's Sync (all or nothing, as in an explicit one, with two commands fewer).
+        async with self._connection() as conn:
+            async with conn.pipeline():
+                cursors = [await conn.execute(self._sql(sql), tuple(params)) for sql, params in statements]
+            # The pipeline's sync has delivered every result to its cursor.
+            return [list(await cur.fetchall()) if cur.description else cur.rowcount for cur in cursors]
 
     async def close(self) -> None:
         await self.pool.close(timeout=2)
@@ -315,13 +351,50 @@ class PostgresDatabase(Database):
         return " FOR UPDATE SKIP LOCKED"
 
 
+class Deferred:
+    """The results of statements queued with `tx.defer`, readable once the transaction block has ended."""
+
+    def __init__(self, cursors: list[Any] | None = None, results: list[Any] | None = None) -> None:
+        self._cursors = cursors
+        self._results = results
+
+    async def results(self) -> list[Any]:
+        """Each statement's rows (when it returns rows) or affected row count."""
+        if self._results is None:
+            assert self._cursors is not None
+            self._results = [list(await c.fetchall()) if c.description else c.rowcount for c in self._cursors]
+        return self._results
+
+
 class _PostgresTx:
-    def __init__(self, db: PostgresDatabase, conn: Any) -> None:
+    def __init__(self, db: PostgresDatabase, conn: Any, *, pipelined: bool = False) -> None:
         self._db = db
         self._conn = conn
+        self._pipelined = pipelined
+
+    async def defer(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> Deferred:
+        """Queue the transaction's last statements: in a pipelined transaction they go with its COMMIT (their
+        results are read after the block); otherwise they run now, together."""
+        if not self._pipelined:
+            return Deferred(results=await self.batch(statements))
+        return Deferred(cursors=[await self._conn.execute(self._db._sql(sql), tuple(p)) for sql, p in statements])
+
+    async def _settled(self, sql: str, params: Sequence[Any]) -> Any:
+        """Execute and, in a pipelined transaction, wait for this statement's result (a flush, not a Sync: the
+        transaction stays open)."""
+        import psycopg
+
+        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
+        if self._pipelined:
+            try:
+                await cur.fetchall()
+                await cur.scroll(0, "absolute")
+            except psycopg.ProgrammingError:
+                pass  # no rows to fetch: the result (and its row count) has arrived all the same
+        return cur
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
+        cur = await self._settled(sql, params)
         return list(await cur.fetchall()) if cur.description else []
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -329,8 +402,17 @@ class _PostgresTx:
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
-        return cur.rowcount
+        return (await self._settled(sql, params)).rowcount
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> list[Row] | int:
+        cur = await self._settled(sql, params)
+        return list(await cur.fetchall()) if cur.description else cur.rowcount
+
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Statements in order, sent together (one round trip); results as in `Database.batch`."""
+        async with self._conn.pipeline():
+            cursors = [await self._conn.execute(self._db._sql(sql), tuple(params)) for sql, params in statements]
+        return [list(await cur.fetchall()) if cur.description else cur.rowcount for cur in cursors]
 
 
 async def connect(url: str, *, max_size: int = 20) -> Database:

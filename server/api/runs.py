@@ -86,14 +86,15 @@ def wait_response(
     *,
     cancel_on_disconnect: bool,
     headers: dict[str, str],
+    pending: asyncio.Event | None = None,
 ) -> StreamingResponse:
     """The final values as JSON. Long waits send leading newlines (valid JSON whitespace) to keep proxies
-    and clients from timing out, as the reference does."""
+    and clients from timing out, as the reference does. `pending`: see Engine.wait_finished."""
 
     async def body() -> AsyncIterator[bytes]:
         finished = False
         try:
-            async for _ in _until_finished(svc, run["run_id"]):
+            async for _ in _until_finished(svc, run["run_id"], pending):
                 yield b"\n"
             finished = True
             yield dumps(await run_output(svc, run["thread_id"], stream))
@@ -128,14 +129,17 @@ async def create_stream(request: Request) -> Response:
 
 async def create_wait(request: Request) -> Response:
     body = await parse(request, schemas.RunCreate, empty_ok=False)
-    run = await create_run(services(request), request_user(request), request.path_params.get("thread_id"), body, affinity=True)
+    svc = services(request)
+    run = await create_run(svc, request_user(request), request.path_params.get("thread_id"), body, affinity=True)
+    pending = svc.engine.expect_finish(run.run_id)  # no await since its creation: it cannot have been claimed yet
     base, _ = _paths(run.thread_id, run.run_id, bool(run.row["temporary"]))
     return wait_response(
-        services(request),
+        svc,
         run.row,
         run.stream,
         cancel_on_disconnect=run.options.on_disconnect == "cancel",
         headers={"Location": f"{base}/join", "Content-Location": base},
+        pending=pending,
     )
 
 
@@ -258,9 +262,11 @@ async def join_stream(request: Request) -> Response:
     return sse_response(svc, run, events, with_ids=with_ids, cancel_on_disconnect=cancel, modes=modes)
 
 
-async def _until_finished(svc: Services, run_id: str) -> AsyncIterator[Event | None]:
+async def _until_finished(
+    svc: Services, run_id: str, pending: asyncio.Event | None = None
+) -> AsyncIterator[Event | None]:
     """None (a heartbeat) every HEARTBEAT_SECONDS until the run is no longer pending or running."""
-    waiter = asyncio.ensure_future(svc.engine.wait_finished(run_id))
+    waiter = asyncio.ensure_future(svc.engine.wait_finished(run_id, pending=pending))
     try:
         while True:
             done, _ = await asyncio.wait({waiter}, timeout=HEARTBEAT_SECONDS)

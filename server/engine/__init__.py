@@ -128,14 +128,20 @@ class Engine:
     def wake(self) -> None:
         self.queue.wake()
 
+    def hint_assistant(self, run_id: str, assistant: dict[str, Any]) -> None:
+        self.executor.hint_assistant(run_id, assistant)
+
     async def cancel(self, run: dict[str, Any], action: str) -> None:
         await self.cancellation.cancel(run, action)
 
     async def cancel_if_active(self, run_id: str) -> None:
         await self.cancellation.cancel_if_active(run_id)
 
-    async def wait_finished(self, run_id: str) -> None:
-        await self.cancellation.wait_finished(run_id)
+    async def wait_finished(self, run_id: str, *, pending: asyncio.Event | None = None) -> None:
+        await self.cancellation.wait_finished(run_id, pending=pending)
+
+    def expect_finish(self, run_id: str) -> asyncio.Event:
+        return self.cancellation.expect_finish(run_id)
 
     async def delete_thread(self, thread_id: str) -> None:
         for run in await self.runs.active_for_thread(thread_id):

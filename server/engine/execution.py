@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from interlock.server.assistants import Assistants
 from interlock.server.auth import User
+from interlock.server.checkpoints import PRIMED_LATEST, prime_latest
 from interlock.server.dependencies import is_connection_error
 from interlock.server.engine.cancellation import Cancellation
 from interlock.server.engine.inflight import Inflight
@@ -31,6 +33,7 @@ from interlock.server.traces import CURRENT_TRACE, Redactor, TraceRecorder, Trac
 log = logging.getLogger("interlock.engine")
 
 
+ASSISTANT_HINTS = 1000
 ATTEMPT_ID_SPAN = 1_000_000  # event ids reserved per attempt when no shared copy records the last one
 
 
@@ -53,6 +56,7 @@ class Outcome:
 
     status: str
     output: Any = None
+    trace: dict[str, Any] | None = None  # the trace document, when it was written with the outcome
 
 
 def run_config(job: RunJob, assistant: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +126,21 @@ class RunExecutor:
         self.on_trace = on_trace  # callback(doc, tenant) after a run's trace is saved: metrics, budgets, export
         self.webhooks = webhooks
         self.redactor = Redactor() if traces is not None else None
+        # Assistants as read by the request that created a run here, for its first attempt (bounded: a run taken
+        # by another replica or cancelled while queued leaves its entry until it is pushed out).
+        self.assistant_hints: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def hint_assistant(self, run_id: str, assistant: dict[str, Any]) -> None:
+        """The assistant a run was created with, so its execution here need not read it again. As the reference
+        server does, a run executes with its assistant as it was when the run was created."""
+        self.assistant_hints[run_id] = assistant
+        while len(self.assistant_hints) > ASSISTANT_HINTS:
+            self.assistant_hints.popitem(last=False)
 
     async def execute(self, job: RunJob) -> None:
-        assistant = await self.assistants.find(job.assistant_id)  # the one read of the assistant per attempt
+        assistant = self.assistant_hints.pop(job.run_id, None)
+        if assistant is None or job.attempt > 1 or assistant["assistant_id"] != job.assistant_id:
+            assistant = await self.assistants.find(job.assistant_id)  # the one read of the assistant per attempt
         recorder = None
         if self.traces is not None and self.redactor is not None:
             graph_id = assistant["graph_id"] if assistant is not None else ""
@@ -146,27 +162,31 @@ class RunExecutor:
             RUN_CONTEXT.reset(log_token)
             if outcome.status != "shutdown":
                 if recorder is not None:
-                    await self._save_trace(recorder, job, outcome)
+                    await self._save_trace(recorder, job, outcome, outcome.trace)
                 if job.options.webhook and self.webhooks is not None:
                     payload = {**run_out(job.row), "status": outcome.status, "values": outcome.output}
                     if isinstance(outcome.output, dict) and "__error__" in outcome.output:
                         payload["error"] = outcome.output["__error__"]
                     self.webhooks.send(job.options.webhook, payload)
 
-    async def _save_trace(self, recorder: TraceRecorder, job: RunJob, outcome: Outcome) -> None:
-        try:
-            policy_hash = None
-            with contextlib.suppress(Exception):
-                from interlock.policies.loader import get_policies
+    @staticmethod
+    def _trace_doc(recorder: TraceRecorder, job: RunJob, status: str, output: Any) -> dict[str, Any]:
+        policy_hash = None
+        with contextlib.suppress(Exception):
+            from interlock.policies.loader import get_policies
 
-                policy_hash = get_policies().hash
-            doc = recorder.document(
-                status=outcome.status,
-                policy_hash=policy_hash,
-                input_=job.options.input or job.options.command,
-                output=outcome.output,
-            )
-            if not job.ephemeral:
+            policy_hash = get_policies().hash
+        return recorder.document(
+            status=status, policy_hash=policy_hash, input_=job.options.input or job.options.command, output=output
+        )
+
+    async def _save_trace(
+        self, recorder: TraceRecorder, job: RunJob, outcome: Outcome, saved: dict[str, Any] | None = None
+    ) -> None:
+        """`saved`: the trace document already written with the run's outcome (see `_record`)."""
+        try:
+            doc = saved or self._trace_doc(recorder, job, outcome.status, outcome.output)
+            if not job.ephemeral and saved is None:
                 assert self.traces is not None
                 await self.traces.save(doc)
             if self.on_trace is not None:
@@ -174,8 +194,12 @@ class RunExecutor:
         except Exception:  # noqa: BLE001 - a trace problem must not change the run's outcome
             log.exception("saving the trace of run %s failed", job.run_id)
 
-    async def _latest_checkpoint(self, job: RunJob, checkpointer: Any) -> str | None:
-        latest = await checkpointer.aget_tuple({"configurable": {"thread_id": job.thread_id, "checkpoint_ns": ""}})
+    async def _latest_checkpoint(self, job: RunJob, checkpointer: Any, *, fresh: bool = False) -> str | None:
+        """The id of the thread's newest root checkpoint. `fresh`: the thread was known at the claim to have
+        none (and nothing else writes to it while its run executes), so there is nothing to read."""
+        config = {"configurable": {"thread_id": job.thread_id, "checkpoint_ns": ""}}
+        latest = None if fresh else await checkpointer.aget_tuple(config)
+        prime_latest(job.thread_id, latest)  # LangGraph's first read of the thread, next, is answered from it
         return latest.checkpoint["id"] if latest else None
 
     async def _run_graph(self, attempt: Attempt, spec: Any, config: dict[str, Any], checkpointer: Any) -> Any:
@@ -186,7 +210,9 @@ class RunExecutor:
         A connection error is retried (bounded, logged) before it becomes the run's error.
         """
         job, stream = attempt.job, attempt.stream
-        latest_id = await self._latest_checkpoint(job, checkpointer)
+        latest_id = await self._latest_checkpoint(
+            job, checkpointer, fresh=job.fresh_thread and job.attempt <= 1 and not job.ephemeral
+        )
         if job.attempt <= 1:
             base = latest_id
             if latest_id is not None:
@@ -202,9 +228,14 @@ class RunExecutor:
                 graph_input = None if continuing else (build_command(job.options.command) or job.options.input)
                 async with graph_for_run(spec, config, checkpointer, self.store, ephemeral=job.ephemeral) as graph:
                     attempt.graph = graph
-                    await stream_graph(
-                        graph, graph_input, config, job.options, stream, job.run_id, continuing=continuing
-                    )
+                    try:
+                        await stream_graph(
+                            graph, graph_input, config, job.options, stream, job.run_id, continuing=continuing
+                        )
+                    finally:
+                        # Unused (a run from a given checkpoint id): it must never answer a later read.
+                        if (primed := PRIMED_LATEST.get()) is not None:
+                            primed.pop("tuple", None)
                     return await graph.aget_state({"configurable": {"thread_id": job.thread_id}})
             except Exception as exc:
                 if retry >= retries or not is_connection_error(exc):
@@ -288,14 +319,25 @@ class RunExecutor:
             if attempt.graph is not None:
                 with contextlib.suppress(Exception):
                     snapshot = await attempt.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        written: dict[str, Any] = {}
         try:
-            await self._with_retries(job, lambda: self._record(job, status, snapshot, error, stream, result))
+            await self._with_retries(
+                job, lambda: self._record(job, status, snapshot, error, stream, result, recorder, written)
+            )
         finally:
             stream.close()
-        return Outcome(status, stream.result)
+        return Outcome(status, stream.result, written.get("trace"))
 
     async def _record(
-        self, job: RunJob, status: str, snapshot: Any, error: dict[str, Any] | None, stream: RunStream, result: Any
+        self,
+        job: RunJob,
+        status: str,
+        snapshot: Any,
+        error: dict[str, Any] | None,
+        stream: RunStream,
+        result: Any,
+        recorder: TraceRecorder | None = None,
+        written: dict[str, Any] | None = None,
     ) -> None:
         run_id, thread_id = job.run_id, job.thread_id
         values = jsonable(snapshot.values) if snapshot is not None else None
@@ -315,11 +357,29 @@ class RunExecutor:
             await self.ephemeral_checkpointer.adelete_thread(thread_id)
             await self.runs.delete(run_id)
             return
-        # One transaction for the run's outcome and its thread's state (a queued run keeps the thread busy).
-        async with self.runs.db.transaction() as tx:
-            await self.runs.set_status(run_id, status, tx=tx)
-            if await self.runs.active_for_thread(thread_id, tx=tx):
-                thread_status = "busy"
-            await self.threads.record_state(
-                thread_id, status=thread_status, values=values, interrupts=interrupts, error=error, tx=tx
-            )
+        # One transaction for the run's outcome, its thread's state (a queued run keeps the thread busy) and its
+        # trace: pipelined on PostgreSQL.
+        statements = [
+            self.runs.status_statement(run_id, status),
+            self.threads.record_state_statement(
+                thread_id, status=thread_status, values=values, interrupts=interrupts, error=error, finished_run=run_id
+            ),
+        ]
+        trace = None
+        if recorder is not None and self.traces is not None and written is not None:
+            try:
+                trace = self._trace_doc(recorder, job, status, result)
+            except Exception:  # noqa: BLE001 - saved (or its failure logged) after the run instead
+                trace = None
+        if trace is not None:
+            assert self.traces is not None and written is not None
+            try:
+                await self.runs.db.batch([*statements, self.traces.save_statement(trace)])
+                written["trace"] = trace
+                return
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                # A trace problem must not change the run's outcome: record it alone, the trace after the run.
+                log.warning("writing the trace of run %s with its outcome failed (%s)", run_id, type(exc).__name__)
+        await self.runs.db.batch(statements)

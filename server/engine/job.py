@@ -64,6 +64,7 @@ class RunJob:
     metadata: dict[str, Any]
     options: RunOptions
     row: dict[str, Any]  # the queue row as claimed, for `run_out` in webhooks
+    fresh_thread: bool = False  # claimed on a thread that has no checkpoint yet (runs.FRESH_THREAD)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunJob:
@@ -77,6 +78,7 @@ class RunJob:
             metadata=loads(row["metadata"]) or {},
             options=RunOptions.model_validate(loads(row["kwargs"]) or {}),
             row=row,
+            fresh_thread=bool(row.get("fresh_thread")),
         )
 
     @property

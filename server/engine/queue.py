@@ -4,7 +4,6 @@ the next scheduled run's due time."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -38,25 +37,42 @@ class RunQueue:
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
+        self._dirty = True
 
     def wake(self) -> None:
+        """Something may have become due (a submit, a requeue, a cancel): the next pass reads the queue."""
+        self._dirty = True
+        self._wake.set()
+
+    def _capacity_freed(self) -> None:
+        """A run ended here: a queued run may now be claimable (its thread is free, or there is room), which the
+        next pass reads only if the queue was last known to hold pending runs."""
         self._wake.set()
 
     async def dispatch(self) -> None:
+        due: str | None = None
+        read = True
         while True:
             timeout = self.poll_seconds
             try:
-                # One read per wake-up answers both "is anything due?" and "when is the next one due?"; an idle
-                # wake-up costs that one statement, a claimed run one more read after its claim.
-                due = await self.runs.next_due()
+                # One read per wake-up answers both "is anything due?" and "when is the next one due?"; a claim
+                # reads the next due time in its own round trip. A run ending here with nothing known pending
+                # costs no read (other replicas' submits are found by the poll).
+                if read or self._dirty or due is not None:
+                    self._dirty = False
+                    due = await self.runs.next_due()
                 blocked = False
                 while due is not None and self._is_due(due) and len(self.inflight.tasks) < self.concurrency:
-                    row = await self.runs.claim(self.worker_id, known_due=True)
-                    if row is None:
+                    # As many as there is room for, in one transaction.
+                    rows = await self.runs.claim_many(
+                        self.worker_id, self.concurrency - len(self.inflight.tasks), known_due=True, then_next_due=True
+                    )
+                    if not rows:
                         blocked = True
                         break
-                    self._launch(RunJob.from_row(row))
-                    due = await self.runs.next_due()
+                    for row in rows:
+                        self._launch(RunJob.from_row(row))
+                    due = self.runs.last_next_due
                 if due is not None:
                     delta = (datetime.fromisoformat(due) - clock.now()).total_seconds()
                     if delta > 0:
@@ -71,8 +87,13 @@ class RunQueue:
             except Exception:  # noqa: BLE001 - keep the queue alive through transient DB errors
                 log.exception("run dispatch failed; retrying")
                 timeout = self.poll_seconds
-            with contextlib.suppress(TimeoutError):
+                due = None
+                self._dirty = True
+            read = False
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                read = True  # the poll: runs submitted to other replicas, or a due time reached
             self._wake.clear()
 
     @staticmethod
@@ -88,6 +109,6 @@ class RunQueue:
         def _done(_: asyncio.Task[None]) -> None:
             self.inflight.tasks.pop(run_id, None)
             self.inflight.mark_finished(run_id)
-            self.wake()
+            self._capacity_freed()
 
         task.add_done_callback(_done)

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from interlock.server.engine.inflight import Inflight
+from interlock.server.engine.job import RunJob
 from interlock.server.engine.queue import BLOCKED_RECHECK_SECONDS, RunQueue
 from interlock.server.runs import Runs
 from interlock.server.storage import connect
@@ -154,6 +155,80 @@ def test_trace_redaction_is_remembered_and_still_redacts() -> None:
     assert calls.count("reach me at ann.lee@example.com") == 1
     other = redactor("call 415-555-0134 today")
     assert "415-555-0134" not in other
+
+
+def test_a_batch_is_one_transaction(db_url: str) -> None:
+    """Database.batch (one pipeline on PostgreSQL, no BEGIN/COMMIT): a failing statement undoes the ones before it."""
+
+    async def main() -> tuple[list[Any], list[dict[str, Any]]]:
+        db = await connect(db_url)
+        await migrate(db)
+        threads = Threads(db)
+        thread = await threads.create(None, {}, None)
+        ok = await db.batch([threads.status_statement(thread["thread_id"], "busy"),
+                             ("SELECT status FROM threads WHERE thread_id = ?", [thread["thread_id"]])])
+        with pytest.raises(Exception, match="(?i)unique|constraint"):
+            await db.batch([threads.status_statement(thread["thread_id"], "error"),
+                            ("INSERT INTO threads (thread_id, created_at, updated_at, metadata, status) "
+                             "VALUES (?, 'x', 'x', '{}', 'idle')", [thread["thread_id"]])])
+        rows = await db.fetchall("SELECT status FROM threads WHERE thread_id = ?", [thread["thread_id"]])
+        await db.close()
+        return ok, rows
+
+    ok, rows = asyncio.run(main())
+    assert ok == [1, [{"status": "busy"}]]
+    assert rows == [{"status": "busy"}]
+
+
+def test_a_claim_knows_whether_its_thread_has_a_recorded_state(db_url: str) -> None:
+    """The first attempt of a run on a thread that never had a state skips the latest-checkpoint read; once any
+    state is recorded (a run's end, update_state, copy), the next claim must say the thread is not fresh."""
+
+    async def main() -> list[bool]:
+        db = await connect(db_url)
+        await migrate(db)
+        threads, runs = Threads(db), Runs(db)
+        thread = await threads.create(None, {}, None)
+        seen = []
+        for i in range(2):
+            run_id = f"00000000-0000-0000-0000-00000000000{i}"
+            await runs.insert(run_id=run_id, thread_id=thread["thread_id"], assistant_id="a", metadata={}, kwargs={},
+                              multitask_strategy="enqueue", after_seconds=None, temporary=0)
+            claimed = await runs.claim("w")
+            assert claimed is not None and claimed["run_id"] == run_id
+            seen.append(RunJob.from_row(claimed).fresh_thread)
+            await db.batch([runs.status_statement(run_id, "success"),
+                            threads.record_state_statement(thread["thread_id"], status="idle", values={"n": i},
+                                                           interrupts={}, finished_run=run_id)])
+        await db.close()
+        return seen
+
+    assert asyncio.run(main()) == [True, False]
+
+
+def test_one_claim_takes_several_runs_but_one_per_thread(db_url: str) -> None:
+    """The dispatcher claims as many runs as it has room for in one transaction; two queued runs of one thread are
+    never both taken (the second waits for the first), and the thread is marked busy."""
+
+    async def main() -> tuple[list[str], list[str], str | None]:
+        db = await connect(db_url)
+        await migrate(db)
+        threads, runs = Threads(db), Runs(db)
+        first = await threads.create(None, {}, None)
+        other = await threads.create(None, {}, None)
+        for i, thread in enumerate((first, first, other)):
+            await runs.insert(run_id=f"00000000-0000-0000-0000-00000000000{i}", thread_id=thread["thread_id"],
+                              assistant_id="a", metadata={}, kwargs={}, multitask_strategy="enqueue",
+                              after_seconds=None, temporary=0)
+        claimed = await runs.claim_many("w", 3, then_next_due=True)
+        statuses = [t["status"] for t in (await threads.find(first["thread_id"]), await threads.find(other["thread_id"]))]
+        await db.close()
+        return [r["run_id"][-1] for r in claimed], statuses, runs.last_next_due
+
+    claimed, statuses, next_due = asyncio.run(main())
+    assert claimed == ["0", "2"], claimed
+    assert statuses == ["busy", "busy"]
+    assert next_due is not None  # run 1 is still pending behind run 0
 
 
 def test_trace_redaction_loads_the_detector_off_the_event_loop_and_only_when_a_string_needs_it() -> None:

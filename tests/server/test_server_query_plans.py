@@ -38,6 +38,22 @@ def record(db: Database, monkeypatch: pytest.MonkeyPatch) -> Recorded:
             return await _original(sql, params)
 
         monkeypatch.setattr(owner, name, wrapped)
+    # Batched statements (Database.batch, a transaction's batch) are recorded one by one.
+    original_batch = db.batch
+
+    async def batch_wrapped(statements: Any) -> Any:
+        seen.extend((sql, list(params)) for sql, params in statements)
+        return await original_batch(statements)
+
+    monkeypatch.setattr(db, "batch", batch_wrapped)
+    for tx_class in (_SqliteTx, _PostgresTx):
+        original_tx_batch = tx_class.batch
+
+        async def tx_batch_wrapped(self: Any, statements: Any, _original: Any = original_tx_batch) -> Any:
+            seen.extend((sql, list(params)) for sql, params in statements)
+            return await _original(self, statements)
+
+        monkeypatch.setattr(tx_class, "batch", tx_batch_wrapped)
     # _SqliteTx.fetchone goes straight to the connection; _PostgresTx.fetchone goes through its fetchall.
     for tx_class, names in ((_SqliteTx, ("fetchall", "fetchone", "execute")), (_PostgresTx, ("fetchall", "execute"))):
         for name in names:
@@ -76,6 +92,8 @@ CASES: list[Case] = [
      "threads_status_updated_id", "threads_status_updated_id", ""),
     ("threads expiry heartbeat", lambda t, r, tid: t.expired(), "threads_expires", "threads_expires", ""),
     ("threads.get", lambda t, r, tid: t.find(tid), None, "threads_pkey", ""),
+    ("thread and its activity for a new run", lambda t, r, tid: t.find_for_run(tid), None, "runs_thread_created", ""),
+    ("run outcome and thread state", lambda t, r, tid: _record_outcome(t, r, tid), None, "", ""),
     ("runs.list of a thread", lambda t, r, tid: r.list(tid, limit=10, offset=0, status=None),
      "runs_thread_created", "runs_thread_created", ""),
     ("runs active on a thread", lambda t, r, tid: r.active_for_thread(tid),
@@ -83,7 +101,18 @@ CASES: list[Case] = [
     ("runs.claim idle check", lambda t, r, tid: r.claim("worker"), "runs_queue", "runs_queue", ""),
     ("runs.claim with work", lambda t, r, tid: _claim_with_work(r, tid), "runs_running", "runs_running", "both"),
     ("runs next due", lambda t, r, tid: r.next_due(), "runs_queue", "runs_queue", ""),
+    ("runs still active among waited ones",
+     lambda t, r, tid: r.active_among([f"00000000-0000-0000-0000-{i:012d}" for i in range(3)]), None, "Index", ""),
 ]
+
+
+async def _record_outcome(threads: Threads, runs: Runs, thread_id: str) -> Any:
+    """The engine's record of a finished run (its status, and the thread busy while another run is queued)."""
+    run_id = "00000000-0000-0000-0000-000000000000"
+    return await runs.db.batch([
+        runs.status_statement(run_id, "success"),
+        threads.record_state_statement(thread_id, status="idle", values={"n": 1}, interrupts={}, finished_run=run_id),
+    ])
 
 
 async def _claim_with_work(runs: Runs, thread_id: str) -> Any:
