@@ -39,6 +39,13 @@ def thread_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _metadata_patch(extra: dict[str, Any]) -> str:
+    """`extra` as the JSON a shallow merge applies; it must hold no nulls (json_patch would delete those keys)."""
+    if any(v is None for v in extra.values()):
+        raise ValueError("merge_metadata: json_patch would delete keys set to null")
+    return dumps_str(extra)
+
+
 class Threads:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -106,9 +113,8 @@ class Threads:
     async def merge_metadata(self, thread_id: str, extra: dict[str, Any]) -> None:
         """Shallow-merge `extra` into the thread's metadata in one statement (no read-modify-write round trips:
         every run on a new thread pays this). `extra` holds no nulls, so json_patch is a plain key merge."""
-        if any(v is None for v in extra.values()):
-            raise ValueError("merge_metadata: json_patch would delete keys set to null")
-        await self.db.execute(f"UPDATE threads SET metadata = {self._merged_metadata()} WHERE thread_id = ?", [dumps_str(extra), thread_id])
+        await self.db.execute(f"UPDATE threads SET metadata = {self._merged_metadata()} WHERE thread_id = ?",
+                              [_metadata_patch(extra), thread_id])
 
     async def delete(self, thread_id: str) -> bool:
         await self.db.execute("DELETE FROM runs WHERE thread_id = ?", [thread_id])
@@ -120,11 +126,9 @@ class Threads:
         """Set the status (and shallow-merge `merge_metadata`, which holds no nulls, into the metadata)."""
         if not merge_metadata:
             return "UPDATE threads SET status = ?, updated_at = ? WHERE thread_id = ?", [status, clock.iso(), thread_id]
-        if any(v is None for v in merge_metadata.values()):
-            raise ValueError("merge_metadata: json_patch would delete keys set to null")
         return (
             f"UPDATE threads SET status = ?, updated_at = ?, metadata = {self._merged_metadata()} WHERE thread_id = ?",
-            [status, clock.iso(), dumps_str(merge_metadata), thread_id],
+            [status, clock.iso(), _metadata_patch(merge_metadata), thread_id],
         )
 
     def _merged_metadata(self) -> str:
@@ -132,9 +136,7 @@ class Threads:
 
     async def set_status(self, thread_id: str, status: str, *, tx: Any = None) -> None:
         """`tx`: an open transaction to write in (batched with the run's own writes), else autocommit."""
-        await (tx or self.db).execute(
-            "UPDATE threads SET status = ?, updated_at = ? WHERE thread_id = ?", [status, clock.iso(), thread_id]
-        )
+        await (tx or self.db).execute(*self.status_statement(thread_id, status))
 
     @staticmethod
     def record_state_statement(

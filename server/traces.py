@@ -74,12 +74,15 @@ class Redactor:
                 self._detector = detector_for(self._policy)
         return self._detector
 
-    async def prepare(self, obj: Any) -> None:
-        """Build the detector in a worker thread when `obj` is the first thing that needs it: loading spaCy
-        takes seconds (tens under load) and the callbacks run on the event loop, where it would stall every run."""
-        if self._loaded or self._policy is None or not self._needs_detector(jsonable(obj)):
-            return
-        await asyncio.to_thread(self._get_detector)
+    async def aredact(self, obj: Any) -> Any:
+        """`self(obj)` for the callbacks, which run on the event loop: when `obj` holds the first string that needs
+        the recognizers, they are built in a worker thread first (loading spaCy takes seconds, tens under load)."""
+        if self._loaded or self._policy is None:
+            return self(obj)
+        obj = jsonable(obj)
+        if self._needs_detector(obj):
+            await asyncio.to_thread(self._get_detector)
+        return self._walk(obj)
 
     def _needs_detector(self, obj: Any) -> bool:
         if isinstance(obj, str):
@@ -150,7 +153,8 @@ class TraceRecorder(AsyncCallbackHandler):
         self.events: list[dict[str, Any]] = []
 
     # -- span helpers ------------------------------------------------------------------------------------
-    def _open(self, run_id: UUID, parent: UUID | None, name: str, kind: str, inputs: Any, attributes: dict[str, Any]) -> None:
+    async def _open(self, run_id: UUID, parent: UUID | None, name: str, kind: str, inputs: Any,
+                    attributes: dict[str, Any]) -> None:
         key = str(run_id)
         self.spans[key] = {
             "span_id": key,
@@ -159,23 +163,23 @@ class TraceRecorder(AsyncCallbackHandler):
             "kind": kind,
             "start": clock.iso(),
             "_t0": time.perf_counter(),
-            "inputs": self.redact(inputs),
+            "inputs": await self.redact.aredact(inputs),
             "outputs": None,
             "error": None,
             "attributes": attributes,
         }
         self.order.append(key)
 
-    def _close(self, run_id: UUID, outputs: Any = None, error: BaseException | None = None) -> dict[str, Any] | None:
+    async def _close(self, run_id: UUID, outputs: Any = None, error: BaseException | None = None) -> dict[str, Any] | None:
         span = self.spans.get(str(run_id))
         if span is None:
             return None
         span["latency_ms"] = round((time.perf_counter() - span.pop("_t0")) * 1000, 3)
         span["end"] = clock.iso()
         if outputs is not None:
-            span["outputs"] = self.redact(outputs)
+            span["outputs"] = await self.redact.aredact(outputs)
         if error is not None:
-            span["error"] = {"type": type(error).__name__, "message": self.redact.text(str(error))}
+            span["error"] = {"type": type(error).__name__, "message": await self.redact.aredact(str(error))}
         return span
 
     # -- chains (graph nodes) -----------------------------------------------------------------------------
@@ -183,22 +187,20 @@ class TraceRecorder(AsyncCallbackHandler):
                              tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         metadata = metadata or {}
         name = kwargs.get("name") or ""
-        await self.redact.prepare(inputs)
         node = metadata.get("langgraph_node")
         if node and name == node:
-            self._open(run_id, parent_run_id, node, "node", inputs,
+            await self._open(run_id, parent_run_id, node, "node", inputs,
                        {"step": metadata.get("langgraph_step"), "ns": metadata.get("langgraph_checkpoint_ns")})
 
     async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        await self.redact.prepare(outputs)
-        self._close(run_id, outputs)
+        await self._close(run_id, outputs)
 
     async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         # GraphInterrupt and friends are control flow, not failures.
         if type(error).__name__ in ("GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"):
-            self._close(run_id, {"interrupted": True})
+            await self._close(run_id, {"interrupted": True})
         else:
-            self._close(run_id, error=error)
+            await self._close(run_id, error=error)
 
     # -- models -------------------------------------------------------------------------------------------
     async def on_chat_model_start(self, serialized: Any, messages: list[list[Any]], *, run_id: UUID,
@@ -211,7 +213,7 @@ class TraceRecorder(AsyncCallbackHandler):
         # The prompt's version: a digest of its system instructions (prompts live in code and policy files).
         system = "".join(str(m.content) for batch in messages for m in batch if getattr(m, "type", "") == "system")
         prompt = hashlib.sha256(system.encode()).hexdigest()[:12] if system else None
-        self._open(run_id, parent_run_id, str(model), "model", {"messages": messages},
+        await self._open(run_id, parent_run_id, str(model), "model", {"messages": messages},
                    {"model": model, "provider": metadata.get("ls_provider"), "node": metadata.get("langgraph_node"),
                     "prompt_version": prompt})
 
@@ -219,7 +221,7 @@ class TraceRecorder(AsyncCallbackHandler):
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         metadata = metadata or {}
         model = metadata.get("ls_model_name") or "llm"
-        self._open(run_id, parent_run_id, str(model), "model", {"prompts": prompts}, {"model": model})
+        await self._open(run_id, parent_run_id, str(model), "model", {"prompts": prompts}, {"model": model})
 
     async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         texts: list[str] = []
@@ -230,38 +232,37 @@ class TraceRecorder(AsyncCallbackHandler):
                 message = getattr(gen, "message", None)
                 usage = getattr(message, "usage_metadata", None) or {}
                 tokens += int(usage.get("total_tokens") or 0)
-        span = self._close(run_id, {"text": texts})
+        span = await self._close(run_id, {"text": texts})
         if span is not None:
             span["attributes"]["tokens"] = tokens
             self.model_tokens += tokens
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id, error=error)
+        await self._close(run_id, error=error)
 
     # -- tools and retrievers -----------------------------------------------------------------------------
     async def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None,
                             inputs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
-        self._open(run_id, parent_run_id, name, "tool", inputs if inputs is not None else input_str, {"tool": name})
+        await self._open(run_id, parent_run_id, name, "tool", inputs if inputs is not None else input_str, {"tool": name})
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        await self.redact.prepare(output)
-        span = self._close(run_id, output)
+        span = await self._close(run_id, output)
         if span is not None:
             status = getattr(output, "status", None)
             span["attributes"]["outcome"] = "error" if status == "error" else "ok"
 
     async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        span = self._close(run_id, error=error)
+        span = await self._close(run_id, error=error)
         if span is not None:
             span["attributes"]["outcome"] = "error"
 
     async def on_retriever_start(self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None,
                                  **kwargs: Any) -> None:
-        self._open(run_id, parent_run_id, "retriever", "retrieval", {"query": query}, {})
+        await self._open(run_id, parent_run_id, "retriever", "retrieval", {"query": query}, {})
 
     async def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        span = self._close(run_id, None)
+        span = await self._close(run_id, None)
         if span is not None:
             span["attributes"]["chunks"] = [
                 {"chunk_id": (d.metadata or {}).get("chunk_id"), "score": (d.metadata or {}).get("score")} for d in documents
@@ -274,7 +275,6 @@ class TraceRecorder(AsyncCallbackHandler):
             return
         kind = name.split(".", 1)[1]
         payload = data if isinstance(data, dict) else {"value": data}
-        await self.redact.prepare(payload)
         if kind == "usage":
             self.record_usage(payload)
             return
@@ -283,10 +283,10 @@ class TraceRecorder(AsyncCallbackHandler):
             str(payload.get("name") or kind),
             parent_id=str(run_id),
             latency_ms=float(payload.get("latency_ms") or 0.0),
-            inputs=self.redact(payload.get("inputs")),
-            outputs=self.redact(payload.get("outputs")),
+            inputs=await self.redact.aredact(payload.get("inputs")),
+            outputs=await self.redact.aredact(payload.get("outputs")),
             error=payload.get("error"),
-            attributes=self.redact({k: v for k, v in payload.items() if k not in ("inputs", "outputs", "error")}),
+            attributes=await self.redact.aredact({k: v for k, v in payload.items() if k not in ("inputs", "outputs", "error")}),
         )
 
     def add_event(self, kind: str, name: str, *, parent_id: str | None, latency_ms: float, inputs: Any = None,

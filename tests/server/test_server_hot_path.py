@@ -256,11 +256,10 @@ def test_trace_redaction_loads_the_detector_off_the_event_loop_and_only_when_a_s
     quiet = {"node": "a", "n": 1, "id": "1f0c2b7e-9a4d-4e4f-8c1a-0b5b2d3e4f50", "keys": ["messages", "log"]}
 
     async def main() -> Any:
-        await redactor.prepare(quiet)
-        assert redactor(quiet) == quiet and loaded_in == [], "nothing here needs the recognizers"
-        await redactor.prepare({"messages": ["mail ann.lee@example.com"]})
+        assert await redactor.aredact(quiet) == quiet and loaded_in == [], "nothing here needs the recognizers"
+        out = await redactor.aredact({"messages": ["mail ann.lee@example.com"]})
         assert loaded_in and loaded_in[0] != threading.main_thread().name, loaded_in
-        return redactor({"messages": ["mail ann.lee@example.com"]})
+        return out
 
     out = asyncio.run(main())
     assert "ann.lee@example.com" not in str(out) and "EMAIL" in str(out)
