@@ -108,8 +108,12 @@ class Assistants:
         raise Conflict(f"Assistant {assistant_id} already exists")
 
     async def find(self, assistant_id: str) -> dict[str, Any] | None:
-        row = await self.db.fetchone(f"SELECT {COLUMNS} FROM assistants WHERE assistant_id = ?", [assistant_id])
+        row = await self.db.fetchone(*self.find_statement(assistant_id))
         return assistant_out(row) if row else None
+
+    @staticmethod
+    def find_statement(assistant_id: str) -> tuple[str, list[Any]]:
+        return f"SELECT {COLUMNS} FROM assistants WHERE assistant_id = ?", [assistant_id]
 
     async def get(self, assistant_id: str, auth_filter: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
@@ -121,16 +125,20 @@ class Assistants:
             raise NotFound(f"Assistant {assistant_id} not found")
         return found
 
-    async def resolve(self, assistant_id_or_graph: str) -> dict[str, Any]:
-        """Run endpoints accept a graph name in place of an assistant id."""
+    def key(self, assistant_id_or_graph: str) -> str:
+        """The assistant id a run names: run endpoints accept a graph name in place of an assistant id."""
         if assistant_id_or_graph in self.graph_ids:
             assistant_id_or_graph = system_assistant_id(assistant_id_or_graph)
         try:
-            key = str(uuid.UUID(assistant_id_or_graph))
+            return str(uuid.UUID(assistant_id_or_graph))
         except ValueError:
             raise NotFound(f"Assistant '{assistant_id_or_graph}' not found") from None
-        found = await self.find(key)
-        if found is None:
+
+    async def resolve(self, assistant_id_or_graph: str, *, row: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The assistant a run names (`row`: its row, already read with `find_statement`)."""
+        key = self.key(assistant_id_or_graph)
+        found = assistant_out(row) if row is not None else await self.find(key)
+        if found is None or found["assistant_id"] != key:
             raise NotFound(f"Assistant {key} not found")
         return found
 

@@ -223,9 +223,12 @@ class Access:
             raise NotFound(f"Assistant {found['assistant_id']} not found")
         return found
 
-    async def assistant_for_run(self, assistant_id_or_graph: str) -> dict[str, Any]:
-        """A run may name a graph or an assistant the caller can read; another tenant's answers 404."""
-        found = await self.svc.assistants.resolve(assistant_id_or_graph)
+    async def assistant_for_run(
+        self, assistant_id_or_graph: str, *, row: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A run may name a graph or an assistant the caller can read; another tenant's answers 404. `row`: the
+        assistant's row, already read."""
+        found = await self.svc.assistants.resolve(assistant_id_or_graph, row=row)
         return await self.assistant(found["assistant_id"], "read", found=found)
 
     # -- crons --------------------------------------------------------------------------------------

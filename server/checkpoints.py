@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
 from interlock.server.storage.migrations import setup_lock
@@ -56,6 +57,98 @@ def prime_latest(thread_id: str, latest: Any) -> None:
     PRIMED_LATEST.set({"thread_id": thread_id, "tuple": latest})
 
 
+def _rows(count: int, width: int) -> str:
+    row = "(" + ", ".join(["%s"] * width) + ")"
+    return ", ".join([row] * count)
+
+
+_BLOB_COLUMNS = "(thread_id, checkpoint_ns, channel, version, type, blob)"
+_WRITE_COLUMNS = "(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)"
+_CHECKPOINT_UPSERT = (
+    "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) "
+    "DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata"
+)
+
+
+@lru_cache(maxsize=64)
+def checkpoint_statement(blobs: int) -> str:
+    """A checkpoint and its new channel blobs in one statement (the blobs' insert as a data-modifying CTE), the
+    same rows LangGraph's saver writes with one statement per blob and one for the checkpoint."""
+    if not blobs:
+        return _CHECKPOINT_UPSERT
+    return (
+        f"WITH blobs AS (INSERT INTO checkpoint_blobs {_BLOB_COLUMNS} VALUES {_rows(blobs, 6)} "
+        "ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING) " + _CHECKPOINT_UPSERT
+    )
+
+
+@lru_cache(maxsize=64)
+def writes_statement(rows: int, *, upsert: bool) -> str:
+    """A task's writes as one multi-row insert (LangGraph's saver: one statement per write)."""
+    conflict = (
+        "DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob" if upsert
+        else "DO NOTHING"
+    )
+    return (
+        f"INSERT INTO checkpoint_writes {_WRITE_COLUMNS} VALUES {_rows(rows, 9)} "
+        f"ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) {conflict}"
+    )
+
+
+def release_primed(*, completed: bool) -> None:
+    """The run's graph has returned. What the engine read and nobody used must never answer a later read; what
+    the run wrote answers its final read only if the graph completed (a failed or cancelled run, or one rolled
+    back, is read from the database: a write may have been cut short)."""
+    primed = PRIMED_LATEST.get()
+    if primed is not None and not (completed and primed.get("written") is not None):
+        primed["closed"] = True
+        primed.pop("tuple", None)
+
+
+def remember_written(thread_id: str, written: Any) -> None:
+    """A root checkpoint this run has just written for `thread_id` becomes the answer to the run's next
+    latest-checkpoint read (its final state), instead of reading back what it wrote (PostgreSQL: a round trip
+    and the heaviest of the saver's queries)."""
+    primed = PRIMED_LATEST.get()
+    if primed is not None and primed["thread_id"] == str(thread_id) and not primed.get("closed"):
+        primed["written"] = written
+        primed["tuple"] = _with_writes(primed, written)
+
+
+def remember_writes(
+    thread_id: str, checkpoint_id: str, task_id: str, task_path: str, writes: Any, *, upsert: bool
+) -> None:
+    """A task's saved writes. They are kept per checkpoint id, because LangGraph saves a task's writes and the
+    next checkpoint concurrently (either may land first), as the saver's table keeps them: one per task and
+    index, the last for special channels, else the first."""
+    from langgraph.checkpoint.base import WRITES_IDX_MAP
+
+    primed = PRIMED_LATEST.get()
+    if primed is None or primed["thread_id"] != str(thread_id):
+        return
+    keyed = primed.setdefault("writes", {}).setdefault(checkpoint_id, {})
+    for position, (channel, value) in enumerate(writes):
+        idx = WRITES_IDX_MAP.get(channel, position)
+        if upsert or (task_id, idx) not in keyed:
+            keyed[(task_id, idx)] = (task_path, task_id, idx, channel, value)
+    written = primed.get("written")
+    if written is not None and not primed.get("closed") and written.config["configurable"]["checkpoint_id"] == checkpoint_id:
+        primed["tuple"] = _with_writes(primed, written)
+
+
+def _with_writes(primed: dict[str, Any], written: Any) -> Any:
+    """`written` with the pending writes saved against it, in the order the saver reads them back."""
+    from langgraph.checkpoint.base import CheckpointTuple, writes_sort_key
+
+    keyed = primed.get("writes", {}).get(written.config["configurable"]["checkpoint_id"], {})
+    ordered = sorted(keyed.values(), key=lambda w: writes_sort_key(w[0], w[1], w[2]))
+    return CheckpointTuple(
+        written.config, written.checkpoint, written.metadata, written.parent_config,
+        [(task_id, channel, value) for _, task_id, _, channel, value in ordered],
+    )
+
+
 def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
     """LangGraph's PostgreSQL saver over a connection pool, without its process-wide lock.
 
@@ -68,6 +161,7 @@ def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
     """
     from langgraph.checkpoint.base import (
         WRITES_IDX_MAP,
+        CheckpointTuple,
         get_checkpoint_id,
         get_serializable_checkpoint_metadata,
     )
@@ -87,6 +181,11 @@ def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
                     async with conn.cursor(binary=True, row_factory=dict_row) as cur:
                         yield cur
 
+        async def _write(self, sql: str, params: list[Any]) -> None:
+            """One statement, one round trip (a pipeline costs psycopg a socket wait per statement)."""
+            async with self.conn.connection() as conn:  # type: ignore[union-attr]
+                await conn.execute(sql, params, binary=True)
+
         async def aget_tuple(self, config: Any) -> Any:
             primed = PRIMED_LATEST.get()
             configurable = config["configurable"]
@@ -101,7 +200,7 @@ def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
             return await super().aget_tuple(config)
 
         # aput / aput_writes / _load_checkpoint_tuple: AsyncPostgresSaver's (langgraph-checkpoint-postgres 3.x),
-        # with the (de)serialisation inline instead of asyncio.to_thread.
+        # with the (de)serialisation inline instead of asyncio.to_thread, and each write one statement.
         async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
             configurable = config["configurable"].copy()
             thread_id = configurable.pop("thread_id")
@@ -122,29 +221,34 @@ def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
                 else:
                     blob_values[k] = copy["channel_values"].pop(k)
             blob_versions = {k: v for k, v in new_versions.items() if k in blob_values}
-            blobs = self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions) if blob_versions else None
-            async with self._cursor(pipeline=True) as cur:
-                if blobs:
-                    await cur.executemany(self.UPSERT_CHECKPOINT_BLOBS_SQL, blobs)
-                await cur.execute(
-                    self.UPSERT_CHECKPOINTS_SQL,
-                    (thread_id, checkpoint_ns, checkpoint["id"], checkpoint_id, Jsonb(copy),
-                     Jsonb(get_serializable_checkpoint_metadata(config, metadata))),
-                )
+            blobs = self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions) if blob_versions else []
+            saved_metadata = get_serializable_checkpoint_metadata(config, metadata)
+            row = [thread_id, checkpoint_ns, checkpoint["id"], checkpoint_id, Jsonb(copy), Jsonb(saved_metadata)]
+            await self._write(checkpoint_statement(len(blobs)), [v for blob in blobs for v in blob] + row)
+            if not checkpoint_ns:
+                parent = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
+                remember_written(thread_id, CheckpointTuple(
+                    next_config,
+                    {**checkpoint, "channel_values": dict(checkpoint["channel_values"])},
+                    saved_metadata,
+                    parent if checkpoint_id else None,
+                    [],
+                ))
             return next_config
 
         async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-            query = (
-                self.UPSERT_CHECKPOINT_WRITES_SQL
-                if all(w[0] in WRITES_IDX_MAP for w in writes)
-                else self.INSERT_CHECKPOINT_WRITES_SQL
-            )
+            upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
             conf = config["configurable"]
-            params = self._dump_writes(
+            rows = self._dump_writes(
                 conf["thread_id"], conf["checkpoint_ns"], conf["checkpoint_id"], task_id, task_path, writes
             )
-            async with self._cursor(pipeline=True) as cur:
-                await cur.executemany(query, params)
+            if upsert:
+                # One INSERT may not update a row twice: keep the last write per key, as row-by-row upserts did.
+                rows = list({row[5]: row for row in rows}.values())
+            if rows:
+                await self._write(writes_statement(len(rows), upsert=upsert), [v for row in rows for v in row])
+            if not conf["checkpoint_ns"]:
+                remember_writes(conf["thread_id"], conf["checkpoint_id"], task_id, task_path, writes, upsert=upsert)
 
         async def _load_checkpoint_tuple(self, value: Any) -> Any:
             from langgraph.checkpoint.base import CheckpointTuple

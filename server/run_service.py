@@ -4,6 +4,7 @@ routes, the cron scheduler and approvals all submit through `create_run`."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +113,8 @@ async def create_run(
     if body.webhook:
         check_url(body.webhook)
     access = Access(svc, user)
-    assistant = await access.assistant_for_run(body.assistant_id)
+    assistant_row, thread_rows = await _read_for_run(svc, body.assistant_id, thread_id)
+    assistant = await access.assistant_for_run(body.assistant_id, row=assistant_row)
     await access.check_named_tenants(assistant.get("config"), body.config)
     temporary = thread_id is None
     run_id = clock.new_id()
@@ -144,7 +146,7 @@ async def create_run(
         thread_id = thread["thread_id"]
     else:
         assert thread_id is not None
-        merge = await _prepare_thread(access, thread_id, body, assistant, filt, strategy)
+        merge = await _prepare_thread(access, thread_id, body, assistant, filt, strategy, thread_rows)
     options = run_options(body, user, temporary=temporary, owner=access.owner(filt),
                           seal=seals_input(svc, assistant["graph_id"], user, body), keep_sealed=stored_input)
     stream = svc.streams.open(run_id, body.stream_resumable)
@@ -169,8 +171,21 @@ async def create_run(
     if affinity:
         # This replica will most likely execute it: its execution need not read the assistant again.
         svc.engine.hint_assistant(run_id, assistant)
-    svc.engine.wake()
+    svc.engine.submitted(due_now=not body.after_seconds)
     return SubmittedRun(row, options, stream)
+
+
+async def _read_for_run(
+    svc: Services, assistant_ref: str, thread_id: str | None
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    """The assistant a run names and, for a stateful run, its thread, read together (one round trip on
+    PostgreSQL). Only reads: every check on them is made where they are used, in the same order as before."""
+    statements = [svc.assistants.find_statement(svc.assistants.key(assistant_ref))]
+    with contextlib.suppress(Invalid):  # a malformed thread id is refused where the thread is checked
+        if thread_id is not None and check_uuid(thread_id, "thread ID") == thread_id:
+            statements.append(svc.threads.find_for_run_statement(thread_id))
+    found = await svc.db.fetch_many(statements)
+    return (found[0][0] if found[0] else None), (found[1] if len(found) > 1 else None)
 
 
 async def _prepare_thread(
@@ -180,13 +195,15 @@ async def _prepare_thread(
     assistant: dict[str, Any],
     filt: dict[str, Any] | None,
     strategy: str,
+    rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The thread a stateful run goes to: created if asked, visible to the caller, and free per the strategy.
     A command on a thread waiting for an approval is a decision: only those who may decide it may send one.
-    Returns the metadata keys to merge into the thread's (written with its busy status), or None."""
+    `rows`: the thread as read with the run's assistant. Returns the metadata keys to merge into the thread's
+    (written with its busy status), or None."""
     svc = access.svc
     check_uuid(thread_id, "thread ID")
-    thread, has_active = await svc.threads.find_for_run(thread_id)
+    thread, has_active = await svc.threads.find_for_run(thread_id, rows=rows)
     if thread is None:
         if body.if_not_exists != "create":
             raise NotFound(f"Thread {thread_id} not found")

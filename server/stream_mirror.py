@@ -55,6 +55,8 @@ class StreamMirror:
 
     async def _drain(self, run_id: str, queue: asyncio.Queue[Event | None]) -> None:
         key = self._key(run_id)
+        loop = asyncio.get_running_loop()
+        expires_set = float("-inf")
         try:
             while True:
                 event = await queue.get()
@@ -63,7 +65,11 @@ class StreamMirror:
                     batch.append(queue.get_nowait())
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.rpush(key, *[_pack(e) if e is not None else _DONE for e in batch])
-                pipe.expire(key, self.ttl)
+                # The copy's TTL is (re)set with its first events, at its end, and every quarter TTL in between:
+                # not with every batch (a command each, on the run hot path).
+                if batch[-1] is None or loop.time() - expires_set > self.ttl / 4:
+                    pipe.expire(key, self.ttl)
+                    expires_set = loop.time()
                 pipe.publish(key, b"1")
                 await pipe.execute()
                 if batch[-1] is None:

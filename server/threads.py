@@ -76,14 +76,23 @@ class Threads:
         row = await self.db.fetchone(f"SELECT {THREAD_COLUMNS} FROM threads WHERE thread_id = ?", [thread_id])
         return thread_out(row) if row else None
 
-    async def find_for_run(self, thread_id: str) -> tuple[dict[str, Any] | None, bool]:
-        """The thread and whether it has a pending or running run, in one read (a new run's multitask check)."""
-        row = await self.db.fetchone(
+    async def find_for_run(
+        self, thread_id: str, *, rows: list[dict[str, Any]] | None = None
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """The thread and whether it has a pending or running run, in one read (a new run's multitask check).
+        `rows`: the result of `find_for_run_statement`, already read."""
+        if rows is None:
+            rows = await self.db.fetchall(*self.find_for_run_statement(thread_id))
+        row = rows[0] if rows else None
+        return (thread_out(row), bool(row["active"])) if row else (None, False)
+
+    @staticmethod
+    def find_for_run_statement(thread_id: str) -> tuple[str, list[Any]]:
+        return (
             f"SELECT {THREAD_COLUMNS}, EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = threads.thread_id "
             "AND r.status IN ('pending', 'running')) AS active FROM threads WHERE thread_id = ?",
             [thread_id],
         )
-        return (thread_out(row), bool(row["active"])) if row else (None, False)
 
     async def get(self, thread_id: str, auth_filter: dict[str, Any] | None = None) -> dict[str, Any]:
         check_uuid(thread_id, "thread ID")

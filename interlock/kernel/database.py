@@ -95,6 +95,10 @@ class Database:
         `pipelined` (PostgreSQL): see PostgresDatabase.transaction."""
         raise NotImplementedError
 
+    async def fetch_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Row]]:
+        """Several independent reads; on PostgreSQL one round trip (one snapshot)."""
+        return [await self.fetchall(sql, params) for sql, params in statements]
+
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Run `statements` in order in one transaction; each result is its rows (a statement that returns rows)
         or its affected row count. For writes whose parameters do not depend on each other's results: on
@@ -320,23 +324,60 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def transaction(self, *, pipelined: bool = False) -> AsyncIterator[_PostgresTx]:
-        """`pipelined`: the transaction runs in one pipeline, so BEGIN travels with the first statement and
-        COMMIT with the statements queued by `tx.defer` (a claim: two round trips instead of one per command)."""
+        """`pipelined`: BEGIN travels with the first statement and COMMIT with the statements queued by
+        `tx.defer`, each group as one message (a claim: two round trips instead of one per command)."""
         if not pipelined:
             async with self._connection() as conn, conn.transaction():
                 yield _PostgresTx(self, conn)
             return
-        async with self._connection() as conn, conn.pipeline(), conn.transaction():
-            yield _PostgresTx(self, conn, pipelined=True)
+        async with self._connection() as conn:
+            tx = _PostgresTx(self, conn, pipelined=True)
+            try:
+                yield tx
+                await tx._commit()
+            except BaseException:
+                await tx._rollback()
+                raise
 
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        # One pipeline with no BEGIN/COMMIT: its statements form the implicit transaction PostgreSQL keeps open
-        # until the pipeline's Sync (all or nothing, as in an explicit one, with two commands fewer).
+        # One message with no BEGIN/COMMIT: PostgreSQL runs a multi-statement query as one implicit transaction
+        # (all or nothing, as an explicit one, with two commands fewer).
         async with self._connection() as conn:
-            async with conn.pipeline():
-                cursors = [await conn.execute(self._sql(sql), tuple(params)) for sql, params in statements]
-            # The pipeline's sync has delivered every result to its cursor.
-            return [list(await cur.fetchall()) if cur.description else cur.rowcount for cur in cursors]
+            return await self.send(conn, statements)
+
+    async def fetch_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Row]]:
+        async with self._connection() as conn:
+            return [rows if isinstance(rows, list) else [] for rows in await self.send(conn, statements)]
+
+    async def send(self, conn: Any, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """`statements` as one multi-statement query (one round trip, one wait on the socket); each result is its
+        rows or its affected row count.
+
+        The parameters are bound client-side (psycopg's escaping) because only the simple query protocol carries
+        several statements. Profiles of the run hot path showed psycopg's per-command socket waits (a pipeline
+        waits once per statement) as the largest cost of PostgreSQL over SQLite; this is one wait per batch.
+        """
+        from psycopg import AsyncClientCursor
+
+        if not statements:
+            return []
+        if len(statements) == 1:
+            # One statement keeps the extended protocol: server-side binding and a prepared statement.
+            text, values = statements[0]
+            cur = await conn.execute(self._sql(text), tuple(values))
+            return [list(await cur.fetchall()) if cur.description else cur.rowcount]
+        sql = "; ".join(self._sql(text) for text, _ in statements)
+        params = [value for _, values in statements for value in values]
+        async with AsyncClientCursor(conn) as cur:
+            await cur.execute(sql, params)
+            results: list[Any] = []
+            while True:
+                results.append(list(await cur.fetchall()) if cur.description else cur.rowcount)
+                if not cur.nextset():
+                    break
+        if len(results) != len(statements):
+            raise RuntimeError(f"{len(statements)} statements gave {len(results)} results")
+        return results
 
     async def close(self) -> None:
         await self.pool.close(timeout=2)
@@ -354,15 +395,13 @@ class PostgresDatabase(Database):
 class Deferred:
     """The results of statements queued with `tx.defer`, readable once the transaction block has ended."""
 
-    def __init__(self, cursors: list[Any] | None = None, results: list[Any] | None = None) -> None:
-        self._cursors = cursors
+    def __init__(self, results: list[Any] | None = None) -> None:
         self._results = results
 
     async def results(self) -> list[Any]:
         """Each statement's rows (when it returns rows) or affected row count."""
         if self._results is None:
-            assert self._cursors is not None
-            self._results = [list(await c.fetchall()) if c.description else c.rowcount for c in self._cursors]
+            raise RuntimeError("deferred results are read after the transaction block")
         return self._results
 
 
@@ -371,48 +410,62 @@ class _PostgresTx:
         self._db = db
         self._conn = conn
         self._pipelined = pipelined
+        self._begun = False
+        self._deferred: list[tuple[str, Sequence[Any]]] = []
+        self._results: Deferred | None = None
+
+    async def _send(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        if not self._pipelined or self._begun:
+            return await self._db.send(self._conn, statements)
+        self._begun = True
+        return (await self._db.send(self._conn, [("BEGIN", ()), *statements]))[1:]
+
+    async def _commit(self) -> None:
+        """End of a pipelined block: the deferred statements, then COMMIT, in one message."""
+        if self._deferred:
+            results = await self._send([*self._deferred, ("COMMIT", ())])
+            assert self._results is not None
+            self._results._results = results[:-1]
+        elif self._begun:
+            await self._db.send(self._conn, [("COMMIT", ())])
+
+    async def _rollback(self) -> None:
+        import psycopg
+
+        if self._begun:
+            try:
+                await self._db.send(self._conn, [("ROLLBACK", ())])
+            except psycopg.Error:
+                pass  # a broken connection: the pool discards it, and the server ended the transaction
 
     async def defer(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> Deferred:
         """Queue the transaction's last statements: in a pipelined transaction they go with its COMMIT (their
         results are read after the block); otherwise they run now, together."""
         if not self._pipelined:
             return Deferred(results=await self.batch(statements))
-        return Deferred(cursors=[await self._conn.execute(self._db._sql(sql), tuple(p)) for sql, p in statements])
-
-    async def _settled(self, sql: str, params: Sequence[Any]) -> Any:
-        """Execute and, in a pipelined transaction, wait for this statement's result (a flush, not a Sync: the
-        transaction stays open)."""
-        import psycopg
-
-        cur = await self._conn.execute(self._db._sql(sql), tuple(params))
-        if self._pipelined:
-            try:
-                await cur.fetchall()
-                await cur.scroll(0, "absolute")
-            except psycopg.ProgrammingError:
-                pass  # no rows to fetch: the result (and its row count) has arrived all the same
-        return cur
+        self._deferred.extend(statements)
+        self._results = Deferred(results=None)
+        return self._results
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        cur = await self._settled(sql, params)
-        return list(await cur.fetchall()) if cur.description else []
+        (rows,) = await self._send([(sql, params)])
+        return rows if isinstance(rows, list) else []
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return (await self._settled(sql, params)).rowcount
+        (result,) = await self._send([(sql, params)])
+        return len(result) if isinstance(result, list) else result
 
     async def run(self, sql: str, params: Sequence[Any] = ()) -> list[Row] | int:
-        cur = await self._settled(sql, params)
-        return list(await cur.fetchall()) if cur.description else cur.rowcount
+        (result,) = await self._send([(sql, params)])
+        return result
 
     async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Statements in order, sent together (one round trip); results as in `Database.batch`."""
-        async with self._conn.pipeline():
-            cursors = [await self._conn.execute(self._db._sql(sql), tuple(params)) for sql, params in statements]
-        return [list(await cur.fetchall()) if cur.description else cur.rowcount for cur in cursors]
+        return await self._send(statements)
 
 
 async def connect(url: str, *, max_size: int = 20) -> Database:

@@ -192,9 +192,25 @@ def _parse(environment: tuple[tuple[str, str], ...]) -> Settings:
     return Settings()  # reads os.environ, whose INTERLOCK_* part is `environment`
 
 
+_PREFIX_BYTES = PREFIX.encode()
+
+
+def _interlock_environment() -> tuple[tuple[str, str], ...]:
+    """The `INTERLOCK_*` part of the environment (any case). It is read on every call, so a change made at run
+    time (a test, an embedding application) is seen; POSIX keeps the environment as bytes, so matching on them
+    skips decoding every other variable (the scan ran several times per run on the server's hot path)."""
+    data = getattr(os.environ, "_data", None)
+    if not isinstance(data, dict) or os.name != "posix":
+        return tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(PREFIX)))
+    decode = os.fsdecode
+    return tuple(sorted(
+        (decode(k), decode(v)) for k, v in data.items() if k[: len(_PREFIX_BYTES)].upper() == _PREFIX_BYTES
+    ))
+
+
 def get_settings() -> Settings:
     """The current settings: parsed once per distinct `INTERLOCK_*` environment (raises ValidationError)."""
-    return _parse(tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(PREFIX))))
+    return _parse(_interlock_environment())
 
 
 # -- the helpers every process shares ---------------------------------------------------------------------------

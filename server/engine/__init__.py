@@ -128,6 +128,13 @@ class Engine:
     def wake(self) -> None:
         self.queue.wake()
 
+    def submitted(self, *, due_now: bool) -> None:
+        """A run was created here (`due_now`: not scheduled for later)."""
+        if due_now:
+            self.queue.submitted()
+        else:
+            self.queue.wake()
+
     def hint_assistant(self, run_id: str, assistant: dict[str, Any]) -> None:
         self.executor.hint_assistant(run_id, assistant)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from interlock.server.assistants import Assistants
 from interlock.server.auth import User
-from interlock.server.checkpoints import PRIMED_LATEST, prime_latest
+from interlock.server.checkpoints import prime_latest, release_primed
 from interlock.server.dependencies import is_connection_error
 from interlock.server.engine.cancellation import Cancellation
 from interlock.server.engine.inflight import Inflight
@@ -228,14 +228,14 @@ class RunExecutor:
                 graph_input = None if continuing else (build_command(job.options.command) or job.options.input)
                 async with graph_for_run(spec, config, checkpointer, self.store, ephemeral=job.ephemeral) as graph:
                     attempt.graph = graph
+                    completed = False
                     try:
                         await stream_graph(
                             graph, graph_input, config, job.options, stream, job.run_id, continuing=continuing
                         )
+                        completed = True
                     finally:
-                        # Unused (a run from a given checkpoint id): it must never answer a later read.
-                        if (primed := PRIMED_LATEST.get()) is not None:
-                            primed.pop("tuple", None)
+                        release_primed(completed=completed)
                     return await graph.aget_state({"configurable": {"thread_id": job.thread_id}})
             except Exception as exc:
                 if retry >= retries or not is_connection_error(exc):

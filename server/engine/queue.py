@@ -38,10 +38,17 @@ class RunQueue:
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._dirty = True
+        self._submitted = False
 
     def wake(self) -> None:
         """Something may have become due (a submit, a requeue, a cancel): the next pass reads the queue."""
         self._dirty = True
+        self._wake.set()
+
+    def submitted(self) -> None:
+        """A run was submitted here, due now: the next pass claims without first reading whether one is due
+        (the claim reads the next due time anyway; one round trip fewer per submit on PostgreSQL)."""
+        self._submitted = True
         self._wake.set()
 
     def _capacity_freed(self) -> None:
@@ -58,9 +65,11 @@ class RunQueue:
                 # One read per wake-up answers both "is anything due?" and "when is the next one due?"; a claim
                 # reads the next due time in its own round trip. A run ending here with nothing known pending
                 # costs no read (other replicas' submits are found by the poll).
-                if read or self._dirty or due is not None:
-                    self._dirty = False
+                if self._submitted and not (read or self._dirty):
+                    due = clock.iso()
+                elif read or self._dirty or due is not None:
                     due = await self.runs.next_due()
+                self._dirty = self._submitted = False
                 blocked = False
                 while due is not None and self._is_due(due) and len(self.inflight.tasks) < self.concurrency:
                     # As many as there is room for, in one transaction.

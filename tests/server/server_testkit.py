@@ -34,12 +34,13 @@ class ServerProcess:
     port: int
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    program: tuple[str, ...] = (sys.executable, "-m", "interlock")  # what runs `serve ...`
 
     def start(self, timeout: float = 30.0) -> None:
         assert self.log_path is not None
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "interlock", "serve", "--config", str(self.config), "--port", str(self.port)],
+            [*self.program, "serve", "--config", str(self.config), "--port", str(self.port)],
             cwd=str(ROOT),
             env=self.env,
             stdout=log,
@@ -83,7 +84,7 @@ def register_tenants(env: dict[str, str], *names: str) -> None:
 
 
 def make_server(tmp: Path, database_url: str | None, config: Path = PROJECT / "langgraph.json",
-                tenants: tuple[str, ...] = (), **env: str) -> ServerProcess:
+                tenants: tuple[str, ...] = (), program: tuple[str, ...] | None = None, **env: str) -> ServerProcess:
     port = free_port()
     home = tmp / f"home-{port}"
     home.mkdir(parents=True, exist_ok=True)
@@ -107,6 +108,8 @@ def make_server(tmp: Path, database_url: str | None, config: Path = PROJECT / "l
     server = ServerProcess(
         url=f"http://127.0.0.1:{port}", home=home, config=config, env=full_env, port=port, log_path=home / "server.log"
     )
+    if program:
+        server.program = program
     server.start()
     return server
 

@@ -5,6 +5,7 @@ be claimed yet is not polled in a tight loop."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,50 @@ def test_trace_redaction_loads_the_detector_off_the_event_loop_and_only_when_a_s
 
     out = asyncio.run(main())
     assert "ann.lee@example.com" not in str(out) and "EMAIL" in str(out)
+
+
+# A thread-per-run `runs.wait` of the two-node graph on PostgreSQL, in round trips: thread insert 1; the assistant
+# with the thread (and its active-run check) 1; the run + thread-busy batch 1; the claim 2 (BEGIN with the pick,
+# the writes with COMMIT); the checkpointer 7 (4 checkpoints, each with its blobs, and 3 tasks' writes: one
+# statement each); the outcome + thread state + trace batch 1. The final state is not read back, and the claim of
+# a run submitted here is not preceded by an "is anything due?" read. About 57 at the start of session 4, 16 at
+# its end (bb86e7b); polls (heartbeat, crons) tick meanwhile, hence the one spare.
+ROUND_TRIPS_PER_RUN = 14
+
+
+def test_a_thread_per_run_costs_thirteen_round_trips_on_postgres(
+    tmp_path: Path, pg_factory: Callable[[], str]
+) -> None:
+    import signal
+    import sys
+
+    from langgraph_sdk import get_sync_client
+    from server_testkit import make_server
+
+    log = tmp_path / "round-trips"
+    server = make_server(tmp_path, pg_factory(), program=(sys.executable, str(Path(__file__).with_name(
+        "round_trips_serve.py"))), INTERLOCK_ROUND_TRIPS_LOG=str(log), INTERLOCK_HEARTBEAT_SECONDS="30")
+    try:
+        client = get_sync_client(url=server.url, api_key=None)
+
+        def one(n: int) -> dict[str, Any]:
+            thread = client.threads.create()["thread_id"]
+            return client.runs.wait(thread, "two_node", input={"n": n})  # type: ignore[return-value]
+
+        for i in range(3):
+            one(i)  # warm-up: connections, prepared statements, the system assistant
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        runs = 20
+        outputs = [one(i) for i in range(runs)]
+        server.proc.send_signal(signal.SIGUSR2)
+        for _ in range(50):
+            if log.exists() and log.read_text():
+                break
+            time.sleep(0.1)
+        per_run = int(log.read_text()) / runs
+    finally:
+        server.stop()
+    assert [o["n"] for o in outputs] == [(i + 1) * 2 for i in range(runs)]
+    assert 10 <= per_run <= ROUND_TRIPS_PER_RUN, per_run

@@ -132,6 +132,41 @@ async def test_resume_map_by_interrupt_id(client) -> None:
     assert "422" in str(err.value)
 
 
+async def test_a_runs_final_state_equals_the_state_read_back(client) -> None:
+    """On PostgreSQL a run's final state (its output, the thread's values and interrupts) comes from the
+    checkpoint and task writes the run has just saved, not from reading them back; LangGraph saves a task's writes
+    and the next checkpoint concurrently, so concurrent runs of fast graphs race them. Each answer must equal a
+    later read of the thread's state from the database: values, interrupts (pending writes of parallel tasks),
+    next nodes, and again after a resume."""
+
+    async def one(graph: str, input_: dict) -> tuple[str, dict]:
+        tid = (await client.threads.create())["thread_id"]
+        return tid, await client.runs.wait(tid, graph, input=input_)
+
+    def interrupts_of(state: dict) -> list[tuple[str, str]]:
+        return sorted((i["id"], repr(i["value"])) for task in state["tasks"] for i in task["interrupts"])
+
+    runs = await asyncio.gather(*[one("parallel", {}) for _ in range(8)], *[one("hitl", {}) for _ in range(8)],
+                                *[one("two_node", {"n": i}) for i in range(8)])
+    for tid, out in runs:
+        state, thread = await client.threads.get_state(tid), await client.threads.get(tid)
+        values = {k: v for k, v in out.items() if k != "__interrupt__"}
+        assert values == state["values"] == thread["values"], (tid, out, state)
+        got = sorted((i["id"], repr(i["value"])) for i in out.get("__interrupt__", []))
+        assert got == interrupts_of(state), (tid, out, state)
+        assert sorted(thread["interrupts"]) == sorted({task["id"] for task in state["tasks"] if task["interrupts"]})
+        assert thread["status"] == ("interrupted" if state["next"] else "idle")
+    resumed = []
+    for tid, out in runs[:8]:
+        ids = {i["value"]["q"]: i["id"] for i in out["__interrupt__"]}
+        resumed.append((tid, client.runs.wait(tid, "parallel", command={"resume": {ids["first"]: "1", ids["second"]: "2"}})))
+    for tid, pending in resumed:
+        done = await pending
+        state = await client.threads.get_state(tid)
+        assert done == state["values"] and done["result"] == "1" and done["second"] == "2"
+        assert state["next"] == [] and interrupts_of(state) == []
+
+
 async def test_static_breakpoint_and_goto_update(client) -> None:
     tid = (await client.threads.create())["thread_id"]
     out = await client.runs.wait(tid, "two_node", input={"n": 1}, interrupt_before=["b"])
