@@ -468,10 +468,10 @@ class _PostgresTx:
         return await self._send(statements)
 
 
-async def connect(url: str, *, max_size: int = 20) -> Database:
-    """Open the backend for `url` (`max_size`: PostgreSQL pool connections)."""
+async def connect(url: str, *, max_size: int | None = None) -> Database:
+    """Open the backend for `url` (`max_size`: PostgreSQL pool connections; default INTERLOCK_DB_POOL_SIZE)."""
     if is_postgres(url):
-        return await PostgresDatabase.open(url, max_size=max_size)
+        return await PostgresDatabase.open(url, max_size=max_size or get_settings().db_pool_size)
     return await SqliteDatabase.open(sqlite_path(url))
 
 
