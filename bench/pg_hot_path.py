@@ -5,10 +5,13 @@ Every server is started up front and the phases alternate between them round by 
 rotated each round), so machine load on a shared host hits every configuration alike; rates are total runs over
 total time per configuration, p50/p99 over all of its runs.
 
-Transactions per run = the delta of pg_stat_database.xact_commit for the configuration's own database over its
-phases, divided by its runs; server CPU per run = user + system time of the server processes (not the
-database's) over its phases, divided by its runs, which machine load inflates far less than wall time. Both
-include the engine's own polling and heartbeats meanwhile, as a deployment pays. A thread-per-run phase creates a thread then calls `runs.wait` on it; a stateless phase calls `/runs/wait`.
+Round trips per run = the PostgreSQL commands each server sent and waited for (a statement, a multi-statement
+message, a pipeline's sync) over its phases, divided by its runs, counted inside the server process by
+tests/server/round_trips_serve.py (pg_stat_database's transaction counts lag: an idle backend reports them up to
+ten seconds late). Server CPU per run = user + system time of the server processes (not the database's) over its
+phases, divided by its runs, which machine load inflates far less than wall time. Both include the engine's own
+polling and heartbeats meanwhile, as a deployment pays. A thread-per-run phase creates a thread then calls
+`runs.wait` on it; a stateless phase calls `/runs/wait`.
 
 --base-python/--base-cwd add the Interlock configurations once more on another checkout (e.g. the main
 worktree's venv and directory) for a before/after in the same run.
@@ -38,6 +41,7 @@ from langgraph_sdk import get_client
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE / "project"
+ROUND_TRIPS_SERVE = HERE.parent / "tests" / "server" / "round_trips_serve.py"  # `interlock serve`, counting
 sys.path.insert(0, str(HERE))
 from scale import cpu_seconds  # noqa: E402
 from server_runs import free_port, pct  # noqa: E402
@@ -51,7 +55,8 @@ class Config:
     dbname: str | None = None
     lats: dict[str, list[float]] = field(default_factory=lambda: {"thread": [], "stateless": []})
     spent: dict[str, float] = field(default_factory=lambda: {"thread": 0.0, "stateless": 0.0})
-    xacts: dict[str, int] = field(default_factory=lambda: {"thread": 0, "stateless": 0})
+    trips: dict[str, int] = field(default_factory=lambda: {"thread": 0, "stateless": 0})
+    logs: list[Path] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=lambda: {"thread": 0, "stateless": 0})
     cpu: dict[str, float] = field(default_factory=lambda: {"thread": 0.0, "stateless": 0.0})
 
@@ -70,7 +75,7 @@ def wait_ok(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 
 def start_interlock(workdir: Path, db_url: str | None, redis: str | None, python: str, cwd: Path
-                    ) -> tuple[subprocess.Popen, str]:
+                    ) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     home = workdir / f"home-{port}"
     env = {**os.environ, "INTERLOCK_HOME": str(home), "LANGSMITH_TRACING": "false"}
@@ -81,14 +86,16 @@ def start_interlock(workdir: Path, db_url: str | None, redis: str | None, python
     if redis:
         env["INTERLOCK_REDIS_URL"] = redis
     log = workdir / f"interlock-{port}.log"
+    trips = workdir / f"round-trips-{port}"
+    env["INTERLOCK_ROUND_TRIPS_LOG"] = str(trips)
     proc = subprocess.Popen(
-        [python, "-m", "interlock", "serve", "--config", str(PROJECT / "langgraph.json"), "--port", str(port),
+        [python, str(ROUND_TRIPS_SERVE), "serve", "--config", str(PROJECT / "langgraph.json"), "--port", str(port),
          "--log-level", "warning"],
         cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     wait_ok(url, proc, log)
-    return proc, url
+    return proc, url, trips
 
 
 def start_reference(workdir: Path, exe: str, jobs: int) -> tuple[subprocess.Popen, str]:
@@ -109,11 +116,24 @@ def start_reference(workdir: Path, exe: str, jobs: int) -> tuple[subprocess.Pope
     return proc, url
 
 
-def commits(admin_url: str, dbname: str) -> int:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [dbname]).fetchone()
-        return int(row[0]) if row else 0
+def round_trips(cfg: Config, reset: bool) -> int:
+    """Reset (SIGUSR1) or read (SIGUSR2, then the file it writes) the servers' round-trip counts."""
+    if not cfg.logs:
+        return 0
+    for proc, log in zip(cfg.procs, cfg.logs, strict=True):
+        log.unlink(missing_ok=True)
+        proc.send_signal(signal.SIGUSR1 if reset else signal.SIGUSR2)
+    if reset:
+        time.sleep(0.2)
+        return 0
+    total = 0
+    for log in cfg.logs:
+        for _ in range(100):
+            if log.exists() and log.read_text():
+                break
+            time.sleep(0.05)
+        total += int(log.read_text())
+    return total
 
 
 async def phase(cfg: Config, n: int, conc: int, mode: str) -> None:
@@ -186,9 +206,11 @@ async def main() -> None:
                     db_url = args.pg.rsplit("/", 1)[0] + "/" + cfg.dbname
                 assert code is not None
                 for _ in range(replicas):
-                    proc, url = start_interlock(work, db_url, args.redis if kind == "pg" else None, *code)
+                    proc, url, trips = start_interlock(work, db_url, args.redis if kind == "pg" else None, *code)
                     cfg.procs.append(proc)
                     cfg.urls.append(url)
+                    if kind == "pg":
+                        cfg.logs.append(trips)
             for cfg in configs:  # warm-up
                 await phase(cfg, 30, 10, "stateless")
                 cfg.lats["stateless"].clear()
@@ -199,11 +221,9 @@ async def main() -> None:
                 order = configs[r % len(configs):] + configs[: r % len(configs)]
                 for mode in ("thread", "stateless"):
                     for cfg in order:
-                        before = commits(args.pg, cfg.dbname) if cfg.dbname else 0
+                        round_trips(cfg, reset=True)
                         await phase(cfg, per_round, args.concurrency, mode)
-                        if cfg.dbname:
-                            await asyncio.sleep(1.1)  # backends flush their statistics at most once a second
-                            cfg.xacts[mode] += commits(args.pg, cfg.dbname) - before
+                        cfg.trips[mode] += round_trips(cfg, reset=False)
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         finally:
             for cfg in configs:
@@ -222,11 +242,11 @@ async def main() -> None:
                     admin.execute(f'DROP DATABASE IF EXISTS "{cfg.dbname}" WITH (FORCE)')
     total = per_round * args.rounds
     print(f"\n{total} runs per row at {args.concurrency} concurrent, two-node graph, {args.rounds} interleaved rounds\n")
-    print("| server | mode | xact/run | runs/s | p50 ms | p99 ms | server CPU ms/run | errors |")
+    print("| server | mode | round trips/run | runs/s | p50 ms | p99 ms | server CPU ms/run | errors |")
     print("|---|---|---|---|---|---|---|---|")
     for mode in ("thread", "stateless"):
         for cfg in configs:
-            xact = f"{cfg.xacts[mode] / total:.1f}" if cfg.dbname else "-"
+            xact = f"{cfg.trips[mode] / total:.1f}" if cfg.logs else "-"
             lats = cfg.lats[mode]
             rate = total / cfg.spent[mode] if cfg.spent[mode] else 0.0
             print(f"| {cfg.label} | {mode} | {xact} | {rate:.1f} | {pct(lats, 50) * 1000:.0f} | "

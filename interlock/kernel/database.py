@@ -366,7 +366,7 @@ class PostgresDatabase(Database):
             text, values = statements[0]
             cur = await conn.execute(self._sql(text), tuple(values))
             return [list(await cur.fetchall()) if cur.description else cur.rowcount]
-        sql = "; ".join(self._sql(text) for text, _ in statements)
+        sql = "; ".join(self._sql(text.strip().rstrip(";")) for text, _ in statements)
         params = [value for _, values in statements for value in values]
         async with AsyncClientCursor(conn) as cur:
             await cur.execute(sql, params)

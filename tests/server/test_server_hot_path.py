@@ -181,6 +181,36 @@ def test_a_batch_is_one_transaction(db_url: str) -> None:
     assert rows == [{"status": "busy"}]
 
 
+def test_a_pipelined_transaction_is_all_or_nothing(db_url: str) -> None:
+    """A pipelined transaction (a claim: BEGIN with the first read, the deferred writes with COMMIT): a deferred
+    statement that fails undoes the ones before it and the read's effects, and the connection is usable after."""
+
+    async def main() -> tuple[list[dict[str, Any]], list[Any]]:
+        db = await connect(db_url)
+        await migrate(db)
+        threads = Threads(db)
+        thread = await threads.create(None, {}, None)
+        tid = thread["thread_id"]
+        with pytest.raises(Exception, match="(?i)unique|constraint"):
+            async with db.transaction(pipelined=True) as tx:
+                await tx.fetchall("SELECT status FROM threads WHERE thread_id = ?", [tid])
+                await tx.defer([threads.status_statement(tid, "busy"),
+                                ("INSERT INTO threads (thread_id, created_at, updated_at, metadata, status) "
+                                 "VALUES (?, 'x', 'x', '{}', 'idle')", [tid])])
+        after_failure = await db.fetchall("SELECT status FROM threads WHERE thread_id = ?", [tid])
+        async with db.transaction(pipelined=True) as tx:
+            read = await tx.fetchall("SELECT status FROM threads WHERE thread_id = ?", [tid])
+            deferred = await tx.defer([threads.status_statement(tid, "busy"),
+                                       ("SELECT status FROM threads WHERE thread_id = ?", [tid])])
+        results = await deferred.results()
+        await db.close()
+        return after_failure, [read, *results]
+
+    after_failure, results = asyncio.run(main())
+    assert after_failure == [{"status": "idle"}]
+    assert results == [[{"status": "idle"}], 1, [{"status": "busy"}]]
+
+
 def test_a_claim_knows_whether_its_thread_has_a_recorded_state(db_url: str) -> None:
     """The first attempt of a run on a thread that never had a state skips the latest-checkpoint read; once any
     state is recorded (a run's end, update_state, copy), the next claim must say the thread is not fresh."""
