@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         "internal addresses")
 
     db_pool_size: int = Field(
-        20, ge=2, description="PostgreSQL connections each of a server process's two pools may open (server "
+        10, ge=2, description="PostgreSQL connections each of a server process's two pools may open (server "
         "tables; checkpointer and store)")
     db_timeout_seconds: float = Field(
         5.0, gt=0, description="a request waiting for a database connection or statement gives up after this long "
