@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -57,43 +58,36 @@ def prime_latest(thread_id: str, latest: Any) -> None:
     PRIMED_LATEST.set({"thread_id": thread_id, "tuple": latest})
 
 
-def _rows(count: int, width: int) -> str:
-    row = "(" + ", ".join(["%s"] * width) + ")"
-    return ", ".join([row] * count)
+_ONE_ROW = re.compile(r"VALUES\s*\((\s*%s\s*,)*\s*%s\s*\)")
 
 
-_BLOB_COLUMNS = "(thread_id, checkpoint_ns, channel, version, type, blob)"
-_WRITE_COLUMNS = "(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)"
-_CHECKPOINT_UPSERT = (
-    "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata) "
-    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) "
-    "DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata"
-)
+def _many_rows(sql: str, count: int) -> str:
+    """LangGraph's one-row statement `sql` with `count` rows in its VALUES (same columns, same conflict clause)."""
+    match = _ONE_ROW.search(sql)
+    if match is None:
+        raise RuntimeError("the saver's statement has no one-row VALUES list")
+    row = "(" + ", ".join(["%s"] * match.group(0).count("%s")) + ")"
+    return (sql[: match.start()] + "VALUES " + ", ".join([row] * count) + sql[match.end():]).strip().rstrip(";")
 
 
 @lru_cache(maxsize=64)
 def checkpoint_statement(blobs: int) -> str:
-    """A checkpoint and its new channel blobs in one statement (the blobs' insert as a data-modifying CTE), the
-    same rows LangGraph's saver writes with one statement per blob and one for the checkpoint."""
+    """A checkpoint and its new channel blobs in one statement (the blobs' insert as a data-modifying CTE): the
+    rows LangGraph's saver writes with one statement per blob and one for the checkpoint, with its statements."""
+    from langgraph.checkpoint.postgres.base import UPSERT_CHECKPOINT_BLOBS_SQL, UPSERT_CHECKPOINTS_SQL
+
+    checkpoint = _many_rows(UPSERT_CHECKPOINTS_SQL, 1)
     if not blobs:
-        return _CHECKPOINT_UPSERT
-    return (
-        f"WITH blobs AS (INSERT INTO checkpoint_blobs {_BLOB_COLUMNS} VALUES {_rows(blobs, 6)} "
-        "ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING) " + _CHECKPOINT_UPSERT
-    )
+        return checkpoint
+    return f"WITH blobs AS ({_many_rows(UPSERT_CHECKPOINT_BLOBS_SQL, blobs)}) {checkpoint}"
 
 
 @lru_cache(maxsize=64)
 def writes_statement(rows: int, *, upsert: bool) -> str:
-    """A task's writes as one multi-row insert (LangGraph's saver: one statement per write)."""
-    conflict = (
-        "DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob" if upsert
-        else "DO NOTHING"
-    )
-    return (
-        f"INSERT INTO checkpoint_writes {_WRITE_COLUMNS} VALUES {_rows(rows, 9)} "
-        f"ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) {conflict}"
-    )
+    """A task's writes as one multi-row insert (LangGraph's saver: the same statement once per write)."""
+    from langgraph.checkpoint.postgres.base import INSERT_CHECKPOINT_WRITES_SQL, UPSERT_CHECKPOINT_WRITES_SQL
+
+    return _many_rows(UPSERT_CHECKPOINT_WRITES_SQL if upsert else INSERT_CHECKPOINT_WRITES_SQL, rows)
 
 
 def release_primed(*, completed: bool) -> None:
