@@ -181,8 +181,9 @@ async def _read_for_run(
     """The assistant a run names and, for a stateful run, its thread, read together (one round trip on
     PostgreSQL). Only reads: every check on them is made where they are used, in the same order as before."""
     statements = [svc.assistants.find_statement(svc.assistants.key(assistant_ref))]
-    with contextlib.suppress(Invalid):  # a malformed thread id is refused where the thread is checked
-        if thread_id is not None and check_uuid(thread_id, "thread ID") == thread_id:
+    if thread_id is not None:
+        with contextlib.suppress(Invalid):  # a malformed thread id is refused where the thread is checked
+            check_uuid(thread_id, "thread ID")
             statements.append(svc.threads.find_for_run_statement(thread_id))
     found = await svc.db.fetch_many(statements)
     return (found[0][0] if found[0] else None), (found[1] if len(found) > 1 else None)
