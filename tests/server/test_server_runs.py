@@ -132,6 +132,21 @@ async def test_resume_map_by_interrupt_id(client) -> None:
     assert "422" in str(err.value)
 
 
+async def test_caller_text_in_batched_statements_is_data_not_sql(client) -> None:
+    """A run's insert and its thread's busy status travel as one multi-statement message on PostgreSQL, with the
+    caller's metadata bound client-side: quotes, semicolons, dollar quotes, backslashes and placeholder marks in
+    it must be stored verbatim and run nothing."""
+    hostile = "x'); DELETE FROM threads; -- $$ \\' %s %% ? ;"
+    tid = (await client.threads.create(metadata={"keep": "me"}))["thread_id"]
+    other = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(tid, "two_node", input={"n": 1}, metadata={"note": hostile, hostile: 1})
+    await client.runs.join(tid, run["run_id"])
+    stored = await client.runs.get(tid, run["run_id"])
+    assert stored["metadata"]["note"] == hostile and stored["metadata"][hostile] == 1
+    assert (await client.threads.get(tid))["metadata"]["keep"] == "me"
+    assert (await client.threads.get(other))["thread_id"] == other  # no statement of the caller's ran
+
+
 async def test_a_runs_final_state_equals_the_state_read_back(client) -> None:
     """On PostgreSQL a run's final state (its output, the thread's values and interrupts) comes from the
     checkpoint and task writes the run has just saved, not from reading them back; LangGraph saves a task's writes
