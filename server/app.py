@@ -271,7 +271,7 @@ def create_app(
         exception_handlers={
             HTTPException: errors.http_exception,
             ValidationError: errors.validation_exception,
-            **{exc_type: dependency_exception for exc_type in dependency_exception_types()},
+            **{exc_type: dependency_exception for exc_type in dependency_exception_types(db_url)},
             Exception: errors.unhandled_exception,
         },
     )

@@ -123,3 +123,45 @@ def test_a_step_that_loses_its_connection_is_retried_from_the_last_checkpoint(se
     runs = http.get(f"/threads/{tid}/runs").json()
     assert [r["status"] for r in runs] == ["success"]
     assert "retrying from its last checkpoint" in server.log()
+
+
+def test_only_the_drivers_in_use_are_loaded_and_mapped_to_503(tmp_path) -> None:  # noqa: ANN001
+    """The embedded default imports neither psycopg nor redis (~15 MiB of idle memory); an app on PostgreSQL or
+    with Redis configured still answers their connection errors with 503."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from interlock.server.app import create_app
+from interlock.server.dependencies import is_connection_error
+embedded = create_app(sys.argv[1], db_url="sqlite:///" + sys.argv[2])
+loaded = sorted(m for m in ("psycopg", "psycopg_pool", "redis") if m in sys.modules)
+shared = create_app(sys.argv[1], db_url="postgresql://127.0.0.1/test")
+import psycopg, redis
+print(json.dumps({"loaded": loaded, "embedded": sorted(t.__module__ for t in embedded.exception_handlers if t is not Exception),
+                  "shared": sorted(t.__module__ for t in shared.exception_handlers if t is not Exception),
+                  "retry_pg": is_connection_error(psycopg.OperationalError("x")),
+                  "retry_redis": is_connection_error(redis.exceptions.ConnectionError("x"))}))
+"""
+    config = tmp_path / "langgraph.json"
+    config.write_text(json.dumps({"graphs": {}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("INTERLOCK_DATABASE_URL", "INTERLOCK_REDIS_URL")}
+    env["INTERLOCK_HOME"] = str(tmp_path / "home")
+    out = subprocess.run([sys.executable, "-c", code, str(config), str(tmp_path / "db.sqlite")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["loaded"] == []
+    assert not any(m.startswith(("psycopg", "redis")) for m in seen["embedded"]), seen
+    assert {"psycopg", "psycopg_pool"} <= {m.split(".")[0] for m in seen["shared"]}, seen
+    # Once a driver is loaded its connection errors are retried (the engine's check), Redis's too.
+    assert seen["retry_pg"] and seen["retry_redis"]
+    env["INTERLOCK_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+    out = subprocess.run([sys.executable, "-c", code, str(config), str(tmp_path / "db.sqlite")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "redis.exceptions" in seen["embedded"], seen
