@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -47,15 +48,47 @@ class LoopSqliteSaver(SqliteSaver):
         return self.get_delta_channel_history(*args, **kwargs)
 
 
-# The latest checkpoint the engine has just read for a run's thread (server/engine/execution.py): LangGraph's own
-# first read of the same thread, moments later in the same task, is answered from it once instead of the database.
-PRIMED_LATEST: ContextVar[dict[str, Any] | None] = ContextVar("interlock_primed_latest", default=None)
+@dataclass
+class PrimedThread:
+    """The checkpoint that answers a run's next latest-checkpoint read of its own thread, instead of the database.
+
+    First the latest checkpoint the engine has just read (server/engine/execution.py): LangGraph's own first read of
+    the same thread, moments later in the same task, is answered from it once. Then the last root checkpoint the run
+    wrote, with the task writes saved against it: it answers the engine's final read of the run's state (PostgreSQL:
+    a round trip and the heaviest of the saver's queries)."""
+
+    thread_id: str
+    latest: Any  # the engine's read (a CheckpointTuple or None) until the run writes one
+    armed: bool = True  # the next read is answered from here (once)
+    written: Any = None  # the last root checkpoint the run wrote
+    # Task writes per checkpoint id, one per (task, index) as the saver's table keeps them.
+    writes: dict[str, dict[tuple[str, int], tuple[str, str, int, str, Any]]] = field(default_factory=dict)
+    closed: bool = False
+
+    def take(self) -> Any:
+        """The answer, once: later reads see the run's own writes in the database."""
+        self.armed = False
+        return self.latest if self.written is None else self._with_writes(self.written)
+
+    def _with_writes(self, written: Any) -> Any:
+        """`written` with the pending writes saved against it, in the order the saver reads them back."""
+        from langgraph.checkpoint.base import CheckpointTuple, writes_sort_key
+
+        keyed = self.writes.get(written.config["configurable"]["checkpoint_id"], {})
+        ordered = sorted(keyed.values(), key=lambda w: writes_sort_key(w[0], w[1], w[2]))
+        return CheckpointTuple(
+            written.config, written.checkpoint, written.metadata, written.parent_config,
+            [(task_id, channel, value) for _, task_id, _, channel, value in ordered],
+        )
+
+
+PRIMED: ContextVar[PrimedThread | None] = ContextVar("interlock_primed_thread", default=None)
 
 
 def prime_latest(thread_id: str, latest: Any) -> None:
     """Hand `latest` (the thread's newest root checkpoint tuple, or None) to the next latest-checkpoint read of
     `thread_id` in this context. The caller holds the thread (its run is claimed), so nothing writes in between."""
-    PRIMED_LATEST.set({"thread_id": thread_id, "tuple": latest})
+    PRIMED.set(PrimedThread(thread_id=thread_id, latest=latest))
 
 
 _ONE_ROW = re.compile(r"VALUES\s*\((\s*%s\s*,)*\s*%s\s*\)")
@@ -94,20 +127,19 @@ def release_primed(*, completed: bool) -> None:
     """The run's graph has returned. What the engine read and nobody used must never answer a later read; what
     the run wrote answers its final read only if the graph completed (a failed or cancelled run, or one rolled
     back, is read from the database: a write may have been cut short)."""
-    primed = PRIMED_LATEST.get()
-    if primed is not None and not (completed and primed.get("written") is not None):
-        primed["closed"] = True
-        primed.pop("tuple", None)
+    primed = PRIMED.get()
+    if primed is not None and not (completed and primed.written is not None):
+        primed.closed = True
+        primed.armed = False
 
 
 def remember_written(thread_id: str, written: Any) -> None:
-    """A root checkpoint this run has just written for `thread_id` becomes the answer to the run's next
-    latest-checkpoint read (its final state), instead of reading back what it wrote (PostgreSQL: a round trip
-    and the heaviest of the saver's queries)."""
-    primed = PRIMED_LATEST.get()
-    if primed is not None and primed["thread_id"] == str(thread_id) and not primed.get("closed"):
-        primed["written"] = written
-        primed["tuple"] = _with_writes(primed, written)
+    """A root checkpoint this run has just written for `thread_id` answers the run's next latest-checkpoint read
+    (its final state), instead of reading back what it wrote."""
+    primed = PRIMED.get()
+    if primed is not None and primed.thread_id == str(thread_id) and not primed.closed:
+        primed.written = written
+        primed.armed = True
 
 
 def remember_writes(
@@ -118,29 +150,17 @@ def remember_writes(
     index, the last for special channels, else the first."""
     from langgraph.checkpoint.base import WRITES_IDX_MAP
 
-    primed = PRIMED_LATEST.get()
-    if primed is None or primed["thread_id"] != str(thread_id):
+    primed = PRIMED.get()
+    if primed is None or primed.thread_id != str(thread_id):
         return
-    keyed = primed.setdefault("writes", {}).setdefault(checkpoint_id, {})
+    keyed = primed.writes.setdefault(checkpoint_id, {})
     for position, (channel, value) in enumerate(writes):
         idx = WRITES_IDX_MAP.get(channel, position)
         if upsert or (task_id, idx) not in keyed:
             keyed[(task_id, idx)] = (task_path, task_id, idx, channel, value)
-    written = primed.get("written")
-    if written is not None and not primed.get("closed") and written.config["configurable"]["checkpoint_id"] == checkpoint_id:
-        primed["tuple"] = _with_writes(primed, written)
-
-
-def _with_writes(primed: dict[str, Any], written: Any) -> Any:
-    """`written` with the pending writes saved against it, in the order the saver reads them back."""
-    from langgraph.checkpoint.base import CheckpointTuple, writes_sort_key
-
-    keyed = primed.get("writes", {}).get(written.config["configurable"]["checkpoint_id"], {})
-    ordered = sorted(keyed.values(), key=lambda w: writes_sort_key(w[0], w[1], w[2]))
-    return CheckpointTuple(
-        written.config, written.checkpoint, written.metadata, written.parent_config,
-        [(task_id, channel, value) for _, task_id, _, channel, value in ordered],
-    )
+    written = primed.written
+    if written is not None and not primed.closed and written.config["configurable"]["checkpoint_id"] == checkpoint_id:
+        primed.armed = True
 
 
 def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
@@ -181,16 +201,16 @@ def pooled_postgres_saver(pool: Any) -> BaseCheckpointSaver:
                 await conn.execute(sql, params, binary=True)
 
         async def aget_tuple(self, config: Any) -> Any:
-            primed = PRIMED_LATEST.get()
+            primed = PRIMED.get()
             configurable = config["configurable"]
             if (
                 primed is not None
-                and "tuple" in primed
-                and primed["thread_id"] == str(configurable["thread_id"])
+                and primed.armed
+                and primed.thread_id == str(configurable["thread_id"])
                 and not configurable.get("checkpoint_ns")
                 and not get_checkpoint_id(config)
             ):
-                return primed.pop("tuple")  # once: later reads see the run's own writes
+                return primed.take()
             return await super().aget_tuple(config)
 
         # aput / aput_writes / _load_checkpoint_tuple: AsyncPostgresSaver's (langgraph-checkpoint-postgres 3.x),

@@ -398,6 +398,10 @@ class Deferred:
     def __init__(self, results: list[Any] | None = None) -> None:
         self._results = results
 
+    def fill(self, results: list[Any]) -> None:
+        """Set by the transaction when its block ends and the statements have run."""
+        self._results = results
+
     async def results(self) -> list[Any]:
         """Each statement's rows (when it returns rows) or affected row count."""
         if self._results is None:
@@ -425,7 +429,7 @@ class _PostgresTx:
         if self._deferred:
             results = await self._send([*self._deferred, ("COMMIT", ())])
             assert self._results is not None
-            self._results._results = results[:-1]
+            self._results.fill(results[:-1])
         elif self._begun:
             await self._db.send(self._conn, [("COMMIT", ())])
 

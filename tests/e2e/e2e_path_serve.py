@@ -4,6 +4,9 @@ SIGUSR1 starts a recording (after a warm-up request, so lazy imports and caches 
 to $INTERLOCK_E2E_PATH_LOG as JSON. Recording stops by itself when the approval node interrupts the run: the path
 measured is the one from the HTTP request to the approval interrupt. Instrumentation only; the code under test is
 unchanged.
+
+Two lists: every file one of whose functions ran (`files`), and the hand-offs (`handoffs`): the files on the
+request's stack when it hands the run to the engine, then those on the run's stack at the interrupt.
 """
 
 from __future__ import annotations
@@ -21,7 +24,20 @@ ROOT = Path(__file__).resolve().parents[2]
 OWN = tuple(f"{ROOT / folder}{os.sep}" for folder in ("server", "graphs", "tools", "policies", "mcp_servers",
                                                        "evals", "interlock"))
 STOP_AT = (str(ROOT / "graphs" / "nodes" / "approval.py"), "await_approval")
-_state: dict[str, Any] = {"on": False, "files": []}
+HANDLER = str(ROOT / "server" / "api" / "runs.py")
+ENGINE = f"{ROOT / 'server' / 'engine'}{os.sep}"
+_state: dict[str, Any] = {"on": False, "files": [], "handoff": [], "chain": []}
+
+
+def _stack_files(frame: FrameType | None) -> list[str]:
+    """Interlock's files on the stack, outermost first (a coroutine's stack is its chain of awaits)."""
+    files: list[str] = []
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith(OWN) and name not in files:
+            files.append(name)
+        frame = frame.f_back
+    return files[::-1]
 
 
 def _profile(frame: FrameType, event: str, arg: Any) -> None:
@@ -30,18 +46,28 @@ def _profile(frame: FrameType, event: str, arg: Any) -> None:
     code = frame.f_code
     if code.co_filename.startswith(OWN) and code.co_filename not in _state["files"]:
         _state["files"].append(code.co_filename)
+    if not _state["handoff"] and code.co_filename.startswith(ENGINE):
+        stack = _stack_files(frame)
+        if HANDLER in stack:  # the request handing its run to the engine
+            _state["handoff"] = stack
     if (code.co_filename, code.co_name) == STOP_AT:
+        _state["chain"] = _stack_files(frame)  # the run's own stack at the interrupt
         _state["on"] = False
 
 
 def _start(signum: int, frame: FrameType | None) -> None:
-    _state.update(on=True, files=[])
+    _state.update(on=True, files=[], handoff=[], chain=[])
 
 
 def _dump(signum: int, frame: FrameType | None) -> None:
     _state["on"] = False
-    files = [str(Path(f).relative_to(ROOT)) for f in _state["files"]]
-    Path(os.environ["INTERLOCK_E2E_PATH_LOG"]).write_text(json.dumps(files))
+
+    def relative(files: list[str]) -> list[str]:
+        return [str(Path(f).relative_to(ROOT)) for f in files]
+
+    chain = relative(_state["handoff"]) + [f for f in relative(_state["chain"]) if f not in relative(_state["handoff"])]
+    Path(os.environ["INTERLOCK_E2E_PATH_LOG"]).write_text(json.dumps({"files": relative(_state["files"]),
+                                                                       "handoffs": chain}))
 
 
 signal.signal(signal.SIGUSR1, _start)

@@ -59,8 +59,11 @@ def test_files_one_cancel_request_crosses_up_to_the_approval_interrupt(e2e_env: 
                 time.sleep(0.1)
     finally:
         server.stop()
-    files: list[str] = json.loads(log.read_text())
+    recorded: dict[str, list[str]] = json.loads(log.read_text())
+    files, handoffs = recorded["files"], recorded["handoffs"]
     print(f"\n{len(files)} files from the request to the approval interrupt:\n" + "\n".join(files))
+    print(f"\n{len(handoffs)} of them hand the request on (on its stack at the engine, on the run's at the "
+          "interrupt):\n" + "\n".join(handoffs))
     # Recording stops when the approval node interrupts. A background poll (crons, leases) that ticks meanwhile is
     # recorded too: the total varies by a file or two, so only the graph layer's share is bounded below.
     # Background work (WAL checkpoints, polls) may land first; the request itself enters through server/.
