@@ -6,11 +6,14 @@ measured is the one from the HTTP request to the approval interrupt. Instrumenta
 unchanged.
 
 Two lists: every file one of whose functions ran (`files`), and the hand-offs (`handoffs`): the files on the
-request's stack when it hands the run to the engine, then those on the run's stack at the interrupt.
+request's stack when it hands the run to the engine, then those on the run's stack at the interrupt, through the
+tasks and worker threads that led there (each new task carries its creator's files in a context variable).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import os
 import signal
@@ -24,20 +27,39 @@ ROOT = Path(__file__).resolve().parents[2]
 OWN = tuple(f"{ROOT / folder}{os.sep}" for folder in ("server", "graphs", "tools", "policies", "mcp_servers",
                                                        "evals", "interlock"))
 STOP_AT = (str(ROOT / "graphs" / "nodes" / "approval.py"), "await_approval")
-HANDLER = str(ROOT / "server" / "api" / "runs.py")
-ENGINE = f"{ROOT / 'server' / 'engine'}{os.sep}"
+HANDOFF = (str(ROOT / "server" / "engine" / "__init__.py"), "submitted")  # the request hands its run to the engine
+EVENT_LOOP_STEP = asyncio.events.__file__  # Handle._run: where the event loop steps a task
 _state: dict[str, Any] = {"on": False, "files": [], "handoff": [], "chain": []}
+# Interlock's files on the stacks that created the running task (or, through the copied context, the task that
+# handed a synchronous node to a worker thread), outermost first.
+_ancestry: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("path_ancestry", default=())
 
 
 def _stack_files(frame: FrameType | None) -> list[str]:
-    """Interlock's files on the stack, outermost first (a coroutine's stack is its chain of awaits)."""
+    """Interlock's files on the stack, outermost first, after those of the tasks that led here (a coroutine's own
+    stack is its chain of awaits; a new task or a worker thread starts a new one)."""
     files: list[str] = []
-    while frame is not None:
+    while frame is not None and frame.f_code.co_filename != EVENT_LOOP_STEP:  # below it: the loop, not a task
         name = frame.f_code.co_filename
         if name.startswith(OWN) and name not in files:
             files.append(name)
         frame = frame.f_back
-    return files[::-1]
+    ancestry = list(_ancestry.get())
+    return ancestry + [f for f in files[::-1] if f not in ancestry]
+
+
+_create_task = asyncio.BaseEventLoop.create_task
+
+
+def _recording_create_task(self: asyncio.BaseEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    if _state["on"]:
+        context = kwargs.pop("context", None) or contextvars.copy_context()
+        context.run(_ancestry.set, tuple(_stack_files(sys._getframe(1))))
+        kwargs["context"] = context
+    return _create_task(self, coro, **kwargs)
+
+
+asyncio.BaseEventLoop.create_task = _recording_create_task  # type: ignore[method-assign]
 
 
 def _profile(frame: FrameType, event: str, arg: Any) -> None:
@@ -46,10 +68,8 @@ def _profile(frame: FrameType, event: str, arg: Any) -> None:
     code = frame.f_code
     if code.co_filename.startswith(OWN) and code.co_filename not in _state["files"]:
         _state["files"].append(code.co_filename)
-    if not _state["handoff"] and code.co_filename.startswith(ENGINE):
-        stack = _stack_files(frame)
-        if HANDLER in stack:  # the request handing its run to the engine
-            _state["handoff"] = stack
+    if (code.co_filename, code.co_name) == HANDOFF and not _state["handoff"]:
+        _state["handoff"] = _stack_files(frame)
     if (code.co_filename, code.co_name) == STOP_AT:
         _state["chain"] = _stack_files(frame)  # the run's own stack at the interrupt
         _state["on"] = False
