@@ -350,9 +350,9 @@ async def open_persistence(
 
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=10000")  # start-up only: schema setup before the server serves
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")  # start-up only: schema setup before the server serves
         return conn
 
     conn = connect()
@@ -365,17 +365,19 @@ async def open_persistence(
         # Its own connection (the store's batches open BEGIN/COMMIT on it), used on the loop thread like the saver's.
         store_conn = connect()
     try:
-        saver = LoopSqliteSaver(conn)
-        saver.setup()
-        if index:
-            from langgraph.store.sqlite.aio import AsyncSqliteStore
+        async with setup_lock(url):  # `serve --workers N`: the store's migrations race otherwise
+            saver = LoopSqliteSaver(conn)
+            saver.setup()
+            if index:
+                from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-            store: Any = AsyncSqliteStore(store_conn, index=index)  # type: ignore[arg-type]
-            await store.setup()
+                store: Any = AsyncSqliteStore(store_conn, index=index)  # type: ignore[arg-type]
+                await store.setup()
+            else:
+                store = LoopSqliteStore(store_conn)
+                store.setup()
+        if index:
             await store.start_ttl_sweeper()
-        else:
-            store = LoopSqliteStore(store_conn)
-            store.setup()
         for c in (conn,) if index else (conn, store_conn):
             # Serving: no busy handler, which would sleep on the event loop thread; busy errors (another process
             # on the same file) are retried after an async sleep instead (kernel.sqlite_busy).

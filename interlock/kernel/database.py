@@ -142,10 +142,11 @@ class SqliteDatabase(Database):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # No busy handler: it sleeps on the event loop thread. Another process's lock is waited out asynchronously.
+        # No busy handler: it sleeps on the event loop thread. Another process's lock is waited out asynchronously,
+        # from the first statement on: workers opening one new file at once contend for the switch to WAL.
         conn.execute("PRAGMA busy_timeout=0")
+        await retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+        conn.execute("PRAGMA synchronous=NORMAL")
         # The server checkpoints the log in a worker thread (storage.wal_checkpoints), not inside commits here.
         disable_autocheckpoint(conn)
         return cls(conn)

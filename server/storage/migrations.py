@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from interlock.kernel.database import Database
 from interlock.kernel.metadata_index import INDEXED_METADATA_KEYS, indexed_expression
-from interlock.kernel.settings import is_postgres
+from interlock.kernel.settings import is_postgres, sqlite_path
 
 # pg_advisory_lock key shared by every Interlock process on a database: schema migrations and LangGraph's
 # checkpointer/store setup run one process at a time (their CREATE ... IF NOT EXISTS statements race otherwise).
@@ -147,13 +149,16 @@ MIGRATIONS: list[tuple[int, str | dict[str, str]]] = [
 
 @asynccontextmanager
 async def setup_lock(url: str, wait_seconds: float = 60.0) -> AsyncIterator[None]:
-    """Hold the database-wide setup lock (PostgreSQL; SQLite serialises writers itself).
+    """Hold the database-wide setup lock: setup reads a version, then writes (LangGraph's store inserts its
+    migration rows), so two processes starting together on one database must take turns.
 
-    A session lock on its own connection, so it spans statements that run on pooled connections and is released
-    if this process dies mid-setup.
+    PostgreSQL: a session lock on its own connection, so it spans statements that run on pooled connections and is
+    released if this process dies mid-setup. SQLite (`serve --workers N`): an exclusive lock on a file beside the
+    database, released by the operating system if this process dies.
     """
     if not is_postgres(url):
-        yield
+        async with _file_lock(url, wait_seconds):
+            yield
         return
     import psycopg
 
@@ -176,6 +181,31 @@ async def setup_lock(url: str, wait_seconds: float = 60.0) -> AsyncIterator[None
             await conn.execute("SELECT pg_advisory_unlock(%s)", [SETUP_LOCK_KEY])
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def _file_lock(url: str, wait_seconds: float) -> AsyncIterator[None]:
+    path = sqlite_path(url)
+    if not path or path == ":memory:":  # private to this process: nobody to wait for
+        yield
+        return
+    # Polled, not blocking: a blocking flock would stall the event loop of a process that is also serving.
+    fd = os.open(f"{path}.setup-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(
+                        f"another process held the database setup lock for over {wait_seconds:.0f}s"
+                    ) from None
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _statements(sql: str | dict[str, str], dialect: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Safe concurrent start: replicas and workers starting together on an empty PostgreSQL database all come up
-(schema migrations and LangGraph's checkpointer/store setup run under one advisory lock), and a multi-worker
-server whose workers cannot start exits non-zero."""
+(schema migrations and LangGraph's checkpointer/store setup run under one advisory lock), so do processes setting up
+one new SQLite file (a file lock beside it), and a multi-worker server whose workers cannot start exits non-zero."""
 
 from __future__ import annotations
 
@@ -88,3 +88,45 @@ def test_workers_that_cannot_start_make_the_server_exit_non_zero(tmp_path) -> No
         cwd=str(ROOT), env=env, capture_output=True, timeout=120,
     )
     assert proc.returncode != 0, proc.stderr.decode()[-2000:]
+
+
+SQLITE_SETUP = """
+import asyncio, os, sys, time
+from interlock.kernel.database import connect
+from interlock.server.checkpoints import open_persistence
+from interlock.server.storage.migrations import migrate, setup_lock
+
+async def main(url, go):
+    open(f"{go}.ready-{os.getpid()}", "w").close()
+    while not os.path.exists(go):  # every process imported, then all set up at the same moment
+        time.sleep(0.005)
+    db = await connect(url)
+    try:
+        async with setup_lock(url):
+            await migrate(db)
+        async with open_persistence(url) as (saver, store):
+            pass
+    finally:
+        await db.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_processes_setting_up_one_new_sqlite_file_at_once_all_succeed(tmp_path) -> None:  # noqa: ANN001
+    """`serve --workers N` on the embedded default: N processes run the schema setup of one new SQLite file at the
+    same moment (LangGraph's store reads its migration version, then inserts it: without the setup lock two of them
+    inserted the same version and one worker died)."""
+    for trial in range(5):
+        url = f"sqlite:///{tmp_path / f'trial-{trial}.db'}"
+        go = tmp_path / f"go-{trial}"
+        env = {**os.environ, "INTERLOCK_HOME": str(tmp_path / "home")}
+        procs = [subprocess.Popen([sys.executable, "-c", SQLITE_SETUP, url, str(go)], cwd=str(ROOT), env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(4)]
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob(f"go-{trial}.ready-*"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        go.touch()
+        outputs = [(p.wait(60), p.stdout.read().decode()[-1500:] if p.stdout else "") for p in procs]
+        failed = [out for code, out in outputs if code != 0]
+        assert not failed, f"trial {trial}: {len(failed)} of 4 failed: {failed}"
