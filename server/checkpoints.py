@@ -18,7 +18,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from interlock.kernel.database import connect_kwargs, pool_options
 from interlock.kernel.settings import get_settings, is_postgres, sqlite_path
-from interlock.kernel.sqlite_busy import retry_busy
+from interlock.kernel.sqlite_busy import retry_busy, retry_busy_blocking
 
 
 class LoopSqliteSaver(SqliteSaver):
@@ -351,7 +351,7 @@ async def open_persistence(
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=10000")  # start-up only: schema setup before the server serves
-        conn.execute("PRAGMA journal_mode=WAL")
+        retry_busy_blocking(lambda: conn.execute("PRAGMA journal_mode=WAL"))  # this switch does not wait by itself
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 

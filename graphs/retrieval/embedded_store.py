@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from interlock.kernel.sqlite_busy import retry_busy_blocking
+
 from . import fusion
 from .chunks import PUBLIC_GROUP, Chunk, Hit, check_groups, check_tenant
 from .filters import Condition
@@ -213,9 +215,10 @@ class EmbeddedStore(ThreadedStore):
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
+            # The switch to WAL does not wait for another process opening the file at the same time: retried.
+            retry_busy_blocking(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._migrate()
         except sqlite3.OperationalError as exc:
@@ -226,18 +229,25 @@ class EmbeddedStore(ThreadedStore):
         self._max_cached = max_cached_tenants
 
     def _migrate(self) -> None:
-        """Columns added after the first release of the schema (stores created before keep working)."""
-        for table, column, ddl in (
-            ("chunks", "seq", "ALTER TABLE chunks ADD COLUMN seq INTEGER NOT NULL DEFAULT 0"),
-            (
-                "tenant_state",
-                "deletes",
-                "ALTER TABLE tenant_state ADD COLUMN deletes INTEGER NOT NULL DEFAULT 0",
-            ),
-        ):
-            if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
-                self._db.execute(ddl)
-        self._db.execute("CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (tenant, seq)")
+        """Columns added after the first release of the schema (stores created before keep working). One write
+        transaction: two processes opening an old store at once must not both see a column missing and add it."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, ddl in (
+                ("chunks", "seq", "ALTER TABLE chunks ADD COLUMN seq INTEGER NOT NULL DEFAULT 0"),
+                (
+                    "tenant_state",
+                    "deletes",
+                    "ALTER TABLE tenant_state ADD COLUMN deletes INTEGER NOT NULL DEFAULT 0",
+                ),
+            ):
+                if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(ddl)
+            self._db.execute("CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (tenant, seq)")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         with self._lock:

@@ -110,8 +110,8 @@ async def test_incremental_refresh_applies_updates_and_appends(tmp_path):
         await s.close()
 
 
-def test_store_created_by_an_older_schema_is_migrated(tmp_path):
-    path = tmp_path / "old.sqlite"
+def _old_store(path) -> None:  # noqa: ANN001
+    """A store as the first release of the schema left it: no `seq` on chunks, no `deletes` on tenant_state."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE tenant_state (tenant TEXT PRIMARY KEY, version INTEGER NOT NULL)")
     old_chunks = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS chunks") :].split(";")[0]
@@ -120,6 +120,48 @@ def test_store_created_by_an_older_schema_is_migrated(tmp_path):
     db.execute("INSERT INTO tenant_state VALUES ('acme', 3)")
     db.commit()
     db.close()
+
+
+OPEN_AT_ONCE = """
+import os, sys, time
+from interlock.graphs.retrieval.embedded_store import EmbeddedStore
+open(sys.argv[2] + f".ready-{os.getpid()}", "w").close()
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.002)
+EmbeddedStore(sys.argv[1])
+"""
+
+
+def test_processes_opening_an_old_store_at_once_all_migrate_it(tmp_path):
+    """Workers (`serve --workers N`) opening a store of the older schema together: each checked for the missing
+    column and added it, and all but one failed with "duplicate column name" before the check and the change
+    became one write transaction."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    for trial in range(8):
+        path, go = tmp_path / f"old-{trial}.sqlite", tmp_path / f"go-{trial}"
+        _old_store(path)
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(path), str(go)], env=dict(os.environ),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(4)]
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob(f"go-{trial}.ready-*"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        go.touch()
+        failed = [out for code, out in ((p.wait(60), p.stdout.read().decode()[-800:] if p.stdout else "")
+                                        for p in procs) if code != 0]
+        assert not failed, f"trial {trial}: {failed}"
+        db = sqlite3.connect(path)
+        assert "seq" in {r[1] for r in db.execute("PRAGMA table_info(chunks)")}
+        assert "deletes" in {r[1] for r in db.execute("PRAGMA table_info(tenant_state)")}
+        db.close()
+
+
+def test_store_created_by_an_older_schema_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _old_store(path)
     store = EmbeddedStore(path)
     chunks, vectors = corpus("acme")
     store.upsert_sync(chunks, vectors)
