@@ -125,38 +125,50 @@ def _old_store(path) -> None:  # noqa: ANN001
 OPEN_AT_ONCE = """
 import os, sys, time
 from interlock.graphs.retrieval.embedded_store import EmbeddedStore
+from interlock.graphs.retrieval.embedding_cache import EmbeddingCache
 open(sys.argv[2] + f".ready-{os.getpid()}", "w").close()
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.002)
-EmbeddedStore(sys.argv[1])
+{"store": EmbeddedStore, "cache": EmbeddingCache}[sys.argv[3]](sys.argv[1])
 """
 
 
-def test_processes_opening_an_old_store_at_once_all_migrate_it(tmp_path):
-    """Workers (`serve --workers N`) opening a store of the older schema together: each checked for the missing
-    column and added it, and all but one failed with "duplicate column name" before the check and the change
-    became one write transaction."""
+def _open_at_once(path, go, kind: str, n: int = 4) -> list[str]:  # noqa: ANN001
+    """n processes open `path` at the same moment; the output of those that failed."""
     import os
     import subprocess
     import sys
     import time
 
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(path), str(go), kind], env=dict(os.environ),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(n)]
+    deadline = time.monotonic() + 60
+    while len(list(go.parent.glob(f"{go.name}.ready-*"))) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()
+    return [out for code, out in ((p.wait(60), p.stdout.read().decode()[-800:] if p.stdout else "") for p in procs)
+            if code != 0]
+
+
+def test_processes_opening_an_old_store_at_once_all_migrate_it(tmp_path):
+    """Workers (`serve --workers N`) opening a store of the older schema together: each checked for the missing
+    column and added it, and all but one failed with "duplicate column name" before the check and the change
+    became one write transaction (or with "database is locked": the switch to WAL does not wait by itself)."""
     for trial in range(8):
-        path, go = tmp_path / f"old-{trial}.sqlite", tmp_path / f"go-{trial}"
+        path = tmp_path / f"old-{trial}.sqlite"
         _old_store(path)
-        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(path), str(go)], env=dict(os.environ),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(4)]
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob(f"go-{trial}.ready-*"))) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        go.touch()
-        failed = [out for code, out in ((p.wait(60), p.stdout.read().decode()[-800:] if p.stdout else "")
-                                        for p in procs) if code != 0]
+        failed = _open_at_once(path, tmp_path / f"go-{trial}", "store")
         assert not failed, f"trial {trial}: {failed}"
         db = sqlite3.connect(path)
         assert "seq" in {r[1] for r in db.execute("PRAGMA table_info(chunks)")}
         assert "deletes" in {r[1] for r in db.execute("PRAGMA table_info(tenant_state)")}
         db.close()
+
+
+def test_processes_creating_one_embedding_cache_at_once_all_open_it(tmp_path):
+    for trial in range(8):
+        failed = _open_at_once(tmp_path / f"cache-{trial}.sqlite", tmp_path / f"cache-go-{trial}", "cache")
+        assert not failed, f"trial {trial}: {failed}"
 
 
 def test_store_created_by_an_older_schema_is_migrated(tmp_path):
