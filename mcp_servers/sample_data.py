@@ -27,7 +27,7 @@ from pathlib import Path
 from interlock.tools.endpoints import SYSTEMS, check_system
 
 from interlock.kernel.settings import home
-from interlock.kernel.sqlite_busy import retry_busy_blocking
+from interlock.kernel.sqlite_busy import switch_to_wal
 
 TENANTS: dict[str, int] = {"acme": 1, "globex": 2}
 
@@ -150,7 +150,7 @@ def ensure_schema(system: str) -> None:
     path = db_path(system)
     with closing(sqlite3.connect(path, timeout=10, isolation_level=None)) as conn:
         conn.execute("PRAGMA busy_timeout=10000")
-        retry_busy_blocking(lambda: conn.execute("PRAGMA journal_mode=WAL"))  # does not wait for another opener
+        switch_to_wal(conn)
         for stmt in SCHEMAS[system]:
             conn.execute(stmt)
     _ready.add(path)

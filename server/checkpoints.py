@@ -18,7 +18,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from interlock.kernel.database import connect_kwargs, pool_options
 from interlock.kernel.settings import get_settings, is_postgres, sqlite_path
-from interlock.kernel.sqlite_busy import retry_busy, retry_busy_blocking
+from interlock.kernel.sqlite_busy import retry_busy, switch_to_wal
 
 
 class LoopSqliteSaver(SqliteSaver):
@@ -351,7 +351,7 @@ async def open_persistence(
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=10000")  # start-up only: schema setup before the server serves
-        retry_busy_blocking(lambda: conn.execute("PRAGMA journal_mode=WAL"))  # this switch does not wait by itself
+        switch_to_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from interlock.kernel.sqlite_busy import retry_busy_blocking
+from interlock.kernel.sqlite_busy import switch_to_wal
 
 from . import fusion
 from .chunks import PUBLIC_GROUP, Chunk, Hit, check_groups, check_tenant
@@ -216,8 +216,7 @@ class EmbeddedStore(ThreadedStore):
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA busy_timeout=10000")
-            # The switch to WAL does not wait for another process opening the file at the same time: retried.
-            retry_busy_blocking(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
+            switch_to_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._migrate()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interlock.kernel.sqlite_busy import retry_busy_blocking
+from interlock.kernel.sqlite_busy import switch_to_wal
 
 from .embeddings import Embedder
 
@@ -27,8 +27,7 @@ class EmbeddingCache:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout=10000")
-        # Workers opening the cache at once: the switch to WAL does not wait by itself.
-        retry_busy_blocking(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
+        switch_to_wal(self._db)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL,"
             " PRIMARY KEY (model, key)) WITHOUT ROWID"

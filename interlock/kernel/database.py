@@ -143,7 +143,7 @@ class SqliteDatabase(Database):
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         # No busy handler: it sleeps on the event loop thread. Another process's lock is waited out asynchronously,
-        # from the first statement on: workers opening one new file at once contend for the switch to WAL.
+        # from the first statement on (the switch to WAL, as in sqlite_busy.switch_to_wal, but without blocking).
         conn.execute("PRAGMA busy_timeout=0")
         await retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"))
         conn.execute("PRAGMA synchronous=NORMAL")

@@ -56,6 +56,12 @@ def retry_busy_blocking(call: Callable[[], T], deadline: float = BUSY_DEADLINE_S
         delay = min(delay * 2, 0.05)
 
 
+def switch_to_wal(conn: sqlite3.Connection) -> None:
+    """`PRAGMA journal_mode=WAL`, retried: the switch fails at once with "database is locked", without calling the
+    busy handler, while another process opens the same new file (workers of one server starting together)."""
+    retry_busy_blocking(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+
+
 async def begin_immediate(lock: asyncio.Lock, conn: sqlite3.Connection, deadline: float = BUSY_DEADLINE_SECONDS) -> None:
     """Acquire `lock` and open a write transaction on `conn`; the caller releases the lock after COMMIT/ROLLBACK.
 
