@@ -68,12 +68,13 @@ class PrimedThread:
     def take(self) -> Any:
         """The answer, once: later reads see the run's own writes in the database."""
         self.armed = False
-        return self.latest if self.written is None else self._with_writes(self.written)
+        return self.latest if self.written is None else self._written_with_writes()
 
-    def _with_writes(self, written: Any) -> Any:
-        """`written` with the pending writes saved against it, in the order the saver reads them back."""
+    def _written_with_writes(self) -> Any:
+        """The last checkpoint written, with the writes saved against it, in the order the saver reads them back."""
         from langgraph.checkpoint.base import CheckpointTuple, writes_sort_key
 
+        written = self.written
         keyed = self.writes.get(written.config["configurable"]["checkpoint_id"], {})
         ordered = sorted(keyed.values(), key=lambda w: writes_sort_key(w[0], w[1], w[2]))
         return CheckpointTuple(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -166,15 +166,12 @@ async def setup_lock(url: str, wait_seconds: float = 60.0) -> AsyncIterator[None
     try:
         # Poll rather than block in pg_advisory_lock: a waiter sitting in a statement holds a snapshot, and the
         # holder's CREATE INDEX CONCURRENTLY (LangGraph's setup) waits for every such snapshot: a deadlock.
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        while True:
+        async def try_lock() -> bool:
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", [SETUP_LOCK_KEY])
             row = await cur.fetchone()
-            if row and row[0]:
-                break
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"another process held the database setup lock for over {wait_seconds:.0f}s")
-            await asyncio.sleep(0.1)
+            return bool(row and row[0])
+
+        await _poll(try_lock, wait_seconds, interval=0.1)
         try:
             yield
         finally:
@@ -191,21 +188,28 @@ async def _file_lock(url: str, wait_seconds: float) -> AsyncIterator[None]:
         return
     # Polled, not blocking: a blocking flock would stall the event loop of a process that is also serving.
     fd = os.open(f"{path}.setup-lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    async def try_lock() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
     try:
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(
-                        f"another process held the database setup lock for over {wait_seconds:.0f}s"
-                    ) from None
-                await asyncio.sleep(0.05)
+        await _poll(try_lock, wait_seconds, interval=0.05)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+async def _poll(try_lock: Callable[[], Awaitable[bool]], wait_seconds: float, *, interval: float) -> None:
+    """Try the setup lock every `interval` until it is held; TimeoutError after `wait_seconds`."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while not await try_lock():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"another process held the database setup lock for over {wait_seconds:.0f}s")
+        await asyncio.sleep(interval)
 
 
 def _statements(sql: str | dict[str, str], dialect: str) -> list[str]:
